@@ -1,0 +1,8 @@
+//! Data formats: binning of sweeps, the processed-data layout, and pickle I/O.
+
+pub mod binning;
+pub mod pickle;
+pub mod processed;
+
+pub use binning::{PROCESSED_BIN_SIZES, ProcessedSweep, RawSweep, bin_sweep, max_firing_rate};
+pub use processed::{CellRecording, DataDir, read_cell_ids, write_cell_ids};

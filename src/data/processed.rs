@@ -1,0 +1,194 @@
+//! The processed-data layout of the seed (`DATA_DIR/…`):
+//!
+//! * `processed_data/processed_I_and_firing_rate_{id}.pickle` — a list of sweep dicts
+//!   `{stimulus_name, sampling_rate, current: {bin: [pA…]}, firing_rate: {bin: [ms⁻¹…]}}`
+//! * `max_firing_rates/{id}.pickle` — one float, γ in ms⁻¹
+//! * `cell_ids.csv` — cell ids separated by commas or newlines
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::binning::ProcessedSweep;
+use super::pickle::{PyValue, PyValueExt, dict, float_list, int_dict, read_pickle, write_atomic, write_pickle};
+
+/// Paths of the processed-data layout under one data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self(root.into())
+    }
+    pub fn processed(&self, cell_id: u64) -> PathBuf {
+        self.0.join("processed_data").join(format!("processed_I_and_firing_rate_{cell_id}.pickle"))
+    }
+    pub fn max_firing_rate(&self, cell_id: u64) -> PathBuf {
+        self.0.join("max_firing_rates").join(format!("{cell_id}.pickle"))
+    }
+    pub fn cell_ids(&self) -> PathBuf {
+        self.0.join("cell_ids.csv")
+    }
+}
+
+/// All processed data of one cell.
+#[derive(Clone, Debug)]
+pub struct CellRecording {
+    pub cell_id: u64,
+    pub sweeps: Vec<ProcessedSweep>,
+    /// γ (ms⁻¹).
+    pub max_firing_rate: f64,
+}
+
+impl CellRecording {
+    /// Sweeps with a given stimulus name, in recording order.
+    pub fn sweeps_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ProcessedSweep> + 'a {
+        self.sweeps.iter().filter(move |s| s.stimulus_name == name)
+    }
+
+    pub fn has_stimulus(&self, name: &str) -> bool {
+        self.sweeps_named(name).next().is_some()
+    }
+
+    /// Reads a cell's processed sweeps and maximum firing rate, rejecting NaN / infinite values.
+    pub fn load(dir: &DataDir, cell_id: u64) -> Result<Self> {
+        let path = dir.processed(cell_id);
+        let sweeps = read_processed(&path)?;
+        let rate_path = dir.max_firing_rate(cell_id);
+        let max_firing_rate = read_pickle(&rate_path)?
+            .floats_flat()
+            .ok()
+            .and_then(|v| v.first().copied())
+            .with_context(|| format!("{}: expected one float (ms⁻¹)", rate_path.display()))?;
+        if !max_firing_rate.is_finite() || max_firing_rate < 0.0 {
+            bail!("{}: maximum firing rate is {max_firing_rate}, not a finite non-negative number", rate_path.display());
+        }
+        Ok(Self { cell_id, sweeps, max_firing_rate })
+    }
+
+    /// Writes both files of the cell atomically.
+    pub fn save(&self, dir: &DataDir) -> Result<()> {
+        write_processed(&dir.processed(self.cell_id), &self.sweeps)?;
+        write_pickle(&dir.max_firing_rate(self.cell_id), &PyValue::F64(self.max_firing_rate))
+    }
+}
+
+fn sweep_to_py(s: &ProcessedSweep) -> PyValue {
+    let traces = |m: &BTreeMap<u32, Vec<f64>>| int_dict(m.iter().map(|(&k, v)| (k as i64, float_list(v))));
+    dict([
+        ("stimulus_name", PyValue::String(s.stimulus_name.clone())),
+        ("sampling_rate", PyValue::F64(s.sampling_rate)),
+        ("current", traces(&s.current)),
+        ("firing_rate", traces(&s.firing_rate)),
+    ])
+}
+
+fn sweep_from_py(v: &PyValue) -> Result<ProcessedSweep> {
+    let traces = |key: &str| -> Result<BTreeMap<u32, Vec<f64>>> {
+        let mut out = BTreeMap::new();
+        for (k, trace) in v.get(key)?.dict_items().with_context(|| format!("field `{key}`"))? {
+            let bin = match k {
+                serde_pickle::HashableValue::I64(b) if *b > 0 => *b as u32,
+                serde_pickle::HashableValue::F64(b) if *b > 0.0 && b.fract() == 0.0 => *b as u32,
+                other => bail!("field `{key}`: bin-size key {other:?} is not a positive int"),
+            };
+            let xs = trace.floats_flat().with_context(|| format!("field `{key}`[{bin}]"))?;
+            if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+                bail!("field `{key}`[{bin}] has a non-finite value ({}) at bin {i}", xs[i]);
+            }
+            out.insert(bin, xs);
+        }
+        Ok(out)
+    };
+    let s = ProcessedSweep {
+        stimulus_name: v.get("stimulus_name")?.as_str().context("field `stimulus_name`")?.to_string(),
+        sampling_rate: v.get("sampling_rate").and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
+        current: traces("current")?,
+        firing_rate: traces("firing_rate")?,
+    };
+    for (bin, c) in &s.current {
+        if s.firing_rate.get(bin).map(Vec::len) != Some(c.len()) {
+            bail!("`current` and `firing_rate` differ in length at bin size {bin}");
+        }
+    }
+    Ok(s)
+}
+
+/// Reads a processed-sweeps pickle; errors name the file and the sweep.
+pub fn read_processed(path: &Path) -> Result<Vec<ProcessedSweep>> {
+    let v = read_pickle(path)?;
+    let list = v.as_list().with_context(|| format!("{}: expected a list of sweeps", path.display()))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| sweep_from_py(s).with_context(|| format!("{}: sweep {i}", path.display())))
+        .collect()
+}
+
+/// Writes a processed-sweeps pickle atomically.
+pub fn write_processed(path: &Path, sweeps: &[ProcessedSweep]) -> Result<()> {
+    write_pickle(path, &PyValue::List(sweeps.iter().map(sweep_to_py).collect()))
+}
+
+/// Reads cell ids separated by commas, whitespace or newlines; a header word is skipped.
+pub fn read_cell_ids(path: &Path) -> Result<Vec<u64>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read cell-id file {}", path.display()))?;
+    let mut ids = Vec::new();
+    for (i, tok) in text.split(|c: char| c == ',' || c.is_whitespace()).map(str::trim).filter(|t| !t.is_empty()).enumerate() {
+        let tok = tok.trim_matches('"');
+        match tok.parse::<u64>().or_else(|e| tok.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64).ok_or(e)) {
+            Ok(id) => ids.push(id),
+            Err(_) if i == 0 => {} // header such as `cell_id`
+            Err(_) => bail!("{}: `{tok}` is not a cell id", path.display()),
+        }
+    }
+    if ids.is_empty() {
+        bail!("{}: no cell ids found", path.display());
+    }
+    Ok(ids)
+}
+
+/// Writes cell ids one per line, atomically.
+pub fn write_cell_ids(path: &Path, ids: &[u64]) -> Result<()> {
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processed_pickle_round_trips_and_rejects_nan() {
+        let dir = std::env::temp_dir().join(format!("gfr-processed-{}", std::process::id()));
+        let data = DataDir::new(&dir);
+        let s = ProcessedSweep {
+            stimulus_name: "Noise 1".into(),
+            sampling_rate: 20_000.0,
+            current: BTreeMap::from([(20, vec![1.0, 2.0]), (100, vec![])]),
+            firing_rate: BTreeMap::from([(20, vec![0.0, 0.05]), (100, vec![])]),
+        };
+        let cell = CellRecording { cell_id: 7, sweeps: vec![s.clone()], max_firing_rate: 0.25 };
+        cell.save(&data).unwrap();
+        let back = CellRecording::load(&data, 7).unwrap();
+        assert_eq!(back.sweeps, vec![s.clone()]);
+        assert_eq!(back.max_firing_rate, 0.25);
+
+        let mut bad = s;
+        bad.current.insert(20, vec![1.0, f64::NAN]);
+        write_processed(&data.processed(8), &[bad]).unwrap();
+        let e = format!("{:#}", read_processed(&data.processed(8)).unwrap_err());
+        assert!(e.contains("processed_I_and_firing_rate_8.pickle") && e.contains("non-finite"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn cell_ids_accept_commas_newlines_and_a_header() {
+        let p = std::env::temp_dir().join(format!("gfr-ids-{}.csv", std::process::id()));
+        std::fs::write(&p, "cell_id\n123,456\n789\n").unwrap();
+        assert_eq!(read_cell_ids(&p).unwrap(), vec![123, 456, 789]);
+        std::fs::write(&p, "1,x2").unwrap();
+        assert!(read_cell_ids(&p).unwrap_err().to_string().contains("`x2`"));
+        std::fs::remove_file(p).unwrap();
+    }
+}

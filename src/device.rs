@@ -1,0 +1,64 @@
+//! Choosing the backend at run time: CPU (ndarray) or GPU (wgpu).
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, DeviceKind, Tensor};
+
+/// `--device` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// ndarray on the CPU.
+    Cpu,
+    /// wgpu: Vulkan / Metal / DX12 / GL, whichever the machine offers.
+    Wgpu,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// The device, checked to work: a wgpu device without an adapter is an error, not a panic.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            // ndarray is deprecated upstream in favour of flex, but it is the CPU backend
+            // the project is asked to use.
+            #[allow(deprecated)]
+            Backend::Cpu => Ok(Device::ndarray()),
+            Backend::Wgpu => {
+                if !wgpu_available() {
+                    bail!(
+                        "--device wgpu: no GPU adapter could be opened (no Vulkan, Metal, DX12 or GL driver found); use --device cpu"
+                    );
+                }
+                Ok(Device::wgpu(DeviceKind::DefaultDevice))
+            }
+        }
+    }
+}
+
+/// Whether a wgpu adapter can be opened and run a kernel. Probed once per process.
+pub fn wgpu_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let ok = std::panic::catch_unwind(|| {
+            let d = Device::wgpu(DeviceKind::DefaultDevice);
+            let t = Tensor::<1>::from_floats([1.0, 2.0], &d) * 2.0;
+            t.into_data().try_to_vec::<f32>().map(|v| v == vec![2.0, 4.0]).unwrap_or(false)
+        })
+        .unwrap_or(false);
+        std::panic::set_hook(hook);
+        ok
+    })
+}
+
+/// The CPU device (ndarray).
+pub fn cpu() -> Device {
+    #[allow(deprecated)]
+    Device::ndarray()
+}

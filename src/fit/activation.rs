@@ -1,0 +1,160 @@
+//! Fitting the activation g to one point per Long Square sweep (spec §3, first stage).
+
+use anyhow::{Result, bail};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::data::CellRecording;
+use crate::neuron::{ActivationParams, PolynomialActivation};
+
+/// Adam learning rate of the activation fit.
+pub const ACTIVATION_LR: f64 = 0.05;
+
+/// The activation-fit data: first-bin current (pA) and rate (ms⁻¹) of each Long Square sweep.
+#[derive(Clone, Debug)]
+pub struct ActivationData {
+    pub current: Vec<f64>,
+    pub rate: Vec<f64>,
+    /// Activation bin size Δt' (ms).
+    pub bin_size: u32,
+}
+
+impl ActivationData {
+    pub fn from_cell(cell: &CellRecording, bin_size: u32) -> Result<Self> {
+        let (mut current, mut rate) = (Vec::new(), Vec::new());
+        for s in cell.sweeps_named("Long Square") {
+            if let Some((c, f)) = s.traces(bin_size)
+                && !c.is_empty()
+            {
+                current.push(c[0]);
+                rate.push(f[0]);
+            }
+        }
+        if current.is_empty() {
+            bail!("no Long Square sweep with data at the activation bin size {bin_size} ms");
+        }
+        Ok(Self { current, rate, bin_size })
+    }
+
+    /// σ: the largest |I| of the points (1 when all are zero).
+    pub fn max_current(&self) -> f64 {
+        let m = self.current.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        if m > 0.0 { m } else { 1.0 }
+    }
+
+    /// Σ_points [g(x) Δt' − y Δt' ln(g(x) Δt' + ε)].
+    pub fn loss(&self, g: &ActivationParams, eps: f64) -> f64 {
+        let dt = self.bin_size as f64;
+        let rates: Vec<f64> = self.current.iter().map(|&x| g.eval(x)).collect();
+        crate::scan::poisson_nll(&rates, &self.rate, dt, eps)
+    }
+}
+
+/// A restart's starting point, from the data: b = x of the point just before the first point
+/// with y > 0.01 (that point itself when it is the first; 0 when no point fires);
+/// c_1 = |(y_max − y_b)/(x_max − x_b)| · σ at the point of largest y; other c_k ~ N(0, 0.1²).
+pub fn initial_activation(data: &ActivationData, degree: usize, max_rate: f64, rng: &mut StdRng) -> ActivationParams {
+    let mut pts: Vec<(f64, f64)> = data.current.iter().copied().zip(data.rate.iter().copied()).collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let sigma = data.max_current();
+    let (x1, y1) = match pts.iter().position(|p| p.1 > 0.01) {
+        Some(0) => pts[0],
+        Some(i) => pts[i - 1],
+        None => (0.0, 0.0),
+    };
+    let (x2, y2) = pts.iter().copied().fold((0.0, f64::NEG_INFINITY), |best, p| if p.1 > best.1 { p } else { best });
+    let normal = Normal::new(0.0, 0.1).unwrap();
+    let mut coeffs: Vec<f64> = (0..=degree).map(|_| normal.sample(rng)).collect();
+    if degree >= 1 {
+        let slope = if x2 != x1 { ((y2 - y1) / (x2 - x1) * sigma).abs() } else { 1.0 };
+        coeffs[1] = if slope.is_finite() && slope > 0.0 { slope } else { 1.0 };
+    }
+    ActivationParams {
+        max_current: sigma,
+        max_firing_rate: max_rate,
+        poly_coeff: coeffs,
+        threshold: x1,
+        bin_size: data.bin_size,
+    }
+}
+
+/// Fits the activation: `repeats` restarts of `epochs` full-batch Adam steps (lr 0.05) on the
+/// Poisson loss through Burn's autodiff on `device`; keeps the lowest final loss.
+pub fn fit_activation(
+    data: &ActivationData,
+    degree: usize,
+    max_rate: f64,
+    epochs: usize,
+    repeats: usize,
+    eps: f64,
+    device: &Device,
+    rng: &mut StdRng,
+) -> Result<(ActivationParams, f64)> {
+    let ad = device.clone().autodiff();
+    let n = data.current.len();
+    let to_col = |v: &[f64]| {
+        Tensor::<2>::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [n, 1]), &ad)
+    };
+    let (x, y) = (to_col(&data.current), to_col(&data.rate));
+    let dt = data.bin_size as f64;
+    let mut best: Option<(ActivationParams, f64)> = None;
+    for _ in 0..repeats {
+        let init = initial_activation(data, degree, max_rate, rng);
+        let mut g = PolynomialActivation::new(&[&init], &ad);
+        let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+        for _ in 0..epochs {
+            let mu = g.forward(x.clone()) * dt;
+            let loss = (mu.clone() - y.clone() * dt * (mu + eps).log()).sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &g);
+            g = optim.step(ACTIVATION_LR, g, grads);
+        }
+        let fitted = g.to_params(data.bin_size).remove(0);
+        let loss = data.loss(&fitted, eps);
+        if loss.is_finite() && fitted.poly_coeff.iter().all(|c| c.is_finite()) && fitted.threshold.is_finite()
+            && best.as_ref().is_none_or(|b| loss < b.1)
+        {
+            best = Some((fitted, loss));
+        }
+    }
+    match best {
+        Some(b) => Ok(b),
+        None => bail!("activation fit diverged (non-finite loss) in every restart"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn data() -> ActivationData {
+        // a rectified-linear f-I curve: 0 below 100 pA, 0.001/pA above
+        let current: Vec<f64> = (0..12).map(|k| -50.0 + 25.0 * k as f64).collect();
+        let rate = current.iter().map(|&x: &f64| (0.001 * (x - 100.0)).max(0.0)).collect();
+        ActivationData { current, rate, bin_size: 20 }
+    }
+
+    #[test]
+    fn initial_threshold_is_the_point_before_firing_starts() {
+        let d = data();
+        let mut rng = StdRng::seed_from_u64(0);
+        let g = initial_activation(&d, 1, 0.5, &mut rng);
+        // first y > 0.01 is x = 125 (y = 0.025); the point before it is x = 100
+        assert_eq!(g.threshold, 100.0);
+        assert_eq!(g.max_current, 225.0);
+        let slope = (0.125 - 0.0) / (225.0 - 100.0) * 225.0;
+        assert!((g.poly_coeff[1] - slope).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fitting_lowers_the_loss_and_finds_the_threshold() {
+        let d = data();
+        let mut rng = StdRng::seed_from_u64(1);
+        let init = initial_activation(&d, 1, 0.5, &mut StdRng::seed_from_u64(1));
+        let (g, loss) = fit_activation(&d, 1, 0.5, 300, 2, 1e-8, &crate::device::cpu(), &mut rng).unwrap();
+        assert!(loss < d.loss(&init, 1e-8), "{loss}");
+        assert!(g.eval(0.0) < 0.01 && (g.eval(200.0) - 0.1).abs() < 0.03, "{g:?}");
+    }
+}

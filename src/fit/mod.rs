@@ -1,0 +1,320 @@
+//! Fitting one GFR neuron per cell (spec §3): activation first, then the filters, selected by
+//! validation EVR; results saved per cell with the published keys.
+
+mod activation;
+mod config;
+mod evr;
+mod neuron;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+
+pub use activation::{ACTIVATION_LR, ActivationData, fit_activation, initial_activation};
+pub use config::{FitConfig, RunConfig};
+pub use evr::{explained_variance, explained_variance_ratio};
+pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run};
+
+use crate::data::pickle::{PyValue, PyValueExt, dict, float_list, int, read_pickle, write_atomic, write_pickle};
+use crate::data::{CellRecording, DataDir};
+use crate::neuron::{BIN_SIZES, NeuronParams};
+
+/// Activation bin sizes accepted by `--activation-bin-size`.
+pub const ACTIVATION_BIN_SIZES: [u32; 4] = [10, 20, 50, 100];
+
+/// A cell's fit as saved in `SAVE_PATH/{id}.pickle`.
+#[derive(Clone, Debug)]
+pub struct FitResult {
+    pub params: NeuronParams,
+    /// Validation EVR (Noise 1).
+    pub evr1: f64,
+    /// Test EVR (Noise 2).
+    pub evr2: f64,
+    pub train_losses: Vec<f64>,
+    pub test_losses: Vec<f64>,
+    pub bin_size: u32,
+}
+
+impl FitResult {
+    pub fn to_py(&self) -> PyValue {
+        dict([
+            ("params", self.params.to_py()),
+            ("evr1", PyValue::F64(self.evr1)),
+            ("evr2", PyValue::F64(self.evr2)),
+            ("train_losses", float_list(&self.train_losses)),
+            ("test_losses", float_list(&self.test_losses)),
+            ("bin_size", int(self.bin_size as i64)),
+        ])
+    }
+
+    pub fn from_py(v: &PyValue) -> Result<Self> {
+        Ok(Self {
+            params: NeuronParams::from_py(v.get("params")?).context("in field `params`")?,
+            evr1: v.get("evr1")?.as_f64().context("field `evr1`")?,
+            evr2: v.get("evr2")?.as_f64().context("field `evr2`")?,
+            train_losses: v.get("train_losses")?.floats_flat().context("field `train_losses`")?,
+            test_losses: v.get("test_losses")?.floats_flat().context("field `test_losses`")?,
+            bin_size: v.get("bin_size")?.as_u32().context("field `bin_size`")?,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_py(&read_pickle(path)?).with_context(|| format!("{} is not a GFR fit result", path.display()))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_pickle(path, &self.to_py())
+    }
+
+    pub fn final_train_loss(&self) -> f64 {
+        self.train_losses.last().copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// Everything `gfr fit` needs besides the cell ids.
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    pub bin_size: u32,
+    pub activation_bin_size: u32,
+    pub degree: usize,
+    /// L1 weight C.
+    pub l1: f64,
+    pub save_path: PathBuf,
+    pub config: FitConfig,
+    pub data_dir: DataDir,
+    pub device: Device,
+    pub seed: u64,
+}
+
+impl FitOptions {
+    pub fn check(&self) -> Result<()> {
+        Self::check_flags(self.bin_size, self.activation_bin_size, self.l1)?;
+        self.config.check()
+    }
+
+    /// Checks `--bin-size`, `--activation-bin-size` and `--C`.
+    pub fn check_flags(bin_size: u32, activation_bin_size: u32, l1: f64) -> Result<()> {
+        if !BIN_SIZES.contains(&bin_size) {
+            bail!("--bin-size {bin_size}: allowed values are 10, 20, 50, 100");
+        }
+        if !ACTIVATION_BIN_SIZES.contains(&activation_bin_size) {
+            bail!("--activation-bin-size {activation_bin_size}: allowed values are 20, 100 (also 10, 50)");
+        }
+        if !(l1 >= 0.0 && l1.is_finite()) {
+            bail!("--C {l1}: must be a non-negative number");
+        }
+        Ok(())
+    }
+
+    pub fn result_path(&self, cell_id: u64) -> PathBuf {
+        self.save_path.join(format!("{cell_id}.pickle"))
+    }
+}
+
+/// What happened to one cell.
+#[derive(Clone, Debug, Serialize)]
+pub struct CellReport {
+    pub cell_id: u64,
+    /// "saved", "kept-previous", "skipped" or "failed".
+    pub status: String,
+    pub val_evr: Option<f64>,
+    pub test_evr: Option<f64>,
+    pub train_loss: Option<f64>,
+    pub seconds: f64,
+    pub message: String,
+}
+
+/// Progress callbacks of a cell fit (no-ops by default).
+pub trait FitProgress {
+    fn stage(&self, _msg: &str) {}
+    fn run_started(&self, _run: usize, _runs: usize, _epochs: usize) {}
+    fn epoch(&self, _epoch: usize, _train_loss: f64) {}
+}
+
+impl FitProgress for () {}
+
+/// Fits one cell and returns its result, or `Err(reason)` for a skip / failure message.
+pub fn fit_cell_result(cell: &CellRecording, opts: &FitOptions, previous: Option<&FitResult>, progress: &dyn FitProgress) -> Result<FitResult, CellError> {
+    let cfg = &opts.config;
+    let data = FitData::from_cell(cell, opts.bin_size).map_err(CellError::Skip)?;
+    if data.train.is_empty() {
+        return Err(CellError::Skip("no training sweeps (Long Square, Ramp, Noise 1)".into()));
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let start = match previous.filter(|p| cfg.finetune && p.params.bin_size == opts.bin_size) {
+        Some(prev) => prev.params.clone(),
+        None => {
+            progress.stage("activation");
+            let act_data = ActivationData::from_cell(cell, opts.activation_bin_size).map_err(|e| CellError::Skip(e.to_string()))?;
+            let (g, _) = fit_activation(
+                &act_data,
+                opts.degree,
+                cell.max_firing_rate,
+                cfg.activation_epochs,
+                cfg.activation_repeats,
+                cfg.eps,
+                &opts.device,
+                &mut rng,
+            )
+            .map_err(|e| CellError::Fail(e.to_string()))?;
+            NeuronParams::initial(opts.bin_size, g)
+        }
+    };
+    let settings = RunSettings { eps: cfg.eps, l1: opts.l1, train_activation: !cfg.freeze_activation };
+    let mut best: Option<RunResult> = None;
+    let mut diverged = 0;
+    for (i, run) in cfg.hparams.iter().enumerate() {
+        progress.run_started(i, cfg.hparams.len(), run.epochs);
+        match train_run(&start, &data, run, &settings, &opts.device, &mut rng, |e, l| progress.epoch(e, l)) {
+            Some(r) if best.as_ref().is_none_or(|b| better(r.evr1, b.evr1)) => best = Some(r),
+            Some(_) => {}
+            None => diverged += 1,
+        }
+    }
+    let Some(best) = best else {
+        return Err(CellError::Fail(format!("all {diverged} runs diverged (non-finite loss); nothing saved")));
+    };
+    let evr2 = data.test.evr(&best.params);
+    Ok(FitResult {
+        params: best.params,
+        evr1: best.evr1,
+        evr2,
+        train_losses: best.train_losses,
+        test_losses: best.test_losses,
+        bin_size: opts.bin_size,
+    })
+}
+
+/// `a` beats `b` as a validation EVR (NaN never wins).
+fn better(a: f64, b: f64) -> bool {
+    !a.is_nan() && (b.is_nan() || a > b)
+}
+
+/// Why a cell produced no new result.
+#[derive(Debug)]
+pub enum CellError {
+    Skip(String),
+    Fail(String),
+}
+
+/// Loads, fits and saves one cell, never replacing a saved result with a worse one.
+pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress) -> CellReport {
+    let t0 = Instant::now();
+    let report = |status: &str, r: Option<&FitResult>, message: String| CellReport {
+        cell_id,
+        status: status.to_string(),
+        val_evr: r.map(|r| r.evr1),
+        test_evr: r.map(|r| r.evr2),
+        train_loss: r.map(FitResult::final_train_loss),
+        seconds: t0.elapsed().as_secs_f64(),
+        message,
+    };
+    let path = opts.result_path(cell_id);
+    let previous = if path.exists() {
+        match FitResult::load(&path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                progress.stage(&format!("ignoring unreadable previous result: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if previous.is_some() && !opts.config.retrain_model {
+        return report("skipped", previous.as_ref(), format!("{} exists and retrain_model is false", path.display()));
+    }
+    let cell = match CellRecording::load(&opts.data_dir, cell_id) {
+        Ok(c) => c,
+        Err(e) => return report("skipped", None, format!("{e:#}")),
+    };
+    match fit_cell_result(&cell, opts, previous.as_ref(), progress) {
+        Ok(new) => match previous {
+            Some(prev) if !better(new.evr1, prev.evr1) => report(
+                "kept-previous",
+                Some(&new),
+                format!("saved result has evr1 {:.3} ≥ new {:.3}; kept it", prev.evr1, new.evr1),
+            ),
+            _ => match new.save(&path) {
+                Ok(()) => report("saved", Some(&new), path.display().to_string()),
+                Err(e) => report("failed", Some(&new), format!("{e:#}")),
+            },
+        },
+        Err(CellError::Skip(m)) => report("skipped", None, m),
+        Err(CellError::Fail(m)) => report("failed", None, m),
+    }
+}
+
+struct Bars {
+    epochs: ProgressBar,
+}
+
+impl FitProgress for Bars {
+    fn stage(&self, msg: &str) {
+        self.epochs.set_message(msg.to_string());
+    }
+    fn run_started(&self, run: usize, runs: usize, epochs: usize) {
+        self.epochs.reset();
+        self.epochs.set_length(epochs as u64);
+        self.epochs.set_message(format!("run {}/{runs}", run + 1));
+    }
+    fn epoch(&self, _epoch: usize, train_loss: f64) {
+        self.epochs.inc(1);
+        let msg = self.epochs.message();
+        let head = msg.split(" loss").next().unwrap_or("").to_string();
+        self.epochs.set_message(format!("{head} loss {train_loss:.4}"));
+    }
+}
+
+/// Fits every cell with progress bars, prints a summary table, and writes
+/// `SAVE_PATH/fit_summary.json`. One bad cell never stops the others.
+pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec<CellReport>> {
+    opts.check()?;
+    std::fs::create_dir_all(&opts.save_path).with_context(|| format!("cannot create --save-path {}", opts.save_path.display()))?;
+    let mp = MultiProgress::with_draw_target(if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    let cells = mp.add(ProgressBar::new(cell_ids.len() as u64));
+    cells.set_style(ProgressStyle::with_template("cells  {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap());
+    let epochs = mp.add(ProgressBar::new(0));
+    epochs.set_style(ProgressStyle::with_template("epochs {bar:30} {pos}/{len} {msg}").unwrap());
+    let bars = Bars { epochs };
+    let mut reports = Vec::new();
+    for &id in cell_ids {
+        cells.set_message(format!("cell {id}"));
+        let r = fit_and_save(id, opts, &bars);
+        let line = match (&r.val_evr, &r.test_evr) {
+            (Some(v), Some(t)) => format!("cell {id}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.1} s)", r.status, r.seconds),
+            _ => format!("cell {id}: {} — {}", r.status, r.message),
+        };
+        if quiet { eprintln!("{line}") } else { mp.println(line).ok(); }
+        reports.push(r);
+        cells.inc(1);
+    }
+    bars.epochs.finish_and_clear();
+    cells.finish_and_clear();
+    let json = serde_json::to_vec_pretty(&reports)?;
+    write_atomic(&opts.save_path.join("fit_summary.json"), &json)?;
+    Ok(reports)
+}
+
+/// The summary table printed after `gfr fit`.
+pub fn summary_table(reports: &[CellReport]) -> String {
+    let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.3}"));
+    let mut s = format!("{:>12}  {:>14}  {:>8}  {:>8}  {:>10}  {:>8}\n", "cell id", "status", "val EVR", "test EVR", "train loss", "seconds");
+    for r in reports {
+        s += &format!(
+            "{:>12}  {:>14}  {:>8}  {:>8}  {:>10}  {:>8.1}\n",
+            r.cell_id, r.status, f(r.val_evr), f(r.test_evr), f(r.train_loss), r.seconds
+        );
+    }
+    let notes: Vec<_> = reports.iter().filter(|r| r.status == "skipped" || r.status == "failed").collect();
+    for r in notes {
+        s += &format!("  {} {}: {}\n", r.status, r.cell_id, r.message);
+    }
+    s
+}

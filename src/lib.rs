@@ -1,0 +1,17 @@
+//! gfr — Generalized Firing Rate neurons on Burn.
+//!
+//! * [`neuron`] — the GFR neuron: parameters, activation, and the layer as Burn modules.
+//! * [`scan`] — the fused forward/backward scan used for fitting.
+//! * [`data`] — sweeps, binning, the processed-data layout and pickle I/O.
+//! * [`simulate`] — the built-in synthetic cells.
+//! * [`fit`] — fitting one GFR neuron per cell, EVR, and result files.
+//! * [`device`] — choosing the CPU (ndarray) or GPU (wgpu) backend at run time.
+
+pub use burn;
+
+pub mod data;
+pub mod device;
+pub mod fit;
+pub mod neuron;
+pub mod scan;
+pub mod simulate;

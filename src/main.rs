@@ -1,0 +1,10 @@
+//! The `gfr` command line.
+
+mod cli;
+
+fn main() {
+    if let Err(e) = cli::run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,112 @@
+//! The polynomial activation g as a Burn module holding N neurons (one row each).
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::ActivationParams;
+
+/// g(x) = γ · max(0, tanh(Σ_k c_k² ((x − b)/σ)^k)) for N neurons.
+/// b and c are trainable; σ and γ are constants (frozen parameters, saved with the module).
+#[derive(Module, Debug)]
+pub struct PolynomialActivation {
+    /// b: threshold current per neuron (pA), `[N]`.
+    pub threshold: Param<Tensor<1>>,
+    /// c: polynomial coefficients per neuron, `[N, d + 1]`.
+    pub coeffs: Param<Tensor<2>>,
+    /// σ: input scale per neuron (pA), `[N]`; constant.
+    pub max_current: Param<Tensor<1>>,
+    /// γ: maximum firing rate per neuron (ms⁻¹), `[N]`; constant.
+    pub max_rate: Param<Tensor<1>>,
+}
+
+pub(crate) fn tensor1(xs: &[f64], device: &Device) -> Tensor<1> {
+    let v: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+    Tensor::from_data(TensorData::new(v, [xs.len()]), device)
+}
+
+pub(crate) fn tensor2(rows: &[Vec<f64>], device: &Device) -> Tensor<2> {
+    let cols = rows.first().map_or(0, Vec::len);
+    assert!(rows.iter().all(|r| r.len() == cols), "ragged rows");
+    let v: Vec<f32> = rows.iter().flatten().map(|&x| x as f32).collect();
+    Tensor::from_data(TensorData::new(v, [rows.len(), cols]), device)
+}
+
+pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor")
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+fn constant(t: Tensor<1>) -> Param<Tensor<1>> {
+    Param::from_tensor(t).set_require_grad(false)
+}
+
+impl PolynomialActivation {
+    /// One row per neuron; all must have the same polynomial degree.
+    pub fn new(neurons: &[&ActivationParams], device: &Device) -> Self {
+        let col = |f: fn(&ActivationParams) -> f64| -> Vec<f64> { neurons.iter().map(|a| f(a)).collect() };
+        let coeffs: Vec<Vec<f64>> = neurons.iter().map(|a| a.poly_coeff.clone()).collect();
+        Self {
+            threshold: Param::from_tensor(tensor1(&col(|a| a.threshold), device)),
+            coeffs: Param::from_tensor(tensor2(&coeffs, device)),
+            max_current: constant(tensor1(&col(|a| a.max_current), device)),
+            max_rate: constant(tensor1(&col(|a| a.max_firing_rate), device)),
+        }
+    }
+
+    pub fn n_neurons(&self) -> usize {
+        self.threshold.val().dims()[0]
+    }
+
+    /// Freezes (or unfreezes) b and c, using Burn's require-grad flag.
+    pub fn with_trainable(mut self, trainable: bool) -> Self {
+        self.threshold = self.threshold.set_require_grad(trainable);
+        self.coeffs = self.coeffs.set_require_grad(trainable);
+        self
+    }
+
+    /// `x`: input per neuron (pA), `[B, N]` → rate (ms⁻¹), `[B, N]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let n = self.n_neurons();
+        let b = self.threshold.val().reshape([1, n]);
+        let sigma = self.max_current.val().reshape([1, n]);
+        let gamma = self.max_rate.val().reshape([1, n]);
+        let c = self.coeffs.val();
+        let terms = c.dims()[1];
+        let c2 = c.clone() * c;
+        let v = (x - b) / sigma;
+        let mut z = c2.clone().slice([0..n, 0..1]).reshape([1, n]) + v.zeros_like();
+        let mut p = v.clone();
+        for k in 1..terms {
+            z = z + p.clone() * c2.clone().slice([0..n, k..k + 1]).reshape([1, n]);
+            if k + 1 < terms {
+                p = p * v.clone();
+            }
+        }
+        relu(z.tanh()) * gamma
+    }
+
+    /// The host-side parameters of every neuron.
+    pub fn to_params(&self, bin_size: u32) -> Vec<ActivationParams> {
+        let n = self.n_neurons();
+        let b = to_vec(self.threshold.val());
+        let c = to_vec(self.coeffs.val());
+        let sigma = to_vec(self.max_current.val());
+        let gamma = to_vec(self.max_rate.val());
+        let terms = c.len() / n.max(1);
+        (0..n)
+            .map(|i| ActivationParams {
+                max_current: sigma[i],
+                max_firing_rate: gamma[i],
+                poly_coeff: c[i * terms..(i + 1) * terms].to_vec(),
+                threshold: b[i],
+                bin_size,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,144 @@
+//! A layer of GFR neurons as a Burn module: step and sequence functions (spec §1).
+//!
+//! This is the differentiable reference of the model. The cell fitter runs the same
+//! dynamics through the fused scan in [`crate::scan`], whose tests compare values and
+//! gradients against [`GfrLayer::sequence`]; the network steps through [`GfrLayer::step`].
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+
+use super::activation::{tensor1, tensor2, to_vec};
+use super::{NeuronParams, PolynomialActivation, RATE_HISTORY_SCALE};
+
+/// N GFR neurons with n filters each, sharing the decay rates λ.
+#[derive(Module, Debug)]
+pub struct GfrLayer {
+    /// α: input weights, `[N, n]`.
+    pub alpha: Param<Tensor<2>>,
+    /// β: rate-history weights, `[N, n]`.
+    pub beta: Param<Tensor<2>>,
+    /// 1 − λ: per-bin decay factors, `[n]`; constant.
+    pub decay: Param<Tensor<1>>,
+    pub activation: PolynomialActivation,
+}
+
+/// State of a layer for a batch: filter values h `[B, N, n]` and last rate f `[B, N]` (ms⁻¹).
+#[derive(Clone, Debug)]
+pub struct GfrState {
+    pub h: Tensor<3>,
+    pub rate: Tensor<2>,
+}
+
+impl GfrLayer {
+    /// One row per neuron; all must share bin size (so λ) and polynomial degree.
+    pub fn new(neurons: &[NeuronParams], device: &Device) -> Self {
+        assert!(!neurons.is_empty(), "a GFR layer needs at least one neuron");
+        let lambda = &neurons[0].lambda;
+        assert!(
+            neurons.iter().all(|p| &p.lambda == lambda),
+            "all neurons of a layer must share λ (the same bin size)"
+        );
+        let decay: Vec<f64> = lambda.iter().map(|l| 1.0 - l).collect();
+        let alpha: Vec<Vec<f64>> = neurons.iter().map(|p| p.alpha.clone()).collect();
+        let beta: Vec<Vec<f64>> = neurons.iter().map(|p| p.beta.clone()).collect();
+        let acts: Vec<_> = neurons.iter().map(|p| &p.activation).collect();
+        Self {
+            alpha: Param::from_tensor(tensor2(&alpha, device)),
+            beta: Param::from_tensor(tensor2(&beta, device)),
+            decay: Param::from_tensor(tensor1(&decay, device)).set_require_grad(false),
+            activation: PolynomialActivation::new(&acts, device),
+        }
+    }
+
+    pub fn n_neurons(&self) -> usize {
+        self.alpha.val().dims()[0]
+    }
+
+    pub fn n_filters(&self) -> usize {
+        self.alpha.val().dims()[1]
+    }
+
+    /// Freezes (or unfreezes) α and β, using Burn's require-grad flag.
+    pub fn with_trainable_filters(mut self, trainable: bool) -> Self {
+        self.alpha = self.alpha.set_require_grad(trainable);
+        self.beta = self.beta.set_require_grad(trainable);
+        self
+    }
+
+    /// Freezes (or unfreezes) the activation's b and c.
+    pub fn with_trainable_activation(mut self, trainable: bool) -> Self {
+        self.activation = self.activation.with_trainable(trainable);
+        self
+    }
+
+    /// h = 0, f = 0 for a batch of `batch`.
+    pub fn init_state(&self, batch: usize) -> GfrState {
+        let device = self.alpha.val().device();
+        let (n_neurons, n) = (self.n_neurons(), self.n_filters());
+        GfrState {
+            h: Tensor::zeros([batch, n_neurons, n], &device),
+            rate: Tensor::zeros([batch, n_neurons], &device),
+        }
+    }
+
+    /// One time bin: `input` is the current per neuron (pA), `[B, N]`.
+    /// h ← (1 − λ) ⊙ h + α I + 1000 β f;  f ← g(mean_i h).
+    pub fn step(&self, state: GfrState, input: Tensor<2>) -> GfrState {
+        let (n_neurons, n) = (self.n_neurons(), self.n_filters());
+        let decay = self.decay.val().reshape([1, 1, n]);
+        let alpha = self.alpha.val().reshape([1, n_neurons, n]);
+        let beta = self.beta.val().reshape([1, n_neurons, n]);
+        let h = state.h * decay
+            + alpha * input.unsqueeze_dim::<3>(2)
+            + beta * state.rate.unsqueeze_dim::<3>(2) * RATE_HISTORY_SCALE;
+        let x = h.clone().mean_dim(2).squeeze_dim::<2>(2);
+        let rate = self.activation.forward(x);
+        GfrState { h, rate }
+    }
+
+    /// Runs the layer from rest over `current` (pA), `[B, T, N]`; returns rates `[B, T, N]`.
+    pub fn sequence(&self, current: Tensor<3>) -> Tensor<3> {
+        let [batch, time, n_neurons] = current.dims();
+        let mut state = self.init_state(batch);
+        let mut rates = Vec::with_capacity(time);
+        for t in 0..time {
+            let input = current.clone().slice([0..batch, t..t + 1, 0..n_neurons]).reshape([batch, n_neurons]);
+            state = self.step(state, input);
+            rates.push(state.rate.clone().unsqueeze_dim::<3>(1));
+        }
+        Tensor::cat(rates, 1)
+    }
+
+    /// The host-side parameters of every neuron.
+    pub fn to_params(&self, bin_size: u32) -> Vec<NeuronParams> {
+        let (n_neurons, n) = (self.n_neurons(), self.n_filters());
+        let alpha = to_vec(self.alpha.val());
+        let beta = to_vec(self.beta.val());
+        // λ is exact from the bin size; the f32 decay tensor only confirms the filter count.
+        let exact = super::decay_rates(bin_size);
+        let lambda: Vec<f64> = if exact.len() == n {
+            exact
+        } else {
+            to_vec(self.decay.val()).into_iter().map(|d| 1.0 - d).collect()
+        };
+        let acts = self.activation.to_params(bin_size);
+        (0..n_neurons)
+            .zip(acts)
+            .map(|(i, activation)| NeuronParams {
+                alpha: alpha[i * n..(i + 1) * n].to_vec(),
+                beta: beta[i * n..(i + 1) * n].to_vec(),
+                lambda: lambda.clone(),
+                bin_size,
+                activation,
+            })
+            .collect()
+    }
+}
+
+/// Poisson negative log-likelihood of binned spike counts, summed over unmasked bins:
+/// Σ m · [f Δt − y Δt · ln(f Δt + ε)]. `rate`, `target`, `mask`: `[B, T]`.
+pub fn poisson_nll(rate: Tensor<2>, target: Tensor<2>, mask: Tensor<2>, dt: f64, eps: f64) -> Tensor<1> {
+    let mu = rate * dt;
+    let nll = mu.clone() - target * dt * (mu + eps).log();
+    (nll * mask).sum()
+}

@@ -1,0 +1,199 @@
+//! One neuron's parameters as plain numbers: the `params` dict of a fit result (spec §4).
+
+use anyhow::{Context, Result, bail};
+
+use crate::data::pickle::{PyValue, PyValueExt, dict, float_list, int};
+
+/// Activation g(x) = γ · max(0, tanh(Σ_k c_k² ((x − b)/σ)^k)) of one neuron.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationParams {
+    /// σ: largest |I| in the activation-fit data (pA).
+    pub max_current: f64,
+    /// γ: the cell's maximum firing rate (ms⁻¹).
+    pub max_firing_rate: f64,
+    /// c: d + 1 polynomial coefficients (enter squared).
+    pub poly_coeff: Vec<f64>,
+    /// b: threshold current (pA).
+    pub threshold: f64,
+    /// Activation bin size Δt' (ms) the activation was fitted at.
+    pub bin_size: u32,
+}
+
+/// One GFR neuron (spec §1): filter weights, decay rates and activation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NeuronParams {
+    /// α: input weights, one per filter.
+    pub alpha: Vec<f64>,
+    /// β: rate-history weights, one per filter.
+    pub beta: Vec<f64>,
+    /// λ: decay rates, one per filter.
+    pub lambda: Vec<f64>,
+    /// Model bin size Δt (ms).
+    pub bin_size: u32,
+    pub activation: ActivationParams,
+}
+
+impl ActivationParams {
+    pub fn eval(&self, x: f64) -> f64 {
+        super::activation_host(
+            x,
+            self.threshold,
+            &self.poly_coeff,
+            self.max_current,
+            self.max_firing_rate,
+        )
+        .0
+    }
+
+    pub fn to_py(&self) -> PyValue {
+        dict([
+            ("max_current", float_list(&[self.max_current])),
+            ("max_firing_rate", float_list(&[self.max_firing_rate])),
+            ("poly_coeff", PyValue::List(vec![float_list(&self.poly_coeff)])),
+            ("b", float_list(&[self.threshold])),
+            ("bin_size", int(self.bin_size as i64)),
+        ])
+    }
+
+    pub fn from_py(v: &PyValue) -> Result<Self> {
+        let p = Self {
+            max_current: first(v.get("max_current")?.floats()?, "max_current")?,
+            max_firing_rate: first(v.get("max_firing_rate")?.floats()?, "max_firing_rate")?,
+            poly_coeff: v.get("poly_coeff")?.floats_flat()?,
+            threshold: first(v.get("b")?.floats()?, "b")?,
+            bin_size: v.get("bin_size")?.as_u32()?,
+        };
+        if p.poly_coeff.is_empty() {
+            bail!("field `poly_coeff` is empty");
+        }
+        if !(p.max_current > 0.0 && p.max_current.is_finite()) {
+            bail!("field `max_current` must be a positive number, got {}", p.max_current);
+        }
+        Ok(p)
+    }
+}
+
+impl NeuronParams {
+    /// Initial neuron of spec §1: α = [n, 0, …], β = 0, with the given activation.
+    pub fn initial(bin_size: u32, activation: ActivationParams) -> Self {
+        let lambda = super::decay_rates(bin_size);
+        let n = lambda.len();
+        let mut alpha = vec![0.0; n];
+        alpha[0] = n as f64;
+        Self { alpha, beta: vec![0.0; n], lambda, bin_size, activation }
+    }
+
+    pub fn n_filters(&self) -> usize {
+        self.lambda.len()
+    }
+
+    /// Input kernel k_I(s) = Σ_i α_i (1 − λ_i)^s for s = 0..len bins.
+    pub fn input_kernel(&self, len: usize) -> Vec<f64> {
+        kernel(&self.alpha, &self.lambda, len)
+    }
+
+    /// Rate-history kernel k_f(s) = Σ_i β_i (1 − λ_i)^s for s = 0..len bins.
+    pub fn rate_kernel(&self, len: usize) -> Vec<f64> {
+        kernel(&self.beta, &self.lambda, len)
+    }
+
+    /// Runs the neuron on a current trace (pA, one value per bin) and returns the firing
+    /// rate per bin (ms⁻¹). A plain, unbatched rendering of spec §1.
+    pub fn predict(&self, current: &[f64]) -> Vec<f64> {
+        let n = self.n_filters();
+        let mut h = vec![0.0; n];
+        let mut f = 0.0;
+        let a = &self.activation;
+        current
+            .iter()
+            .map(|&i_t| {
+                for k in 0..n {
+                    h[k] = (1.0 - self.lambda[k]) * h[k]
+                        + self.alpha[k] * i_t
+                        + super::RATE_HISTORY_SCALE * self.beta[k] * f;
+                }
+                f = a.eval(h.iter().sum::<f64>() / n as f64);
+                f
+            })
+            .collect()
+    }
+
+    pub fn to_py(&self) -> PyValue {
+        dict([
+            ("a", PyValue::List(vec![float_list(&self.alpha)])),
+            ("b", PyValue::List(vec![float_list(&self.beta)])),
+            ("ds", float_list(&self.lambda)),
+            ("bin_size", int(self.bin_size as i64)),
+            ("g", self.activation.to_py()),
+        ])
+    }
+
+    pub fn from_py(v: &PyValue) -> Result<Self> {
+        let p = Self {
+            alpha: v.get("a")?.floats_flat()?,
+            beta: v.get("b")?.floats_flat()?,
+            lambda: v.get("ds")?.floats_flat()?,
+            bin_size: v.get("bin_size")?.as_u32()?,
+            activation: ActivationParams::from_py(v.get("g")?).context("in field `g`")?,
+        };
+        let n = p.lambda.len();
+        if n == 0 || p.alpha.len() != n || p.beta.len() != n {
+            bail!(
+                "fields `a`, `b`, `ds` must have the same non-zero length, got {}, {}, {}",
+                p.alpha.len(),
+                p.beta.len(),
+                n
+            );
+        }
+        let all = p.alpha.iter().chain(&p.beta).chain(&p.lambda).chain(&p.activation.poly_coeff);
+        if all.clone().any(|x| !x.is_finite()) {
+            bail!("parameters contain NaN or infinite values");
+        }
+        Ok(p)
+    }
+}
+
+fn kernel(w: &[f64], lambda: &[f64], len: usize) -> Vec<f64> {
+    (0..len)
+        .map(|s| w.iter().zip(lambda).map(|(w, l)| w * (1.0 - l).powi(s as i32)).sum())
+        .collect()
+}
+
+fn first(v: Vec<f64>, name: &str) -> Result<f64> {
+    v.first().copied().with_context(|| format!("field `{name}` is empty"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn neuron() -> NeuronParams {
+        let act = ActivationParams {
+            max_current: 200.0,
+            max_firing_rate: 0.3,
+            poly_coeff: vec![0.1, 1.5],
+            threshold: 40.0,
+            bin_size: 20,
+        };
+        let mut p = NeuronParams::initial(20, act);
+        p.beta[2] = -1e-3;
+        p
+    }
+
+    #[test]
+    fn pickle_dict_round_trips() {
+        let p = neuron();
+        let back = NeuronParams::from_py(&p.to_py()).unwrap();
+        assert_eq!(p, back);
+    }
+
+    #[test]
+    fn initial_neuron_passes_current_straight_to_the_activation() {
+        // α = [n, 0…], β = 0 → first bin: mean h = I, so f = g(I)
+        let p = neuron();
+        let r = p.predict(&[100.0]);
+        assert!((r[0] - p.activation.eval(100.0)).abs() < 1e-12);
+        let k = p.input_kernel(3);
+        assert_eq!(k, vec![8.0, 0.0, 0.0]); // λ_0 = 1 forgets at once
+    }
+}

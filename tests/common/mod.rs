@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fresh scratch folder under the target dir, removed first if it exists.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gfr-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the `gfr` binary with `args`, from the repository root.
+pub fn gfr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gfr"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run gfr")
+}
+
+pub fn ok(out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "gfr failed:\n{text}");
+    text
+}
+
+pub fn fails(out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "gfr should have failed:\n{text}");
+    text
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// python3 with the standard library, if this machine has it.
+pub fn python() -> Option<&'static str> {
+    Command::new("python3").arg("-c").arg("import pickle").output().ok().filter(|o| o.status.success()).map(|_| "python3")
+}
+
+pub fn config(dir: &Path, name: &str, json: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, json).unwrap();
+    p
+}

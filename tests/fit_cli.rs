@@ -1,0 +1,127 @@
+//! `gfr simulate` + `gfr fit` end to end through the command line.
+
+mod common;
+use common::*;
+
+use gfr::data::pickle::{PyValueExt, read_pickle};
+use gfr::fit::FitResult;
+
+#[test]
+fn simulate_then_fit_two_cells_with_the_test_config() {
+    let dir = scratch("e2e");
+    let data = dir.join("data");
+    let params = dir.join("params");
+    let out = ok(&gfr(&["simulate", "--cells", "2", "--seed", "3", "--data-dir", s(&data)]));
+    assert!(out.contains("wrote 2 cells"), "{out}");
+    // the seed's underscore spellings
+    let out = ok(&gfr(&[
+        "fit", "--bin_size", "20", "--activation_bin_size", "20", "--config_path", "configs/test.json",
+        "--data-dir", s(&data), "--save_path", s(&params), "--quiet",
+    ]));
+    assert!(out.contains("val EVR"), "{out}");
+    let ids = gfr::data::read_cell_ids(&data.join("cell_ids.csv")).unwrap();
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        let r = FitResult::load(&params.join(format!("{id}.pickle"))).unwrap();
+        assert_eq!(r.bin_size, 20);
+        assert_eq!(r.params.alpha.len(), 8);
+        assert_eq!(r.train_losses.len(), 10);
+        assert_eq!(r.test_losses.len(), 10);
+        assert!(r.evr1.is_finite() && r.evr2.is_finite());
+        assert!(r.params.activation.max_firing_rate > 0.0);
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(params.join("fit_summary.json")).unwrap()).unwrap();
+    let rows = summary.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["status"] == "saved" && r["test_evr"].is_number()));
+
+    if let Some(py) = python() {
+        let script = format!(
+            "import pickle\nr = pickle.load(open('{}', 'rb'))\n\
+             assert set(r) == {{'params','evr1','evr2','train_losses','test_losses','bin_size'}}, r.keys()\n\
+             p = r['params']; g = p['g']\n\
+             assert len(p['a']) == 1 and len(p['a'][0]) == 8 and len(p['ds']) == 8\n\
+             assert set(g) == {{'max_current','max_firing_rate','poly_coeff','b','bin_size'}}\n\
+             d = pickle.load(open('{}', 'rb'))\n\
+             assert isinstance(d, list) and set(d[0]['current']) == {{10, 20, 50, 100}}\n\
+             print('python ok')",
+            s(&params.join(format!("{}.pickle", ids[0]))),
+            s(&data.join(format!("processed_data/processed_I_and_firing_rate_{}.pickle", ids[0]))),
+        );
+        let o = std::process::Command::new(py).arg("-c").arg(script).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    } else {
+        eprintln!("SKIPPED python pickle check: python3 not found");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_bad_cell_is_reported_and_the_others_are_fitted() {
+    let dir = scratch("badcell");
+    let data = dir.join("data");
+    let params = dir.join("params");
+    ok(&gfr(&["simulate", "--cells", "3", "--data-dir", s(&data), "--first-id", "11"]));
+    // cell 12: truncated pickle; cell 13: NaN in the data; cell 14: no files at all
+    let p12 = data.join("processed_data/processed_I_and_firing_rate_12.pickle");
+    let bytes = std::fs::read(&p12).unwrap();
+    std::fs::write(&p12, &bytes[..bytes.len() / 2]).unwrap();
+    let p13 = data.join("processed_data/processed_I_and_firing_rate_13.pickle");
+    let mut sweeps = gfr::data::processed::read_processed(&p13).unwrap();
+    sweeps[0].current.get_mut(&20).unwrap()[3] = f64::NAN;
+    gfr::data::processed::write_processed(&p13, &sweeps).unwrap();
+    std::fs::write(data.join("cell_ids.csv"), "11,12,13,14\n").unwrap();
+
+    let out = ok(&gfr(&["fit", "--config-path", "configs/test.json", "--data-dir", s(&data), "--save-path", s(&params), "--quiet"]));
+    assert!(params.join("11.pickle").exists(), "{out}");
+    for id in [12, 13, 14] {
+        assert!(!params.join(format!("{id}.pickle")).exists());
+    }
+    assert!(out.contains("processed_I_and_firing_rate_12.pickle"), "{out}");
+    assert!(out.contains("processed_I_and_firing_rate_13.pickle") && out.contains("non-finite"), "{out}");
+    assert!(out.contains("processed_I_and_firing_rate_14.pickle"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_better_saved_result_is_never_replaced() {
+    let dir = scratch("better");
+    let data = dir.join("data");
+    let params = dir.join("params");
+    ok(&gfr(&["simulate", "--cells", "1", "--data-dir", s(&data), "--first-id", "5"]));
+    let args = ["fit", "--config-path", "configs/test.json", "--data-dir", s(&data), "--save-path", s(&params), "--quiet"];
+    ok(&gfr(&args));
+    let path = params.join("5.pickle");
+    let mut r = FitResult::load(&path).unwrap();
+    r.evr1 = 0.999;
+    r.save(&path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let out = ok(&gfr(&args));
+    assert!(out.contains("kept-previous"), "{out}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // retrain_model = false: the cell is skipped outright
+    let cfg = config(&dir, "noretrain.json", r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 2}], "retrain_model": false}"#);
+    let out = ok(&gfr(&["fit", "--config-path", s(&cfg), "--data-dir", s(&data), "--save-path", s(&params), "--quiet"]));
+    assert!(out.contains("retrain_model is false"), "{out}");
+    assert_eq!(read_pickle(&path).unwrap().get("evr1").unwrap().as_f64().unwrap(), 0.999);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_flags_and_configs_name_what_is_wrong() {
+    let dir = scratch("flags");
+    let e = fails(&gfr(&["fit", "--bin-size", "30", "--config-path", "configs/test.json", "--data-dir", s(&dir)]));
+    assert!(e.contains("--bin-size 30"), "{e}");
+    let e = fails(&gfr(&["fit", "--config-path", s(&dir.join("nope.json"))]));
+    assert!(e.contains("nope.json"), "{e}");
+    let cfg = config(&dir, "bad.json", r#"{"hparams": [{"lr": -1, "epochs": 2}]}"#);
+    let e = fails(&gfr(&["fit", "--config-path", s(&cfg)]));
+    assert!(e.contains("bad.json") && e.contains("hparams[0].lr"), "{e}");
+    let cfg = config(&dir, "broken.json", r#"{"hparams": [}"#);
+    let e = fails(&gfr(&["fit", "--config-path", s(&cfg)]));
+    assert!(e.contains("broken.json"), "{e}");
+    let e = fails(&gfr(&["fit", "--config-path", "configs/test.json", "--data-dir", s(&dir)]));
+    assert!(e.contains("cell_ids.csv"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,43 @@
+//! Files written by Python's `pickle` (plain lists / dicts / floats) are read.
+
+mod common;
+use common::*;
+
+#[test]
+fn reads_processed_data_and_results_written_by_python() {
+    let Some(py) = python() else {
+        eprintln!("SKIPPED reads_processed_data_and_results_written_by_python: python3 not found");
+        return;
+    };
+    let dir = scratch("pyread");
+    let script = format!(
+        r#"
+import pickle, os
+d = '{d}'
+os.makedirs(d + '/processed_data'); os.makedirs(d + '/max_firing_rates')
+sweeps = [{{'stimulus_name': 'Noise 1', 'current': {{10: [1.0, 2.0], 20: [1.5]}}, 'firing_rate': {{10: [0.0, 0.1], 20: [0.05]}}}}]
+for proto in (2, 4, 5):
+    pickle.dump(sweeps, open(d + '/processed_data/processed_I_and_firing_rate_%d.pickle' % proto, 'wb'), protocol=proto)
+    pickle.dump(0.25, open(d + '/max_firing_rates/%d.pickle' % proto, 'wb'), protocol=proto)
+res = {{'params': {{'a': [[8.0] + [0.0]*7], 'b': [[0.0]*8], 'ds': [1.0, 0.63, 0.39, 0.18, 0.095, 0.039, 0.0198, 0.00995], 'bin_size': 20,
+        'g': {{'max_current': [200.0], 'max_firing_rate': [0.3], 'poly_coeff': [[0.1, 1.2]], 'b': [30.0], 'bin_size': 20}}}},
+       'evr1': 0.7, 'evr2': 0.65, 'train_losses': [0.5, 0.4], 'test_losses': [0.6, 0.5], 'bin_size': 20}}
+pickle.dump(res, open(d + '/result.pickle', 'wb'), protocol=4)
+"#,
+        d = s(&dir)
+    );
+    let o = std::process::Command::new(py).arg("-c").arg(script).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = gfr::data::DataDir::new(&dir);
+    for proto in [2, 4, 5] {
+        let cell = gfr::data::CellRecording::load(&data, proto).unwrap();
+        assert_eq!(cell.sweeps[0].current[&10], vec![1.0, 2.0]);
+        assert_eq!(cell.sweeps[0].firing_rate[&20], vec![0.05]);
+        assert_eq!(cell.max_firing_rate, 0.25);
+    }
+    let r = gfr::fit::FitResult::load(&dir.join("result.pickle")).unwrap();
+    assert_eq!(r.params.alpha[0], 8.0);
+    assert_eq!(r.params.activation.poly_coeff, vec![0.1, 1.2]);
+    assert_eq!(r.evr2, 0.65);
+    std::fs::remove_dir_all(dir).unwrap();
+}

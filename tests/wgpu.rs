@@ -1,0 +1,41 @@
+//! The wgpu path: one small cell fitted on wgpu agrees with the CPU fit.
+//! Skipped, saying so, when no wgpu adapter exists.
+
+use gfr::data::DataDir;
+use gfr::device::{Backend, wgpu_available};
+use gfr::fit::{FitConfig, FitOptions, RunConfig, fit_and_save};
+use gfr::simulate::{GroundTruth, simulate_cell};
+
+#[test]
+fn wgpu_fit_agrees_with_cpu() {
+    if !wgpu_available() {
+        eprintln!("SKIPPED wgpu_fit_agrees_with_cpu: no wgpu adapter on this machine");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gfr-test-wgpu-{}", std::process::id()));
+    let data = DataDir::new(dir.join("data"));
+    simulate_cell(1, 0, 2, GroundTruth::Gfr).recording.save(&data).unwrap();
+    let mut config = FitConfig::new(vec![RunConfig::new(1e-2, 20)]);
+    config.activation_epochs = 40;
+    config.activation_repeats = 1;
+    let mut evr = Vec::new();
+    for backend in [Backend::Cpu, Backend::Wgpu] {
+        let opts = FitOptions {
+            bin_size: 20,
+            activation_bin_size: 20,
+            degree: 1,
+            l1: 0.0,
+            save_path: dir.join(backend.name()),
+            config: config.clone(),
+            data_dir: data.clone(),
+            device: backend.device().unwrap(),
+            seed: 0,
+        };
+        let r = fit_and_save(1, &opts, &());
+        assert_eq!(r.status, "saved", "{}: {}", backend.name(), r.message);
+        eprintln!("{}: test EVR {:?} in {:.1} s", backend.name(), r.test_evr, r.seconds);
+        evr.push(r.test_evr.unwrap());
+    }
+    assert!((evr[0] - evr[1]).abs() < 0.02, "cpu {} vs wgpu {}", evr[0], evr[1]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
