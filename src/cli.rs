@@ -24,6 +24,27 @@ enum Command {
     Simulate(SimulateArgs),
     /// Fit one GFR neuron per cell (activation, then filters) and save the results.
     Fit(FitArgs),
+    /// Benchmark fitting on simulated cells: seconds per cell and per epoch, cells per hour,
+    /// peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Number of simulated cells.
+    #[arg(long, default_value_t = 20)]
+    cells: usize,
+    /// Fitting config (JSON).
+    #[arg(long = "config-path", visible_alias = "config_path", default_value = "configs/default.json")]
+    config_path: PathBuf,
+    /// Backend: cpu (ndarray) or wgpu.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    device: Backend,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the numbers as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -85,7 +106,28 @@ pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Simulate(a) => simulate(a),
         Command::Fit(a) => fit(a),
+        Command::Bench(a) => bench(a),
     }
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    if a.cells == 0 {
+        bail!("--cells must be at least 1");
+    }
+    let config = FitConfig::load(&a.config_path)?;
+    let device = a.device.device().context("--device")?;
+    eprintln!("benchmark: fitting {} simulated cells with config `{}` on {}", a.cells, config.config_name, a.device.name());
+    let b = gfr::bench::bench_fit(a.cells, config, a.device.name(), device, a.seed)?;
+    println!("cells               {}", b.cells);
+    println!("seconds per cell    {:.3}", b.seconds_per_cell);
+    println!("seconds per epoch   {:.5}", b.seconds_per_epoch);
+    println!("cells per hour      {:.0}", b.cells_per_hour);
+    println!("median test EVR     {:.3}", b.median_test_evr);
+    println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
+    if let Some(p) = a.json {
+        gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
+    }
+    Ok(())
 }
 
 fn simulate(a: SimulateArgs) -> Result<()> {

@@ -9,6 +9,7 @@
 
 pub use burn;
 
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod fit;

@@ -151,7 +151,7 @@ pub fn fit_cell_result(cell: &CellRecording, opts: &FitOptions, previous: Option
         Some(prev) => prev.params.clone(),
         None => {
             progress.stage("activation");
-            let act_data = ActivationData::from_cell(cell, opts.activation_bin_size).map_err(|e| CellError::Skip(e.to_string()))?;
+            let act_data = activation_data(cell, opts.activation_bin_size, progress)?;
             let (g, _) = fit_activation(
                 &act_data,
                 opts.degree,
@@ -189,6 +189,23 @@ pub fn fit_cell_result(cell: &CellRecording, opts: &FitOptions, previous: Option
         test_losses: best.test_losses,
         bin_size: opts.bin_size,
     })
+}
+
+/// The activation-fit points at `bin` ms. When no Long Square fires within its first bin
+/// (a first-spike latency longer than the bin), the data carry no f-I information and the
+/// fit would give a neuron that never fires; then the first 100 ms bin is used instead (the
+/// result records the bin size it was fitted at).
+fn activation_data(cell: &CellRecording, bin: u32, progress: &dyn FitProgress) -> Result<ActivationData, CellError> {
+    let fires = |d: &ActivationData| d.rate.iter().any(|&y| y > 0.01);
+    let data = ActivationData::from_cell(cell, bin).map_err(|e| CellError::Skip(e.to_string()))?;
+    if !fires(&data) && bin < 100
+        && let Ok(wide) = ActivationData::from_cell(cell, 100)
+        && fires(&wide)
+    {
+        progress.stage(&format!("no Long Square fires in its first {bin} ms; activation fitted at 100 ms"));
+        return Ok(wide);
+    }
+    Ok(data)
 }
 
 /// `a` beats `b` as a validation EVR (NaN never wins).
@@ -317,4 +334,39 @@ pub fn summary_table(reports: &[CellReport]) -> String {
         s += &format!("  {} {}: {}\n", r.status, r.cell_id, r.message);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ProcessedSweep;
+    use std::collections::BTreeMap;
+
+    /// A Long Square whose first spike comes after 20 ms: silent at 20 ms, firing at 100 ms.
+    fn late_spiking_cell() -> CellRecording {
+        let sweeps = (0..6)
+            .map(|k| {
+                let i = 50.0 * k as f64;
+                let late = if k >= 3 { 0.02 * (k - 2) as f64 } else { 0.0 };
+                ProcessedSweep {
+                    stimulus_name: "Long Square".into(),
+                    sampling_rate: 20_000.0,
+                    current: BTreeMap::from([(20, vec![i; 5]), (100, vec![i])]),
+                    firing_rate: BTreeMap::from([(20, vec![0.0, late, late, late, late]), (100, vec![late * 0.8])]),
+                }
+            })
+            .collect();
+        CellRecording { cell_id: 1, sweeps, max_firing_rate: 0.2 }
+    }
+
+    #[test]
+    fn silent_first_bins_fall_back_to_the_100ms_bin() {
+        let cell = late_spiking_cell();
+        let d = activation_data(&cell, 20, &()).unwrap();
+        assert_eq!(d.bin_size, 100);
+        assert!(d.rate.iter().any(|&y| y > 0.01));
+        // a cell that fires in its first bin keeps the requested bin size
+        let d = activation_data(&cell, 100, &()).unwrap();
+        assert_eq!(d.bin_size, 100);
+    }
 }

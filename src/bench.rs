@@ -1,0 +1,79 @@
+//! `gfr bench`: fitting speed on simulated cells, with peak memory.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::data::DataDir;
+use crate::fit::{FitConfig, FitOptions, fit_and_save};
+use crate::simulate::{GroundTruth, simulate_cell};
+
+/// Results of a fitting benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct FitBench {
+    pub cells: usize,
+    pub config: String,
+    pub device: String,
+    pub seconds_total: f64,
+    pub seconds_per_cell: f64,
+    /// Seconds per epoch of the filter fit (all training groups once), averaged over cells.
+    pub seconds_per_epoch: f64,
+    pub cells_per_hour: f64,
+    pub median_test_evr: f64,
+    /// Peak resident memory of the process (MB), from /proc/self/status; 0 where unknown.
+    pub peak_memory_mb: f64,
+}
+
+/// Peak resident set size (MB) of this process, where the OS reports it.
+pub fn peak_memory_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Simulates `cells` AdEx cells into a scratch folder and fits them one after another.
+pub fn bench_fit(cells: usize, config: FitConfig, device_name: &str, device: burn::tensor::Device, seed: u64) -> Result<FitBench> {
+    let dir = std::env::temp_dir().join(format!("gfr-bench-{}", std::process::id()));
+    let data = DataDir::new(dir.join("data"));
+    for k in 0..cells {
+        simulate_cell(k as u64 + 1, k, seed, GroundTruth::Adex).recording.save(&data)?;
+    }
+    let opts = FitOptions {
+        bin_size: 20,
+        activation_bin_size: 20,
+        degree: 1,
+        l1: 0.0,
+        save_path: dir.join("params"),
+        config: config.clone(),
+        data_dir: data,
+        device,
+        seed,
+    };
+    let t0 = Instant::now();
+    let mut evrs = Vec::new();
+    let mut epochs = 0usize;
+    for k in 0..cells {
+        let r = fit_and_save(k as u64 + 1, &opts, &());
+        if let Some(e) = r.test_evr {
+            evrs.push(e);
+        }
+        epochs += config.hparams.iter().map(|h| h.epochs).sum::<usize>();
+    }
+    let total = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    evrs.sort_by(f64::total_cmp);
+    Ok(FitBench {
+        cells,
+        config: config.config_name,
+        device: device_name.to_string(),
+        seconds_total: total,
+        seconds_per_cell: total / cells as f64,
+        seconds_per_epoch: total / epochs.max(1) as f64,
+        cells_per_hour: 3600.0 * cells as f64 / total,
+        median_test_evr: evrs.get(evrs.len() / 2).copied().unwrap_or(f64::NAN),
+        peak_memory_mb: peak_memory_mb(),
+    })
+}
