@@ -27,6 +27,83 @@ enum Command {
     /// Benchmark fitting on simulated cells: seconds per cell and per epoch, cells per hour,
     /// peak memory.
     Bench(BenchArgs),
+    /// The dataset of fitted neurons: build, import, export, summary, show.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Run a fitted neuron on a current trace and write its firing rate per bin.
+    Predict(PredictArgs),
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Gather per-cell fit results, apply the criteria (val EVR > 0.5, train loss < 0.45),
+    /// add cre lines, and write the dataset pickle (and optionally the JSON list).
+    Build {
+        /// Folders of per-cell results (repeatable; shards merge).
+        #[arg(long = "params-dir", visible_alias = "params_dir", default_value = "model/params")]
+        params_dir: Vec<PathBuf>,
+        #[arg(long, default_value = DEFAULT_DATASET)]
+        out: PathBuf,
+        /// Also write the published JSON list here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Allen cell metadata table (specimen__id, line_name).
+        #[arg(long, default_value = "data/metadata.csv")]
+        metadata: PathBuf,
+    },
+    /// Read a dataset in the published JSON format into the pickle.
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = DEFAULT_DATASET)]
+        out: PathBuf,
+    },
+    /// Write the dataset as the published JSON list.
+    Export {
+        #[arg(long)]
+        json: PathBuf,
+        #[arg(long, default_value = DEFAULT_DATASET)]
+        dataset: PathBuf,
+    },
+    /// Cell counts per (bin size, activation bin size).
+    Summary {
+        #[arg(long, default_value = DEFAULT_DATASET)]
+        dataset: PathBuf,
+    },
+    /// One cell's record and neuron parameters.
+    Show {
+        cell_id: u64,
+        #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
+        bin_size: u32,
+        #[arg(long = "activation-bin-size", visible_alias = "activation_bin_size", default_value_t = 20)]
+        activation_bin_size: u32,
+        #[arg(long, default_value = DEFAULT_DATASET)]
+        dataset: PathBuf,
+    },
+}
+
+const DEFAULT_DATASET: &str = "model/gfr_dataset.pickle";
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Cell id (looked up in --dataset).
+    #[arg(long = "cell-id", visible_alias = "cell_id")]
+    cell_id: Option<u64>,
+    #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
+    bin_size: u32,
+    #[arg(long = "activation-bin-size", visible_alias = "activation_bin_size", default_value_t = 20)]
+    activation_bin_size: u32,
+    /// Dataset pickle to take the neuron from.
+    #[arg(long, conflicts_with = "params")]
+    dataset: Option<PathBuf>,
+    /// A per-cell fit result (`model/params/{id}.pickle`) to take the neuron from.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Current trace: CSV, one value per bin (pA); a header and a `current` column are optional.
+    #[arg(long)]
+    current: PathBuf,
+    /// Output CSV (bin, current_pA, rate_per_ms); stdout when absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -107,7 +184,121 @@ pub fn run() -> Result<()> {
         Command::Simulate(a) => simulate(a),
         Command::Fit(a) => fit(a),
         Command::Bench(a) => bench(a),
+        Command::Dataset(c) => dataset(c),
+        Command::Predict(a) => predict(a),
     }
+}
+
+fn dataset(c: DatasetCommand) -> Result<()> {
+    use gfr::dataset::{Dataset, MAX_TRAIN_LOSS, MIN_VAL_EVR, read_cre_lines};
+    match c {
+        DatasetCommand::Build { params_dir, out, json, metadata } => {
+            let cre = if metadata.exists() {
+                read_cre_lines(&metadata)?
+            } else {
+                eprintln!("warning: metadata table {} not found; cre lines left empty", metadata.display());
+                Default::default()
+            };
+            let (ds, report) = Dataset::build(&params_dir, &cre)?;
+            for e in &report.unreadable {
+                eprintln!("skipped unreadable result: {e}");
+            }
+            ds.save(&out)?;
+            println!(
+                "{} results included, {} excluded (val EVR ≤ {MIN_VAL_EVR} or train loss ≥ {MAX_TRAIN_LOSS}), {} unreadable",
+                report.included,
+                report.excluded,
+                report.unreadable.len()
+            );
+            print!("{}", ds.summary());
+            println!("wrote {}", out.display());
+            if let Some(j) = json {
+                ds.save_json(&j)?;
+                println!("wrote {}", j.display());
+            }
+        }
+        DatasetCommand::Import { file, out } => {
+            let ds = Dataset::load_json(&file)?;
+            ds.save(&out)?;
+            print!("{}", ds.summary());
+            println!("imported {} records from {} into {}", ds.n_records(), file.display(), out.display());
+        }
+        DatasetCommand::Export { json, dataset } => {
+            let ds = Dataset::load(&dataset)?;
+            ds.save_json(&json)?;
+            println!("exported {} records to {}", ds.n_records(), json.display());
+        }
+        DatasetCommand::Summary { dataset } => print!("{}", Dataset::load(&dataset)?.summary()),
+        DatasetCommand::Show { cell_id, bin_size, activation_bin_size, dataset } => {
+            let ds = Dataset::load(&dataset)?;
+            let r = ds.record(cell_id, bin_size, activation_bin_size)?;
+            let p = &r.params;
+            let a = &p.activation;
+            println!("cell {}  cre-line {}  bin {} ms  activation bin {} ms", r.cell_id, if r.cre_line.is_empty() { "—" } else { &r.cre_line }, r.bin_size, r.actv_bin_size);
+            println!("val EVR {:.4}  test EVR {:.4}  train loss {:.4}  test loss {:.4}", r.val_evr, r.test_evr, r.train_loss, r.test_loss);
+            println!("{:>10}  {:>12}  {:>12}", "τ (ms)", "α", "β");
+            for i in 0..p.n_filters() {
+                let tau = if p.lambda[i] >= 1.0 { "—".to_string() } else { format!("{:.0}", -(p.bin_size as f64) / (1.0 - p.lambda[i]).ln()) };
+                println!("{tau:>10}  {:>12.5}  {:>12.6}", p.alpha[i], p.beta[i]);
+            }
+            println!("activation: γ = {:.4} ms⁻¹, σ = {:.2} pA, b = {:.2} pA, c = {:?}", a.max_firing_rate, a.max_current, a.threshold, a.poly_coeff);
+        }
+    }
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let params = match (&a.dataset, &a.params) {
+        (_, Some(p)) => {
+            let r = gfr::fit::FitResult::load(p)?;
+            if r.params.bin_size != a.bin_size {
+                bail!("--bin-size {}: {} was fitted at {} ms", a.bin_size, p.display(), r.params.bin_size);
+            }
+            r.params
+        }
+        (d, None) => {
+            let path = d.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
+            let id = a.cell_id.context("--cell-id is required with --dataset")?;
+            gfr::dataset::Dataset::load(&path)?.record(id, a.bin_size, a.activation_bin_size)?.params.clone()
+        }
+    };
+    let current = read_trace(&a.current)?;
+    let rates = params.predict(&current);
+    let mut text = String::from("bin,current_pA,rate_per_ms\n");
+    for (i, (c, r)) in current.iter().zip(&rates).enumerate() {
+        text += &format!("{i},{c},{r}\n");
+    }
+    match a.out {
+        Some(p) => {
+            gfr::data::pickle::write_atomic(&p, text.as_bytes())?;
+            eprintln!("wrote {} bins to {}", rates.len(), p.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// A current trace from CSV: one value per bin, as one column (optionally with a header; a
+/// column named like `current` is chosen when there are several) or one row.
+fn read_trace(path: &std::path::Path) -> Result<Vec<f64>> {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_path(path)
+        .with_context(|| format!("cannot read current file {}", path.display()))?;
+    let rows: Vec<csv::StringRecord> = rdr.records().collect::<std::result::Result<_, _>>().with_context(|| format!("{}: not CSV", path.display()))?;
+    let rows: Vec<&csv::StringRecord> = rows.iter().filter(|r| r.iter().any(|f| !f.is_empty())).collect();
+    let Some(first) = rows.first() else { bail!("{}: no values", path.display()) };
+    let header = first.iter().any(|f| f.parse::<f64>().is_err());
+    let body = if header { &rows[1..] } else { &rows[..] };
+    let col = if header {
+        first.iter().position(|h| h.to_lowercase().contains("current") || h == "I").unwrap_or(first.len() - 1)
+    } else {
+        0
+    };
+    let values: Vec<&str> = if body.len() == 1 && !header { body[0].iter().collect() } else { body.iter().map(|r| r.get(col).unwrap_or("")).collect() };
+    values.iter().enumerate().map(|(i, v)| {
+        let x: f64 = v.parse().map_err(|_| anyhow::anyhow!("{}: value {} (`{v}`) is not a number", path.display(), i + 1))?;
+        if !x.is_finite() { bail!("{}: value {} is {x}", path.display(), i + 1) }
+        Ok(x)
+    }).collect()
 }
 
 fn bench(a: BenchArgs) -> Result<()> {

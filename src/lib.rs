@@ -11,6 +11,7 @@ pub use burn;
 
 pub mod bench;
 pub mod data;
+pub mod dataset;
 pub mod device;
 pub mod fit;
 pub mod neuron;

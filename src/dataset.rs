@@ -1,0 +1,284 @@
+//! The dataset of fitted neurons (spec §4): `model/gfr_dataset.pickle`, a dict from
+//! `(bin_size, actv_bin_size)` tuples to lists of records, and the published JSON list form.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use serde_json::{Value as Json, json};
+use serde_pickle::HashableValue;
+
+use crate::data::pickle::{PyValue, PyValueExt, dict, int, read_pickle, write_atomic, write_pickle};
+use crate::fit::FitResult;
+use crate::neuron::{GfrLayer, NeuronParams};
+
+/// Inclusion criteria: validation EVR above this…
+pub const MIN_VAL_EVR: f64 = 0.5;
+/// …and final train loss below this.
+pub const MAX_TRAIN_LOSS: f64 = 0.45;
+
+/// One fitted neuron in the dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetRecord {
+    pub cell_id: u64,
+    /// Cre line from the Allen metadata (`line_name`); empty for human cells.
+    pub cre_line: String,
+    pub bin_size: u32,
+    pub actv_bin_size: u32,
+    pub val_evr: f64,
+    pub test_evr: f64,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    pub params: NeuronParams,
+}
+
+/// `(bin size, activation bin size)` → records.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dataset {
+    pub pairs: BTreeMap<(u32, u32), Vec<DatasetRecord>>,
+}
+
+impl DatasetRecord {
+    /// A record from a fit result, if it meets the criteria.
+    pub fn from_fit(cell_id: u64, r: &FitResult, cre_line: String) -> Self {
+        Self {
+            cell_id,
+            cre_line,
+            bin_size: r.bin_size,
+            actv_bin_size: r.params.activation.bin_size,
+            val_evr: r.evr1,
+            test_evr: r.evr2,
+            train_loss: r.final_train_loss(),
+            test_loss: r.test_losses.last().copied().unwrap_or(f64::NAN),
+            params: r.params.clone(),
+        }
+    }
+
+    pub fn meets_criteria(&self) -> bool {
+        self.val_evr > MIN_VAL_EVR && self.train_loss < MAX_TRAIN_LOSS
+    }
+
+    fn to_py(&self) -> PyValue {
+        dict([
+            ("cell_id", int(self.cell_id as i64)),
+            ("cre-line", PyValue::String(self.cre_line.clone())),
+            ("bin_size", int(self.bin_size as i64)),
+            ("actv_bin_size", int(self.actv_bin_size as i64)),
+            ("val_evr", PyValue::F64(self.val_evr)),
+            ("test_evr", PyValue::F64(self.test_evr)),
+            ("train_loss", PyValue::F64(self.train_loss)),
+            ("test_loss", PyValue::F64(self.test_loss)),
+            ("params", self.params.to_py()),
+        ])
+    }
+
+    fn from_py(v: &PyValue) -> Result<Self> {
+        let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).with_context(|| format!("field `{k}`"));
+        let cre = match v.get_opt("cre-line") {
+            Some(PyValue::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        Ok(Self {
+            cell_id: v.get("cell_id")?.as_f64().context("field `cell_id`")? as u64,
+            cre_line: cre,
+            bin_size: v.get("bin_size")?.as_u32().context("field `bin_size`")?,
+            actv_bin_size: v.get("actv_bin_size")?.as_u32().context("field `actv_bin_size`")?,
+            val_evr: f("val_evr")?,
+            test_evr: f("test_evr")?,
+            train_loss: f("train_loss")?,
+            test_loss: f("test_loss")?,
+            params: NeuronParams::from_py(v.get("params")?).context("field `params`")?,
+        })
+    }
+
+    fn to_json(&self) -> Json {
+        let p = &self.params;
+        let a = &p.activation;
+        json!({
+            "cell_id": self.cell_id, "cre-line": self.cre_line, "bin_size": self.bin_size,
+            "actv_bin_size": self.actv_bin_size, "val_evr": num(self.val_evr), "test_evr": num(self.test_evr),
+            "train_loss": num(self.train_loss), "test_loss": num(self.test_loss),
+            "params": {"a": [p.alpha], "b": [p.beta], "ds": p.lambda, "bin_size": p.bin_size,
+                       "g": {"max_current": [a.max_current], "max_firing_rate": [a.max_firing_rate],
+                             "poly_coeff": [a.poly_coeff], "b": [a.threshold], "bin_size": a.bin_size}}
+        })
+    }
+
+    /// A record of the published JSON list; errors name the key.
+    pub fn from_json(v: &Json) -> Result<Self> {
+        Self::from_py(&json_to_py(v)).map_err(|e| anyhow::anyhow!("{e:#}"))
+    }
+}
+
+/// JSON null for NaN (JSON has no NaN).
+fn num(x: f64) -> Json {
+    if x.is_finite() { json!(x) } else { Json::Null }
+}
+
+/// JSON → pickle value (null → NaN for numbers' sake).
+fn json_to_py(v: &Json) -> PyValue {
+    match v {
+        Json::Null => PyValue::F64(f64::NAN),
+        Json::Bool(b) => PyValue::Bool(*b),
+        Json::Number(n) => n.as_i64().map(PyValue::I64).unwrap_or_else(|| PyValue::F64(n.as_f64().unwrap_or(f64::NAN))),
+        Json::String(s) => PyValue::String(s.clone()),
+        Json::Array(a) => PyValue::List(a.iter().map(json_to_py).collect()),
+        Json::Object(o) => PyValue::Dict(o.iter().map(|(k, v)| (HashableValue::String(k.clone()), json_to_py(v))).collect()),
+    }
+}
+
+impl Dataset {
+    pub fn n_records(&self) -> usize {
+        self.pairs.values().map(Vec::len).sum()
+    }
+
+    pub fn insert(&mut self, r: DatasetRecord) {
+        let list = self.pairs.entry((r.bin_size, r.actv_bin_size)).or_default();
+        list.retain(|x| x.cell_id != r.cell_id);
+        list.push(r);
+        list.sort_by_key(|x| x.cell_id);
+    }
+
+    pub fn to_py(&self) -> PyValue {
+        PyValue::Dict(
+            self.pairs
+                .iter()
+                .map(|(&(b, a), recs)| {
+                    let key = HashableValue::Tuple(vec![HashableValue::I64(b as i64), HashableValue::I64(a as i64)]);
+                    (key, PyValue::List(recs.iter().map(DatasetRecord::to_py).collect()))
+                })
+                .collect(),
+        )
+    }
+
+    /// Reads the dataset pickle; errors name the file and the offending key or record.
+    pub fn load(path: &Path) -> Result<Self> {
+        let v = read_pickle(path)?;
+        let items = v.dict_items().with_context(|| format!("{}: expected a dict of (bin_size, actv_bin_size) → records", path.display()))?;
+        let mut ds = Self::default();
+        for (k, recs) in items {
+            let pair = match k {
+                HashableValue::Tuple(t) if t.len() == 2 => match (&t[0], &t[1]) {
+                    (HashableValue::I64(b), HashableValue::I64(a)) => (*b as u32, *a as u32),
+                    _ => bail!("{}: key {k:?} is not a pair of ints", path.display()),
+                },
+                _ => bail!("{}: key {k:?} is not a (bin_size, actv_bin_size) tuple", path.display()),
+            };
+            let list = recs.as_list().with_context(|| format!("{}: value of key {pair:?}", path.display()))?;
+            for (i, r) in list.iter().enumerate() {
+                let rec = DatasetRecord::from_py(r).with_context(|| format!("{}: key {pair:?}, record {i}", path.display()))?;
+                ds.pairs.entry(pair).or_default().push(rec);
+            }
+        }
+        Ok(ds)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_pickle(path, &self.to_py())
+    }
+
+    /// The published JSON list of records.
+    pub fn to_json(&self) -> Json {
+        Json::Array(self.pairs.values().flatten().map(DatasetRecord::to_json).collect())
+    }
+
+    pub fn save_json(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &serde_json::to_vec(&self.to_json())?)
+    }
+
+    /// Reads the published JSON list; errors name the file and the record.
+    pub fn load_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Json = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let list = v.as_array().with_context(|| format!("{}: expected a JSON list of records", path.display()))?;
+        let mut ds = Self::default();
+        for (i, r) in list.iter().enumerate() {
+            let rec = DatasetRecord::from_json(r).with_context(|| {
+                let id = r.get("cell_id").map(|x| format!(" (cell_id {x})")).unwrap_or_default();
+                format!("{}: record {i}{id}", path.display())
+            })?;
+            ds.insert(rec);
+        }
+        Ok(ds)
+    }
+
+    pub fn record(&self, cell_id: u64, bin_size: u32, actv_bin_size: u32) -> Result<&DatasetRecord> {
+        let Some(list) = self.pairs.get(&(bin_size, actv_bin_size)) else {
+            let have: Vec<String> = self.pairs.keys().map(|(b, a)| format!("({b}, {a})")).collect();
+            bail!("the dataset has no (bin_size {bin_size}, activation_bin_size {actv_bin_size}) pair; it has {}", have.join(", "));
+        };
+        list.iter()
+            .find(|r| r.cell_id == cell_id)
+            .with_context(|| format!("cell {cell_id} is not in the dataset for bin size {bin_size}, activation bin size {actv_bin_size}"))
+    }
+
+    /// Table of cell counts per pair, as in the seed's README.
+    pub fn summary(&self) -> String {
+        let mut s = String::from("| Bin size (ms) | Activation bin size (ms) | # cells |\n|:-------------:|:------------------------:|---------|\n");
+        for (&(b, a), recs) in &self.pairs {
+            s += &format!("| {b:^13} | {a:^24} | {:<7} |\n", recs.len());
+        }
+        s
+    }
+
+    /// Gathers fit results from `params_dirs`, keeps those meeting the criteria and adds the
+    /// cre line from the metadata table. Returns the dataset and a count of excluded results.
+    pub fn build(params_dirs: &[PathBuf], cre_lines: &HashMap<u64, String>) -> Result<(Self, BuildReport)> {
+        let mut ds = Self::default();
+        let mut report = BuildReport::default();
+        for dir in params_dirs {
+            let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read --params-dir {}", dir.display()))?;
+            let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for path in paths {
+                let Some(id) = path.extension().filter(|e| *e == "pickle").and_then(|_| path.file_stem()?.to_str()?.parse::<u64>().ok()) else {
+                    continue;
+                };
+                match FitResult::load(&path) {
+                    Ok(r) => {
+                        let rec = DatasetRecord::from_fit(id, &r, cre_lines.get(&id).cloned().unwrap_or_default());
+                        if rec.meets_criteria() {
+                            report.included += 1;
+                            ds.insert(rec);
+                        } else {
+                            report.excluded += 1;
+                        }
+                    }
+                    Err(e) => report.unreadable.push(format!("{e:#}")),
+                }
+            }
+        }
+        Ok((ds, report))
+    }
+}
+
+/// What `Dataset::build` found.
+#[derive(Clone, Debug, Default)]
+pub struct BuildReport {
+    pub included: usize,
+    pub excluded: usize,
+    pub unreadable: Vec<String>,
+}
+
+/// Cre line per specimen from the Allen metadata table (`specimen__id`, `line_name`).
+pub fn read_cre_lines(path: &Path) -> Result<HashMap<u64, String>> {
+    let mut rdr = csv::Reader::from_path(path).with_context(|| format!("cannot read metadata table {}", path.display()))?;
+    let headers = rdr.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no `{name}` column", path.display()));
+    let (id_col, line_col) = (col("specimen__id")?, col("line_name")?);
+    let mut out = HashMap::new();
+    for (i, row) in rdr.records().enumerate() {
+        let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+        if let Some(id) = row.get(id_col).and_then(|s| s.trim().parse::<u64>().ok()) {
+            out.insert(id, row.get(line_col).unwrap_or("").to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The GFR neuron of a cell, as a one-neuron layer on `device` (the seed's `load_gfr_model`).
+pub fn load_gfr_model(dataset: &Dataset, cell_id: u64, bin_size: u32, activation_bin_size: u32, device: &Device) -> Result<GfrLayer> {
+    let r = dataset.record(cell_id, bin_size, activation_bin_size)?;
+    Ok(GfrLayer::new(std::slice::from_ref(&r.params), device))
+}
