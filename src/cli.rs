@@ -174,9 +174,22 @@ struct FitArgs {
     /// Random seed (activation restarts, group order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Fit only every N-th cell starting at K (`K/N`, 0 ≤ K < N), e.g. one Slurm array task.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected K/N, e.g. 0/8"))?;
+    let k: usize = k.trim().parse().map_err(|_| format!("`{s}`: K is not a number"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{s}`: N is not a number"))?;
+    if n == 0 || k >= n {
+        return Err(format!("`{s}`: need 0 ≤ K < N"));
+    }
+    Ok((k, n))
 }
 
 pub fn run() -> Result<()> {
@@ -353,7 +366,11 @@ fn fit(a: FitArgs) -> Result<()> {
     let config = FitConfig::load(&a.config_path)?;
     let data_dir = DataDir::new(&a.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
-    let ids = read_cell_ids(&ids_path)?;
+    let mut ids = read_cell_ids(&ids_path)?;
+    if let Some((k, n)) = a.shard {
+        ids = ids.into_iter().skip(k).step_by(n).collect();
+        eprintln!("shard {k}/{n}: {} cells", ids.len());
+    }
     let device = a.device.device().context("--device")?;
     let opts = FitOptions {
         bin_size: a.bin_size,

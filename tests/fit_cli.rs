@@ -125,3 +125,21 @@ fn bad_flags_and_configs_name_what_is_wrong() {
     assert!(e.contains("cell_ids.csv"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn shards_split_the_cells() {
+    let dir = scratch("shard");
+    let data = dir.join("data");
+    ok(&gfr(&["simulate", "--cells", "3", "--data-dir", s(&data), "--first-id", "21"]));
+    let cfg = config(&dir, "tiny.json", r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 2}]}"#);
+    for (shard, want) in [("0/2", vec![21, 23]), ("1/2", vec![22])] {
+        let p = dir.join(shard.replace('/', "of"));
+        ok(&gfr(&["fit", "--shard", shard, "--config-path", s(&cfg), "--data-dir", s(&data), "--save-path", s(&p), "--quiet"]));
+        for id in 21..=23 {
+            assert_eq!(p.join(format!("{id}.pickle")).exists(), want.contains(&id), "shard {shard}, cell {id}");
+        }
+    }
+    let e = fails(&gfr(&["fit", "--shard", "2/2", "--data-dir", s(&data)]));
+    assert!(e.contains("--shard") && e.contains("0 ≤ K < N"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
