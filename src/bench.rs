@@ -29,17 +29,29 @@ pub struct FitBench {
 pub fn peak_memory_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Simulates `cells` AdEx cells into a scratch folder and fits them one after another.
-pub fn bench_fit(cells: usize, config: FitConfig, device_name: &str, device: burn::tensor::Device, seed: u64) -> Result<FitBench> {
+pub fn bench_fit(
+    cells: usize,
+    config: FitConfig,
+    device_name: &str,
+    device: burn::tensor::Device,
+    seed: u64,
+) -> Result<FitBench> {
     let dir = std::env::temp_dir().join(format!("gfr-bench-{}", std::process::id()));
     let data = DataDir::new(dir.join("data"));
     for k in 0..cells {
-        simulate_cell(k as u64 + 1, k, seed, GroundTruth::Adex).recording.save(&data)?;
+        simulate_cell(k as u64 + 1, k, seed, GroundTruth::Adex)
+            .recording
+            .save(&data)?;
     }
     let opts = FitOptions {
         bin_size: 20,

@@ -12,7 +12,11 @@ use gfr::fit::{FitConfig, FitOptions, fit_cells, summary_table};
 use gfr::simulate::{GroundTruth, simulate_cell};
 
 #[derive(Parser)]
-#[command(name = "gfr", version, about = "Generalized Firing Rate neurons: fit them to recordings, train networks of them")]
+#[command(
+    name = "gfr",
+    version,
+    about = "Generalized Firing Rate neurons: fit them to recordings, train networks of them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,11 @@ enum DatasetCommand {
     /// add cre lines, and write the dataset pickle (and optionally the JSON list).
     Build {
         /// Folders of per-cell results (repeatable; shards merge).
-        #[arg(long = "params-dir", visible_alias = "params_dir", default_value = "model/params")]
+        #[arg(
+            long = "params-dir",
+            visible_alias = "params_dir",
+            default_value = "model/params"
+        )]
         params_dir: Vec<PathBuf>,
         #[arg(long, default_value = DEFAULT_DATASET)]
         out: PathBuf,
@@ -74,7 +82,11 @@ enum DatasetCommand {
         cell_id: u64,
         #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
         bin_size: u32,
-        #[arg(long = "activation-bin-size", visible_alias = "activation_bin_size", default_value_t = 20)]
+        #[arg(
+            long = "activation-bin-size",
+            visible_alias = "activation_bin_size",
+            default_value_t = 20
+        )]
         activation_bin_size: u32,
         #[arg(long, default_value = DEFAULT_DATASET)]
         dataset: PathBuf,
@@ -90,7 +102,11 @@ struct PredictArgs {
     cell_id: Option<u64>,
     #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
     bin_size: u32,
-    #[arg(long = "activation-bin-size", visible_alias = "activation_bin_size", default_value_t = 20)]
+    #[arg(
+        long = "activation-bin-size",
+        visible_alias = "activation_bin_size",
+        default_value_t = 20
+    )]
     activation_bin_size: u32,
     /// Dataset pickle to take the neuron from.
     #[arg(long, conflicts_with = "params")]
@@ -112,7 +128,11 @@ struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     cells: usize,
     /// Fitting config (JSON).
-    #[arg(long = "config-path", visible_alias = "config_path", default_value = "configs/default.json")]
+    #[arg(
+        long = "config-path",
+        visible_alias = "config_path",
+        default_value = "configs/default.json"
+    )]
     config_path: PathBuf,
     /// Backend: cpu (ndarray) or wgpu.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
@@ -151,7 +171,11 @@ struct FitArgs {
     #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
     bin_size: u32,
     /// Activation bin size Δt' in ms: 20 or 100 (10 and 50 also work).
-    #[arg(long = "activation-bin-size", visible_alias = "activation_bin_size", default_value_t = 20)]
+    #[arg(
+        long = "activation-bin-size",
+        visible_alias = "activation_bin_size",
+        default_value_t = 20
+    )]
     activation_bin_size: u32,
     /// Degree d of the activation polynomial.
     #[arg(long, default_value_t = 1)]
@@ -160,10 +184,18 @@ struct FitArgs {
     #[arg(long = "C", default_value_t = 0.0)]
     c: f64,
     /// Folder for the per-cell results `{id}.pickle` and fit_summary.json.
-    #[arg(long = "save-path", visible_alias = "save_path", default_value = "model/params/")]
+    #[arg(
+        long = "save-path",
+        visible_alias = "save_path",
+        default_value = "model/params/"
+    )]
     save_path: PathBuf,
     /// Fitting config (JSON).
-    #[arg(long = "config-path", visible_alias = "config_path", default_value = "configs/default.json")]
+    #[arg(
+        long = "config-path",
+        visible_alias = "config_path",
+        default_value = "configs/default.json"
+    )]
     config_path: PathBuf,
     /// Folder with processed_data/ and max_firing_rates/.
     #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
@@ -183,9 +215,17 @@ struct FitArgs {
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
-    let (k, n) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected K/N, e.g. 0/8"))?;
-    let k: usize = k.trim().parse().map_err(|_| format!("`{s}`: K is not a number"))?;
-    let n: usize = n.trim().parse().map_err(|_| format!("`{s}`: N is not a number"))?;
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected K/N, e.g. 0/8"))?;
+    let k: usize = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: K is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: N is not a number"))?;
     if n == 0 || k >= n {
         return Err(format!("`{s}`: need 0 ≤ K < N"));
     }
@@ -205,11 +245,19 @@ pub fn run() -> Result<()> {
 fn dataset(c: DatasetCommand) -> Result<()> {
     use gfr::dataset::{Dataset, MAX_TRAIN_LOSS, MIN_VAL_EVR, read_cre_lines};
     match c {
-        DatasetCommand::Build { params_dir, out, json, metadata } => {
+        DatasetCommand::Build {
+            params_dir,
+            out,
+            json,
+            metadata,
+        } => {
             let cre = if metadata.exists() {
                 read_cre_lines(&metadata)?
             } else {
-                eprintln!("warning: metadata table {} not found; cre lines left empty", metadata.display());
+                eprintln!(
+                    "warning: metadata table {} not found; cre lines left empty",
+                    metadata.display()
+                );
                 Default::default()
             };
             let (ds, report) = Dataset::build(&params_dir, &cre)?;
@@ -234,7 +282,12 @@ fn dataset(c: DatasetCommand) -> Result<()> {
             let ds = Dataset::load_json(&file)?;
             ds.save(&out)?;
             print!("{}", ds.summary());
-            println!("imported {} records from {} into {}", ds.n_records(), file.display(), out.display());
+            println!(
+                "imported {} records from {} into {}",
+                ds.n_records(),
+                file.display(),
+                out.display()
+            );
         }
         DatasetCommand::Export { json, dataset } => {
             let ds = Dataset::load(&dataset)?;
@@ -242,19 +295,44 @@ fn dataset(c: DatasetCommand) -> Result<()> {
             println!("exported {} records to {}", ds.n_records(), json.display());
         }
         DatasetCommand::Summary { dataset } => print!("{}", Dataset::load(&dataset)?.summary()),
-        DatasetCommand::Show { cell_id, bin_size, activation_bin_size, dataset } => {
+        DatasetCommand::Show {
+            cell_id,
+            bin_size,
+            activation_bin_size,
+            dataset,
+        } => {
             let ds = Dataset::load(&dataset)?;
             let r = ds.record(cell_id, bin_size, activation_bin_size)?;
             let p = &r.params;
             let a = &p.activation;
-            println!("cell {}  cre-line {}  bin {} ms  activation bin {} ms", r.cell_id, if r.cre_line.is_empty() { "—" } else { &r.cre_line }, r.bin_size, r.actv_bin_size);
-            println!("val EVR {:.4}  test EVR {:.4}  train loss {:.4}  test loss {:.4}", r.val_evr, r.test_evr, r.train_loss, r.test_loss);
+            println!(
+                "cell {}  cre-line {}  bin {} ms  activation bin {} ms",
+                r.cell_id,
+                if r.cre_line.is_empty() {
+                    "—"
+                } else {
+                    &r.cre_line
+                },
+                r.bin_size,
+                r.actv_bin_size
+            );
+            println!(
+                "val EVR {:.4}  test EVR {:.4}  train loss {:.4}  test loss {:.4}",
+                r.val_evr, r.test_evr, r.train_loss, r.test_loss
+            );
             println!("{:>10}  {:>12}  {:>12}", "τ (ms)", "α", "β");
             for i in 0..p.n_filters() {
-                let tau = if p.lambda[i] >= 1.0 { "—".to_string() } else { format!("{:.0}", -(p.bin_size as f64) / (1.0 - p.lambda[i]).ln()) };
+                let tau = if p.lambda[i] >= 1.0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.0}", -(p.bin_size as f64) / (1.0 - p.lambda[i]).ln())
+                };
                 println!("{tau:>10}  {:>12.5}  {:>12.6}", p.alpha[i], p.beta[i]);
             }
-            println!("activation: γ = {:.4} ms⁻¹, σ = {:.2} pA, b = {:.2} pA, c = {:?}", a.max_firing_rate, a.max_current, a.threshold, a.poly_coeff);
+            println!(
+                "activation: γ = {:.4} ms⁻¹, σ = {:.2} pA, b = {:.2} pA, c = {:?}",
+                a.max_firing_rate, a.max_current, a.threshold, a.poly_coeff
+            );
         }
     }
     Ok(())
@@ -265,14 +343,22 @@ fn predict(a: PredictArgs) -> Result<()> {
         (_, Some(p)) => {
             let r = gfr::fit::FitResult::load(p)?;
             if r.params.bin_size != a.bin_size {
-                bail!("--bin-size {}: {} was fitted at {} ms", a.bin_size, p.display(), r.params.bin_size);
+                bail!(
+                    "--bin-size {}: {} was fitted at {} ms",
+                    a.bin_size,
+                    p.display(),
+                    r.params.bin_size
+                );
             }
             r.params
         }
         (d, None) => {
             let path = d.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
             let id = a.cell_id.context("--cell-id is required with --dataset")?;
-            gfr::dataset::Dataset::load(&path)?.record(id, a.bin_size, a.activation_bin_size)?.params.clone()
+            gfr::dataset::Dataset::load(&path)?
+                .record(id, a.bin_size, a.activation_bin_size)?
+                .params
+                .clone()
         }
     };
     let current = read_trace(&a.current)?;
@@ -294,24 +380,55 @@ fn predict(a: PredictArgs) -> Result<()> {
 /// A current trace from CSV: one value per bin, as one column (optionally with a header; a
 /// column named like `current` is chosen when there are several) or one row.
 fn read_trace(path: &std::path::Path) -> Result<Vec<f64>> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_path(path)
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
         .with_context(|| format!("cannot read current file {}", path.display()))?;
-    let rows: Vec<csv::StringRecord> = rdr.records().collect::<std::result::Result<_, _>>().with_context(|| format!("{}: not CSV", path.display()))?;
-    let rows: Vec<&csv::StringRecord> = rows.iter().filter(|r| r.iter().any(|f| !f.is_empty())).collect();
-    let Some(first) = rows.first() else { bail!("{}: no values", path.display()) };
+    let rows: Vec<csv::StringRecord> = rdr
+        .records()
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("{}: not CSV", path.display()))?;
+    let rows: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| r.iter().any(|f| !f.is_empty()))
+        .collect();
+    let Some(first) = rows.first() else {
+        bail!("{}: no values", path.display())
+    };
     let header = first.iter().any(|f| f.parse::<f64>().is_err());
     let body = if header { &rows[1..] } else { &rows[..] };
     let col = if header {
-        first.iter().position(|h| h.to_lowercase().contains("current") || h == "I").unwrap_or(first.len() - 1)
+        first
+            .iter()
+            .position(|h| h.to_lowercase().contains("current") || h == "I")
+            .unwrap_or(first.len() - 1)
     } else {
         0
     };
-    let values: Vec<&str> = if body.len() == 1 && !header { body[0].iter().collect() } else { body.iter().map(|r| r.get(col).unwrap_or("")).collect() };
-    values.iter().enumerate().map(|(i, v)| {
-        let x: f64 = v.parse().map_err(|_| anyhow::anyhow!("{}: value {} (`{v}`) is not a number", path.display(), i + 1))?;
-        if !x.is_finite() { bail!("{}: value {} is {x}", path.display(), i + 1) }
-        Ok(x)
-    }).collect()
+    let values: Vec<&str> = if body.len() == 1 && !header {
+        body[0].iter().collect()
+    } else {
+        body.iter().map(|r| r.get(col).unwrap_or("")).collect()
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let x: f64 = v.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: value {} (`{v}`) is not a number",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            if !x.is_finite() {
+                bail!("{}: value {} is {x}", path.display(), i + 1)
+            }
+            Ok(x)
+        })
+        .collect()
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
@@ -320,7 +437,12 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     let config = FitConfig::load(&a.config_path)?;
     let device = a.device.device().context("--device")?;
-    eprintln!("benchmark: fitting {} simulated cells with config `{}` on {}", a.cells, config.config_name, a.device.name());
+    eprintln!(
+        "benchmark: fitting {} simulated cells with config `{}` on {}",
+        a.cells,
+        config.config_name,
+        a.device.name()
+    );
     let b = gfr::bench::bench_fit(a.cells, config, a.device.name(), device, a.seed)?;
     println!("cells               {}", b.cells);
     println!("seconds per cell    {:.3}", b.seconds_per_cell);
@@ -357,7 +479,12 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     write_cell_ids(&dir.cell_ids(), &ids)?;
-    println!("wrote {} cells to {} (ids in {})", ids.len(), a.data_dir.display(), dir.cell_ids().display());
+    println!(
+        "wrote {} cells to {} (ids in {})",
+        ids.len(),
+        a.data_dir.display(),
+        dir.cell_ids().display()
+    );
     Ok(())
 }
 
@@ -395,8 +522,15 @@ fn fit(a: FitArgs) -> Result<()> {
     );
     let reports = fit_cells(&ids, &opts, a.quiet)?;
     print!("{}", summary_table(&reports));
-    println!("summary: {}", a.save_path.join("fit_summary.json").display());
-    if reports.iter().all(|r| r.status == "failed" || r.status == "skipped") && reports.iter().any(|r| r.status == "failed") {
+    println!(
+        "summary: {}",
+        a.save_path.join("fit_summary.json").display()
+    );
+    if reports
+        .iter()
+        .all(|r| r.status == "failed" || r.status == "skipped")
+        && reports.iter().any(|r| r.status == "failed")
+    {
         bail!("no cell was fitted");
     }
     Ok(())

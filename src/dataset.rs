@@ -9,7 +9,9 @@ use burn::tensor::Device;
 use serde_json::{Value as Json, json};
 use serde_pickle::HashableValue;
 
-use crate::data::pickle::{PyValue, PyValueExt, dict, int, read_pickle, write_atomic, write_pickle};
+use crate::data::pickle::{
+    PyValue, PyValueExt, dict, int, read_pickle, write_atomic, write_pickle,
+};
 use crate::fit::FitResult;
 use crate::neuron::{GfrLayer, NeuronParams};
 
@@ -74,7 +76,11 @@ impl DatasetRecord {
     }
 
     fn from_py(v: &PyValue) -> Result<Self> {
-        let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).with_context(|| format!("field `{k}`"));
+        let f = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_f64())
+                .with_context(|| format!("field `{k}`"))
+        };
         let cre = match v.get_opt("cre-line") {
             Some(PyValue::String(s)) => s.clone(),
             _ => String::new(),
@@ -83,7 +89,10 @@ impl DatasetRecord {
             cell_id: v.get("cell_id")?.as_f64().context("field `cell_id`")? as u64,
             cre_line: cre,
             bin_size: v.get("bin_size")?.as_u32().context("field `bin_size`")?,
-            actv_bin_size: v.get("actv_bin_size")?.as_u32().context("field `actv_bin_size`")?,
+            actv_bin_size: v
+                .get("actv_bin_size")?
+                .as_u32()
+                .context("field `actv_bin_size`")?,
             val_evr: f("val_evr")?,
             test_evr: f("test_evr")?,
             train_loss: f("train_loss")?,
@@ -121,10 +130,17 @@ fn json_to_py(v: &Json) -> PyValue {
     match v {
         Json::Null => PyValue::F64(f64::NAN),
         Json::Bool(b) => PyValue::Bool(*b),
-        Json::Number(n) => n.as_i64().map(PyValue::I64).unwrap_or_else(|| PyValue::F64(n.as_f64().unwrap_or(f64::NAN))),
+        Json::Number(n) => n
+            .as_i64()
+            .map(PyValue::I64)
+            .unwrap_or_else(|| PyValue::F64(n.as_f64().unwrap_or(f64::NAN))),
         Json::String(s) => PyValue::String(s.clone()),
         Json::Array(a) => PyValue::List(a.iter().map(json_to_py).collect()),
-        Json::Object(o) => PyValue::Dict(o.iter().map(|(k, v)| (HashableValue::String(k.clone()), json_to_py(v))).collect()),
+        Json::Object(o) => PyValue::Dict(
+            o.iter()
+                .map(|(k, v)| (HashableValue::String(k.clone()), json_to_py(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -145,8 +161,14 @@ impl Dataset {
             self.pairs
                 .iter()
                 .map(|(&(b, a), recs)| {
-                    let key = HashableValue::Tuple(vec![HashableValue::I64(b as i64), HashableValue::I64(a as i64)]);
-                    (key, PyValue::List(recs.iter().map(DatasetRecord::to_py).collect()))
+                    let key = HashableValue::Tuple(vec![
+                        HashableValue::I64(b as i64),
+                        HashableValue::I64(a as i64),
+                    ]);
+                    (
+                        key,
+                        PyValue::List(recs.iter().map(DatasetRecord::to_py).collect()),
+                    )
                 })
                 .collect(),
         )
@@ -155,7 +177,12 @@ impl Dataset {
     /// Reads the dataset pickle; errors name the file and the offending key or record.
     pub fn load(path: &Path) -> Result<Self> {
         let v = read_pickle(path)?;
-        let items = v.dict_items().with_context(|| format!("{}: expected a dict of (bin_size, actv_bin_size) → records", path.display()))?;
+        let items = v.dict_items().with_context(|| {
+            format!(
+                "{}: expected a dict of (bin_size, actv_bin_size) → records",
+                path.display()
+            )
+        })?;
         let mut ds = Self::default();
         for (k, recs) in items {
             let pair = match k {
@@ -163,11 +190,17 @@ impl Dataset {
                     (HashableValue::I64(b), HashableValue::I64(a)) => (*b as u32, *a as u32),
                     _ => bail!("{}: key {k:?} is not a pair of ints", path.display()),
                 },
-                _ => bail!("{}: key {k:?} is not a (bin_size, actv_bin_size) tuple", path.display()),
+                _ => bail!(
+                    "{}: key {k:?} is not a (bin_size, actv_bin_size) tuple",
+                    path.display()
+                ),
             };
-            let list = recs.as_list().with_context(|| format!("{}: value of key {pair:?}", path.display()))?;
+            let list = recs
+                .as_list()
+                .with_context(|| format!("{}: value of key {pair:?}", path.display()))?;
             for (i, r) in list.iter().enumerate() {
-                let rec = DatasetRecord::from_py(r).with_context(|| format!("{}: key {pair:?}, record {i}", path.display()))?;
+                let rec = DatasetRecord::from_py(r)
+                    .with_context(|| format!("{}: key {pair:?}, record {i}", path.display()))?;
                 ds.pairs.entry(pair).or_default().push(rec);
             }
         }
@@ -180,7 +213,13 @@ impl Dataset {
 
     /// The published JSON list of records.
     pub fn to_json(&self) -> Json {
-        Json::Array(self.pairs.values().flatten().map(DatasetRecord::to_json).collect())
+        Json::Array(
+            self.pairs
+                .values()
+                .flatten()
+                .map(DatasetRecord::to_json)
+                .collect(),
+        )
     }
 
     pub fn save_json(&self, path: &Path) -> Result<()> {
@@ -189,13 +228,20 @@ impl Dataset {
 
     /// Reads the published JSON list; errors name the file and the record.
     pub fn load_json(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: Json = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let list = v.as_array().with_context(|| format!("{}: expected a JSON list of records", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Json = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let list = v
+            .as_array()
+            .with_context(|| format!("{}: expected a JSON list of records", path.display()))?;
         let mut ds = Self::default();
         for (i, r) in list.iter().enumerate() {
             let rec = DatasetRecord::from_json(r).with_context(|| {
-                let id = r.get("cell_id").map(|x| format!(" (cell_id {x})")).unwrap_or_default();
+                let id = r
+                    .get("cell_id")
+                    .map(|x| format!(" (cell_id {x})"))
+                    .unwrap_or_default();
                 format!("{}: record {i}{id}", path.display())
             })?;
             ds.insert(rec);
@@ -203,10 +249,22 @@ impl Dataset {
         Ok(ds)
     }
 
-    pub fn record(&self, cell_id: u64, bin_size: u32, actv_bin_size: u32) -> Result<&DatasetRecord> {
+    pub fn record(
+        &self,
+        cell_id: u64,
+        bin_size: u32,
+        actv_bin_size: u32,
+    ) -> Result<&DatasetRecord> {
         let Some(list) = self.pairs.get(&(bin_size, actv_bin_size)) else {
-            let have: Vec<String> = self.pairs.keys().map(|(b, a)| format!("({b}, {a})")).collect();
-            bail!("the dataset has no (bin_size {bin_size}, activation_bin_size {actv_bin_size}) pair; it has {}", have.join(", "));
+            let have: Vec<String> = self
+                .pairs
+                .keys()
+                .map(|(b, a)| format!("({b}, {a})"))
+                .collect();
+            bail!(
+                "the dataset has no (bin_size {bin_size}, activation_bin_size {actv_bin_size}) pair; it has {}",
+                have.join(", ")
+            );
         };
         list.iter()
             .find(|r| r.cell_id == cell_id)
@@ -215,7 +273,9 @@ impl Dataset {
 
     /// Table of cell counts per pair, as in the seed's README.
     pub fn summary(&self) -> String {
-        let mut s = String::from("| Bin size (ms) | Activation bin size (ms) | # cells |\n|:-------------:|:------------------------:|---------|\n");
+        let mut s = String::from(
+            "| Bin size (ms) | Activation bin size (ms) | # cells |\n|:-------------:|:------------------------:|---------|\n",
+        );
         for (&(b, a), recs) in &self.pairs {
             s += &format!("| {b:^13} | {a:^24} | {:<7} |\n", recs.len());
         }
@@ -224,20 +284,33 @@ impl Dataset {
 
     /// Gathers fit results from `params_dirs`, keeps those meeting the criteria and adds the
     /// cre line from the metadata table. Returns the dataset and a count of excluded results.
-    pub fn build(params_dirs: &[PathBuf], cre_lines: &HashMap<u64, String>) -> Result<(Self, BuildReport)> {
+    pub fn build(
+        params_dirs: &[PathBuf],
+        cre_lines: &HashMap<u64, String>,
+    ) -> Result<(Self, BuildReport)> {
         let mut ds = Self::default();
         let mut report = BuildReport::default();
         for dir in params_dirs {
-            let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read --params-dir {}", dir.display()))?;
-            let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let entries = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read --params-dir {}", dir.display()))?;
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
             for path in paths {
-                let Some(id) = path.extension().filter(|e| *e == "pickle").and_then(|_| path.file_stem()?.to_str()?.parse::<u64>().ok()) else {
+                let Some(id) = path
+                    .extension()
+                    .filter(|e| *e == "pickle")
+                    .and_then(|_| path.file_stem()?.to_str()?.parse::<u64>().ok())
+                else {
                     continue;
                 };
                 match FitResult::load(&path) {
                     Ok(r) => {
-                        let rec = DatasetRecord::from_fit(id, &r, cre_lines.get(&id).cloned().unwrap_or_default());
+                        let rec = DatasetRecord::from_fit(
+                            id,
+                            &r,
+                            cre_lines.get(&id).cloned().unwrap_or_default(),
+                        );
                         if rec.meets_criteria() {
                             report.included += 1;
                             ds.insert(rec);
@@ -263,9 +336,18 @@ pub struct BuildReport {
 
 /// Cre line per specimen from the Allen metadata table (`specimen__id`, `line_name`).
 pub fn read_cre_lines(path: &Path) -> Result<HashMap<u64, String>> {
-    let mut rdr = csv::Reader::from_path(path).with_context(|| format!("cannot read metadata table {}", path.display()))?;
-    let headers = rdr.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
-    let col = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no `{name}` column", path.display()));
+    let mut rdr = csv::Reader::from_path(path)
+        .with_context(|| format!("cannot read metadata table {}", path.display()))?;
+    let headers = rdr
+        .headers()
+        .with_context(|| format!("{}: no header row", path.display()))?
+        .clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no `{name}` column", path.display()))
+    };
     let (id_col, line_col) = (col("specimen__id")?, col("line_name")?);
     let mut out = HashMap::new();
     for (i, row) in rdr.records().enumerate() {
@@ -278,7 +360,13 @@ pub fn read_cre_lines(path: &Path) -> Result<HashMap<u64, String>> {
 }
 
 /// The GFR neuron of a cell, as a one-neuron layer on `device` (the seed's `load_gfr_model`).
-pub fn load_gfr_model(dataset: &Dataset, cell_id: u64, bin_size: u32, activation_bin_size: u32, device: &Device) -> Result<GfrLayer> {
+pub fn load_gfr_model(
+    dataset: &Dataset,
+    cell_id: u64,
+    bin_size: u32,
+    activation_bin_size: u32,
+    device: &Device,
+) -> Result<GfrLayer> {
     let r = dataset.record(cell_id, bin_size, activation_bin_size)?;
     Ok(GfrLayer::new(std::slice::from_ref(&r.params), device))
 }

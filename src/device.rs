@@ -4,7 +4,9 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind, Tensor};
 
 /// `--device` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// ndarray on the CPU.
@@ -49,7 +51,10 @@ pub fn wgpu_available() -> bool {
         let ok = std::panic::catch_unwind(|| {
             let d = Device::wgpu(DeviceKind::DefaultDevice);
             let t = Tensor::<1>::from_floats([1.0, 2.0], &d) * 2.0;
-            t.into_data().try_to_vec::<f32>().map(|v| v == vec![2.0, 4.0]).unwrap_or(false)
+            t.into_data()
+                .try_to_vec::<f32>()
+                .map(|v| v == vec![2.0, 4.0])
+                .unwrap_or(false)
         })
         .unwrap_or(false);
         std::panic::set_hook(hook);

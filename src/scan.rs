@@ -44,7 +44,12 @@ impl SweepBatch {
 
     /// Appends the sweeps of one more neuron (cell) to the batch.
     pub fn push_cell(&mut self, sweeps: &[(&[f64], &[f64])], neuron: usize) {
-        let new_time = sweeps.iter().map(|(c, _)| c.len()).max().unwrap_or(0).max(self.time);
+        let new_time = sweeps
+            .iter()
+            .map(|(c, _)| c.len())
+            .max()
+            .unwrap_or(0)
+            .max(self.time);
         if new_time > self.time {
             let rows = self.len.len();
             for buf in [&mut self.current, &mut self.target] {
@@ -59,7 +64,11 @@ impl SweepBatch {
         }
         let w = 1.0 / sweeps.len().max(1) as f64;
         for (c, y) in sweeps {
-            assert_eq!(c.len(), y.len(), "current and rate of a sweep differ in length");
+            assert_eq!(
+                c.len(),
+                y.len(),
+                "current and rate of a sweep differ in length"
+            );
             let mut row = vec![0.0; self.time];
             row[..c.len()].copy_from_slice(c);
             self.current.extend_from_slice(&row);
@@ -132,9 +141,17 @@ fn act_eval(p: &NeuronParams, u: f64) -> ActEval {
     }
     let th = z.tanh();
     if th > 0.0 {
-        ActEval { f: a.max_firing_rate * th, df_dz: a.max_firing_rate * (1.0 - th * th), v }
+        ActEval {
+            f: a.max_firing_rate * th,
+            df_dz: a.max_firing_rate * (1.0 - th * th),
+            v,
+        }
     } else {
-        ActEval { f: 0.0, df_dz: 0.0, v }
+        ActEval {
+            f: 0.0,
+            df_dz: 0.0,
+            v,
+        }
     }
 }
 
@@ -188,7 +205,12 @@ pub fn poisson_nll(rate: &[f64], target: &[f64], dt: f64, eps: f64) -> f64 {
 
 /// Loss of every sweep and the gradient of the weighted total with respect to each neuron's
 /// α, β, b and c. `dt` is the model bin size (ms), `eps` the config's ε.
-pub fn loss_and_grad(neurons: &[NeuronParams], batch: &SweepBatch, dt: f64, eps: f64) -> ScanOutput {
+pub fn loss_and_grad(
+    neurons: &[NeuronParams],
+    batch: &SweepBatch,
+    dt: f64,
+    eps: f64,
+) -> ScanOutput {
     let mut grads: Vec<NeuronGrads> = neurons.iter().map(NeuronGrads::zeros).collect();
     let mut sweep_loss = Vec::with_capacity(batch.n_sweeps());
     let mut rate = vec![0.0; batch.time];
@@ -200,7 +222,17 @@ pub fn loss_and_grad(neurons: &[NeuronParams], batch: &SweepBatch, dt: f64, eps:
         let target = &batch.target[s * batch.time..s * batch.time + len];
         forward_sweep(p, current, &mut rate[..len], &mut u[..len]);
         sweep_loss.push(poisson_nll(&rate[..len], target, dt, eps));
-        backward_sweep(p, current, target, &rate[..len], &u[..len], batch.weight[s], dt, eps, &mut grads[batch.neuron[s]]);
+        backward_sweep(
+            p,
+            current,
+            target,
+            &rate[..len],
+            &u[..len],
+            batch.weight[s],
+            dt,
+            eps,
+            &mut grads[batch.neuron[s]],
+        );
     }
     ScanOutput { sweep_loss, grads }
 }
@@ -232,7 +264,11 @@ fn backward_sweep(
         let df = direct + feedback;
         let e = act_eval(p, u[t]);
         let dz = df * e.df_dz;
-        let du = if dz != 0.0 { dz * dz_dv(coeffs, e.v) / sigma } else { 0.0 };
+        let du = if dz != 0.0 {
+            dz * dz_dv(coeffs, e.v) / sigma
+        } else {
+            0.0
+        };
         if dz != 0.0 {
             g.threshold -= du;
             let mut pw = 1.0;
@@ -284,7 +320,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(9);
         let mut sweep = |len: usize| -> (Vec<f64>, Vec<f64>) {
             let c = (0..len).map(|_| rng.random_range(-20.0..120.0)).collect();
-            let y = (0..len).map(|_| (rng.random_range(0..4) as f64) / 20.0).collect();
+            let y = (0..len)
+                .map(|_| (rng.random_range(0..4) as f64) / 20.0)
+                .collect();
             (c, y)
         };
         let (a, b, c) = (sweep(30), sweep(17), sweep(24));
@@ -305,7 +343,11 @@ mod tests {
         let layer = GfrLayer::new(&ns, &device).with_trainable_activation(true);
         let (s, t, n) = (b.n_sweeps(), b.time, ns.len());
         // every sweep drives every neuron; a one-hot picks the neuron it belongs to
-        let rep = |v: &[f64]| -> Vec<f32> { v.iter().flat_map(|&x| std::iter::repeat_n(x as f32, n)).collect() };
+        let rep = |v: &[f64]| -> Vec<f32> {
+            v.iter()
+                .flat_map(|&x| std::iter::repeat_n(x as f32, n))
+                .collect()
+        };
         let current = Tensor::<3>::from_data(TensorData::new(rep(&b.current), [s, t, n]), &device);
         let target = Tensor::<3>::from_data(TensorData::new(rep(&b.target), [s, t, n]), &device);
         let mut w = vec![0.0f32; s * t * n];
@@ -318,16 +360,44 @@ mod tests {
         let rate = layer.sequence(current);
         let mu = rate * dt;
         let loss = ((mu.clone() - target * dt * (mu + 1e-8).log()) * weight).sum();
-        let total: f64 = out.sweep_loss.iter().zip(&b.weight).map(|(l, w)| l * w).sum();
+        let total: f64 = out
+            .sweep_loss
+            .iter()
+            .zip(&b.weight)
+            .map(|(l, w)| l * w)
+            .sum();
         let ref_loss = loss.clone().into_scalar::<f32>() as f64;
-        assert!((ref_loss - total).abs() < 1e-4 * total.abs(), "loss {ref_loss} vs {total}");
+        assert!(
+            (ref_loss - total).abs() < 1e-4 * total.abs(),
+            "loss {ref_loss} vs {total}"
+        );
 
         let grads = loss.backward();
-        let get = |t: Tensor<2>| -> Vec<f64> { t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap().into_iter().map(f64::from).collect() };
+        let get = |t: Tensor<2>| -> Vec<f64> {
+            t.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
         let ga = get(layer.alpha.val().grad(&grads).unwrap());
         let gb = get(layer.beta.val().grad(&grads).unwrap());
         let gc = get(layer.activation.coeffs.val().grad(&grads).unwrap());
-        let gthr: Vec<f64> = layer.activation.threshold.val().grad(&grads).unwrap().into_data().convert::<f32>().try_to_vec::<f32>().unwrap().into_iter().map(f64::from).collect();
+        let gthr: Vec<f64> = layer
+            .activation
+            .threshold
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
         let close = |a: f64, b: f64, scale: f64| (a - b).abs() <= 2e-3 * scale + 1e-6;
         for k in 0..n {
             let g = &out.grads[k];
@@ -335,14 +405,34 @@ mod tests {
             let sa = g.alpha.iter().fold(0.0f64, |m, x| m.max(x.abs()));
             let sb = g.beta.iter().fold(0.0f64, |m, x| m.max(x.abs()));
             for i in 0..nf {
-                assert!(close(ga[k * nf + i], g.alpha[i], sa), "dα[{k}][{i}]: {} vs {}", ga[k * nf + i], g.alpha[i]);
-                assert!(close(gb[k * nf + i], g.beta[i], sb), "dβ[{k}][{i}]: {} vs {}", gb[k * nf + i], g.beta[i]);
+                assert!(
+                    close(ga[k * nf + i], g.alpha[i], sa),
+                    "dα[{k}][{i}]: {} vs {}",
+                    ga[k * nf + i],
+                    g.alpha[i]
+                );
+                assert!(
+                    close(gb[k * nf + i], g.beta[i], sb),
+                    "dβ[{k}][{i}]: {} vs {}",
+                    gb[k * nf + i],
+                    g.beta[i]
+                );
             }
             let sc = g.coeffs.iter().fold(0.0f64, |m, x| m.max(x.abs()));
             for i in 0..g.coeffs.len() {
-                assert!(close(gc[k * 3 + i], g.coeffs[i], sc), "dc[{k}][{i}]: {} vs {}", gc[k * 3 + i], g.coeffs[i]);
+                assert!(
+                    close(gc[k * 3 + i], g.coeffs[i], sc),
+                    "dc[{k}][{i}]: {} vs {}",
+                    gc[k * 3 + i],
+                    g.coeffs[i]
+                );
             }
-            assert!(close(gthr[k], g.threshold, g.threshold.abs()), "db[{k}]: {} vs {}", gthr[k], g.threshold);
+            assert!(
+                close(gthr[k], g.threshold, g.threshold.abs()),
+                "db[{k}]: {} vs {}",
+                gthr[k],
+                g.threshold
+            );
         }
     }
 
@@ -363,15 +453,34 @@ mod tests {
             (total(&up) - total(&down)) / (2.0 * h)
         };
         let check = |analytic: f64, numeric: f64, what: &str| {
-            assert!((analytic - numeric).abs() <= 1e-5 * analytic.abs().max(numeric.abs()) + 1e-7, "{what}: {analytic} vs {numeric}");
+            assert!(
+                (analytic - numeric).abs() <= 1e-5 * analytic.abs().max(numeric.abs()) + 1e-7,
+                "{what}: {analytic} vs {numeric}"
+            );
         };
         for i in [0, 2, 5] {
-            check(g[1].alpha[i], fd(&|p, h| p.alpha[i] += h, 1e-5), &format!("α[{i}]"));
-            check(g[1].beta[i], fd(&|p, h| p.beta[i] += h, 1e-7), &format!("β[{i}]"));
+            check(
+                g[1].alpha[i],
+                fd(&|p, h| p.alpha[i] += h, 1e-5),
+                &format!("α[{i}]"),
+            );
+            check(
+                g[1].beta[i],
+                fd(&|p, h| p.beta[i] += h, 1e-7),
+                &format!("β[{i}]"),
+            );
         }
-        check(g[1].threshold, fd(&|p, h| p.activation.threshold += h, 1e-4), "b");
+        check(
+            g[1].threshold,
+            fd(&|p, h| p.activation.threshold += h, 1e-4),
+            "b",
+        );
         for k in 0..3 {
-            check(g[1].coeffs[k], fd(&|p, h| p.activation.poly_coeff[k] += h, 1e-6), &format!("c[{k}]"));
+            check(
+                g[1].coeffs[k],
+                fd(&|p, h| p.activation.poly_coeff[k] += h, 1e-6),
+                &format!("c[{k}]"),
+            );
         }
     }
 
@@ -388,6 +497,9 @@ mod tests {
         let padded = loss_and_grad(&ns, &b, 20.0, 1e-8);
         let single = loss_and_grad(&ns[..1], &alone, 20.0, 1e-8);
         assert_eq!(padded.sweep_loss[1], single.sweep_loss[0]);
-        assert_eq!(predict(&ns[0], &alone.current), ns[0].predict(&alone.current));
+        assert_eq!(
+            predict(&ns[0], &alone.current),
+            ns[0].predict(&alone.current)
+        );
     }
 }

@@ -44,7 +44,12 @@ pub enum FiringType {
 }
 
 impl FiringType {
-    pub const ALL: [FiringType; 4] = [Self::Regular, Self::Adapting, Self::FastSpiking, Self::Bursting];
+    pub const ALL: [FiringType; 4] = [
+        Self::Regular,
+        Self::Adapting,
+        Self::FastSpiking,
+        Self::Bursting,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -80,19 +85,58 @@ impl AdexParams {
     /// Typical parameters of a firing type (after Naud et al. 2008), jittered by `rng`.
     pub fn sample(kind: FiringType, rng: &mut StdRng) -> Self {
         let base = match kind {
-            FiringType::Regular => Self::base(200.0, 10.0, -70.0, -50.0, 2.0, 2.0, 30.0, 0.0, -58.0, 2.0),
-            FiringType::Adapting => Self::base(200.0, 12.0, -70.0, -50.0, 2.0, 2.0, 200.0, 20.0, -58.0, 2.0),
-            FiringType::FastSpiking => Self::base(100.0, 10.0, -65.0, -50.0, 0.8, 0.0, 10.0, 0.0, -60.0, 1.0),
-            FiringType::Bursting => Self::base(200.0, 10.0, -58.0, -50.0, 2.0, 2.0, 120.0, 60.0, -46.0, 2.0),
+            FiringType::Regular => {
+                Self::base(200.0, 10.0, -70.0, -50.0, 2.0, 2.0, 30.0, 0.0, -58.0, 2.0)
+            }
+            FiringType::Adapting => {
+                Self::base(200.0, 12.0, -70.0, -50.0, 2.0, 2.0, 200.0, 20.0, -58.0, 2.0)
+            }
+            FiringType::FastSpiking => {
+                Self::base(100.0, 10.0, -65.0, -50.0, 0.8, 0.0, 10.0, 0.0, -60.0, 1.0)
+            }
+            FiringType::Bursting => {
+                Self::base(200.0, 10.0, -58.0, -50.0, 2.0, 2.0, 120.0, 60.0, -46.0, 2.0)
+            }
         };
         let jitter = Normal::new(0.0, 0.1).unwrap();
         let mut j = || f64::exp(jitter.sample(rng));
-        Self { c: base.c * j(), g_l: base.g_l * j(), tau_w: base.tau_w * j(), b: base.b * j(), ..base }
+        Self {
+            c: base.c * j(),
+            g_l: base.g_l * j(),
+            tau_w: base.tau_w * j(),
+            b: base.b * j(),
+            ..base
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn base(c: f64, g_l: f64, e_l: f64, v_t: f64, delta_t: f64, a: f64, tau_w: f64, b: f64, v_reset: f64, t_ref: f64) -> Self {
-        Self { c, g_l, e_l, v_t, delta_t, a, tau_w, b, v_reset, v_peak: 0.0, t_ref, noise_std: 0.0, noise_tau: 3.0 }
+    fn base(
+        c: f64,
+        g_l: f64,
+        e_l: f64,
+        v_t: f64,
+        delta_t: f64,
+        a: f64,
+        tau_w: f64,
+        b: f64,
+        v_reset: f64,
+        t_ref: f64,
+    ) -> Self {
+        Self {
+            c,
+            g_l,
+            e_l,
+            v_t,
+            delta_t,
+            a,
+            tau_w,
+            b,
+            v_reset,
+            v_peak: 0.0,
+            t_ref,
+            noise_std: 0.0,
+            noise_tau: 3.0,
+        }
     }
 
     /// Integrates the neuron (forward Euler at the sampling rate) for a current trace (A).
@@ -114,7 +158,8 @@ impl AdexParams {
                 refractory -= dt;
                 v = self.v_reset;
             } else {
-                let exp_term = self.g_l * self.delta_t * ((v - self.v_t) / self.delta_t).min(20.0).exp();
+                let exp_term =
+                    self.g_l * self.delta_t * ((v - self.v_t) / self.delta_t).min(20.0).exp();
                 v += dt / self.c * (-self.g_l * (v - self.e_l) + exp_term - w + i);
             }
             w += dt / self.tau_w * (self.a * (v - self.e_l) - w);
@@ -131,10 +176,18 @@ impl AdexParams {
 
     /// Smallest 1 s step (pA) that makes the noiseless neuron spike, by bisection.
     pub fn rheobase(&self) -> f64 {
-        let quiet = Self { noise_std: 0.0, ..self.clone() };
+        let quiet = Self {
+            noise_std: 0.0,
+            ..self.clone()
+        };
         let mut rng = StdRng::seed_from_u64(0);
         let n = (0.5 * SAMPLING_RATE) as usize;
-        let spikes_at = |pa: f64, rng: &mut StdRng| !quiet.run(&vec![pa * 1e-12; n], SAMPLING_RATE, rng).0.is_empty();
+        let spikes_at = |pa: f64, rng: &mut StdRng| {
+            !quiet
+                .run(&vec![pa * 1e-12; n], SAMPLING_RATE, rng)
+                .0
+                .is_empty()
+        };
         let (mut lo, mut hi) = (0.0, 50.0);
         while !spikes_at(hi, &mut rng) && hi < 1e5 {
             lo = hi;
@@ -142,7 +195,11 @@ impl AdexParams {
         }
         for _ in 0..12 {
             let mid = 0.5 * (lo + hi);
-            if spikes_at(mid, &mut rng) { hi = mid } else { lo = mid }
+            if spikes_at(mid, &mut rng) {
+                hi = mid
+            } else {
+                lo = mid
+            }
         }
         hi
     }
@@ -179,7 +236,9 @@ fn sweep_frame(name: &str, seconds: f64) -> RawSweep {
     let n = samples(seconds);
     let mut stimulus = vec![0.0; n];
     // test pulse: −20 pA for 20 ms at 0.1 s
-    stimulus[samples(0.1)..samples(0.12)].iter_mut().for_each(|x| *x = -20e-12);
+    stimulus[samples(0.1)..samples(0.12)]
+        .iter_mut()
+        .for_each(|x| *x = -20e-12);
     RawSweep {
         stimulus_name: name.to_string(),
         sampling_rate: SAMPLING_RATE,
@@ -198,7 +257,9 @@ pub fn protocol(rheo: f64, rng: &mut StdRng) -> Vec<RawSweep> {
     for k in 0..12 {
         let amp = rheo * (-0.4 + 2.4 * k as f64 / 11.0);
         let mut s = sweep_frame("Long Square", 3.0);
-        s.stimulus[onset..samples(ONSET_S + 1.0)].iter_mut().for_each(|x| *x = amp * 1e-12);
+        s.stimulus[onset..samples(ONSET_S + 1.0)]
+            .iter_mut()
+            .for_each(|x| *x = amp * 1e-12);
         sweeps.push(s);
     }
     // Ramp to 1.5 × rheobase over 6 s; the recording stops 0.5 s after the ramp ends.
@@ -249,7 +310,11 @@ pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) 
                 s.response = v;
             }
             cut_ramp_recording(&mut sweeps);
-            (sweeps, format!("AdEx {}, rheobase {rheo:.0} pA", kind.name()), None)
+            (
+                sweeps,
+                format!("AdEx {}, rheobase {rheo:.0} pA", kind.name()),
+                None,
+            )
         }
         GroundTruth::Gfr => {
             let neuron = gfr_truth(&mut rng);
@@ -260,12 +325,23 @@ pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) 
                 s.spike_times = gfr_spikes(&neuron, s, &mut rng);
             }
             cut_ramp_recording(&mut sweeps);
-            (sweeps, format!("GFR ground truth, threshold {rheo:.0} pA"), Some(neuron))
+            (
+                sweeps,
+                format!("GFR ground truth, threshold {rheo:.0} pA"),
+                Some(neuron),
+            )
         }
     };
-    let sweeps = raw.iter().map(|s| bin_sweep(s, &PROCESSED_BIN_SIZES)).collect();
+    let sweeps = raw
+        .iter()
+        .map(|s| bin_sweep(s, &PROCESSED_BIN_SIZES))
+        .collect();
     SimulatedCell {
-        recording: CellRecording { cell_id, sweeps, max_firing_rate: max_firing_rate(&raw) },
+        recording: CellRecording {
+            cell_id,
+            sweeps,
+            max_firing_rate: max_firing_rate(&raw),
+        },
         description,
         truth: truth_params,
     }
@@ -292,7 +368,16 @@ fn gfr_truth(rng: &mut StdRng) -> NeuronParams {
     };
     let mut p = NeuronParams::initial(GFR_TRUTH_BIN_MS, activation);
     let fast = rng.random_range(0.4..0.8);
-    p.alpha = vec![8.0 * fast, 8.0 * (1.0 - fast) * 0.5, 8.0 * (1.0 - fast) * 0.25, 0.0, 0.0, 0.0, 0.0, 0.0];
+    p.alpha = vec![
+        8.0 * fast,
+        8.0 * (1.0 - fast) * 0.5,
+        8.0 * (1.0 - fast) * 0.25,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ];
     p.beta[4] = -rng.random_range(0.05..0.15); // τ = 200 ms adaptation
     p.beta[5] = -rng.random_range(0.0..0.05); // τ = 500 ms
     p
@@ -301,14 +386,20 @@ fn gfr_truth(rng: &mut StdRng) -> NeuronParams {
 /// Spike times of a GFR neuron on a sweep: the rate per 20 ms bin of the binned stimulus
 /// draws a Poisson count, whose spikes are spread evenly through the bin.
 fn gfr_spikes(p: &NeuronParams, s: &RawSweep, rng: &mut StdRng) -> Vec<f64> {
-    let Some((first, _)) = segment(s) else { return Vec::new() };
+    let Some((first, _)) = segment(s) else {
+        return Vec::new();
+    };
     let binned = bin_sweep(s, &[p.bin_size]);
     let rates = p.predict(&binned.current[&p.bin_size]);
     let m = (p.bin_size as f64 * 0.001 * s.sampling_rate).floor() as usize;
     let mut spikes = Vec::new();
     for (j, f) in rates.iter().enumerate() {
         let mean = f * p.bin_size as f64;
-        let count = if mean > 0.0 { Poisson::new(mean).unwrap().sample(rng) as usize } else { 0 };
+        let count = if mean > 0.0 {
+            Poisson::new(mean).unwrap().sample(rng) as usize
+        } else {
+            0
+        };
         for i in 0..count {
             let sample = first + j * m + ((i as f64 + 0.5) * m as f64 / count as f64) as usize;
             spikes.push((sample as f64 + 0.5) / s.sampling_rate);
@@ -328,8 +419,14 @@ mod tests {
         assert_eq!(a.recording.sweeps, b.recording.sweeps);
         let noise: Vec<_> = a.recording.sweeps_named("Noise 1").collect();
         assert_eq!(noise.len(), 3);
-        assert_eq!(noise[0].current[&20], noise[1].current[&20], "repeats share the stimulus");
-        assert_ne!(noise[0].firing_rate[&20], noise[1].firing_rate[&20], "intrinsic noise");
+        assert_eq!(
+            noise[0].current[&20], noise[1].current[&20],
+            "repeats share the stimulus"
+        );
+        assert_ne!(
+            noise[0].firing_rate[&20], noise[1].firing_rate[&20],
+            "intrinsic noise"
+        );
         let spikes: f64 = noise[0].firing_rate[&20].iter().sum();
         assert!(spikes > 0.25, "the cell fires during noise ({spikes})");
         assert!(a.recording.max_firing_rate > 0.0 && a.recording.max_firing_rate <= 1.0);
@@ -338,10 +435,18 @@ mod tests {
     #[test]
     fn long_squares_span_rest_to_twice_rheobase() {
         let c = simulate_cell(2, 0, 3, GroundTruth::Adex);
-        let firsts: Vec<f64> = c.recording.sweeps_named("Long Square").map(|s| s.current[&20][1]).collect();
+        let firsts: Vec<f64> = c
+            .recording
+            .sweeps_named("Long Square")
+            .map(|s| s.current[&20][1])
+            .collect();
         assert_eq!(firsts.len(), 12);
         assert!(firsts[0] < 0.0);
-        let rates: Vec<f64> = c.recording.sweeps_named("Long Square").map(|s| s.firing_rate[&100][..10].iter().sum()).collect();
+        let rates: Vec<f64> = c
+            .recording
+            .sweeps_named("Long Square")
+            .map(|s| s.firing_rate[&100][..10].iter().sum())
+            .collect();
         assert_eq!(rates[0], 0.0, "no spikes below rest");
         assert!(rates[11] > 0.0, "spikes at twice rheobase");
     }

@@ -8,21 +8,38 @@ use gfr::fit::FitResult;
 use gfr::neuron::{ActivationParams, NeuronParams};
 
 fn result(evr1: f64, last_train: f64, bin: u32, act_bin: u32) -> FitResult {
-    let act = ActivationParams { max_current: 250.0, max_firing_rate: 0.2, poly_coeff: vec![0.05, 1.3], threshold: 60.0, bin_size: act_bin };
+    let act = ActivationParams {
+        max_current: 250.0,
+        max_firing_rate: 0.2,
+        poly_coeff: vec![0.05, 1.3],
+        threshold: 60.0,
+        bin_size: act_bin,
+    };
     let mut params = NeuronParams::initial(bin, act);
     params.alpha[1] = 1.5;
     params.beta[3] = -0.02;
-    FitResult { params, evr1, evr2: evr1 - 0.05, train_losses: vec![0.9, last_train], test_losses: vec![0.8, 0.5], bin_size: bin }
+    FitResult {
+        params,
+        evr1,
+        evr2: evr1 - 0.05,
+        train_losses: vec![0.9, last_train],
+        test_losses: vec![0.8, 0.5],
+        bin_size: bin,
+    }
 }
 
 /// 565871768 is an Oxtr-T2A-Cre mouse cell and 525011903 a human cell in data/metadata.csv.
 fn params_dirs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let a = dir.join("shard0");
     let b = dir.join("shard1");
-    result(0.8, 0.3, 20, 20).save(&a.join("565871768.pickle")).unwrap();
+    result(0.8, 0.3, 20, 20)
+        .save(&a.join("565871768.pickle"))
+        .unwrap();
     result(0.4, 0.3, 20, 20).save(&a.join("1.pickle")).unwrap(); // val EVR too low
     result(0.9, 0.5, 20, 20).save(&b.join("2.pickle")).unwrap(); // train loss too high
-    result(0.7, 0.2, 50, 100).save(&b.join("525011903.pickle")).unwrap();
+    result(0.7, 0.2, 50, 100)
+        .save(&b.join("525011903.pickle"))
+        .unwrap();
     std::fs::write(b.join("fit_summary.json"), "[]").unwrap();
     (a, b)
 }
@@ -33,7 +50,18 @@ fn build_applies_the_criteria_and_python_reads_tuple_keys() {
     let (a, b) = params_dirs(&dir);
     let out = dir.join("ds.pickle");
     let json = dir.join("ds.json");
-    let text = ok(&gfr(&["dataset", "build", "--params-dir", s(&a), "--params-dir", s(&b), "--out", s(&out), "--json", s(&json)]));
+    let text = ok(&gfr(&[
+        "dataset",
+        "build",
+        "--params-dir",
+        s(&a),
+        "--params-dir",
+        s(&b),
+        "--out",
+        s(&out),
+        "--json",
+        s(&json),
+    ]));
     assert!(text.contains("2 results included, 2 excluded"), "{text}");
     let ds = Dataset::load(&out).unwrap();
     assert_eq!(ds.n_records(), 2);
@@ -53,7 +81,11 @@ fn build_applies_the_criteria_and_python_reads_tuple_keys() {
              try:\n    import pandas\n    assert len(pandas.DataFrame(d[(50, 100)])) == 1\nexcept ImportError:\n    pass\n",
             s(&out)
         );
-        let o = std::process::Command::new(py).arg("-c").arg(script).output().unwrap();
+        let o = std::process::Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
@@ -62,12 +94,36 @@ fn build_applies_the_criteria_and_python_reads_tuple_keys() {
     ok(&gfr(&["dataset", "import", s(&json), "--out", s(&back)]));
     assert_eq!(Dataset::load(&back).unwrap(), ds);
     let text = ok(&gfr(&["dataset", "summary", "--dataset", s(&back)]));
-    assert!(text.contains("|      20       |            20            | 1"), "{text}");
-    let text = ok(&gfr(&["dataset", "show", "565871768", "--bin-size", "20", "--activation-bin-size", "20", "--dataset", s(&back)]));
-    assert!(text.contains("Oxtr-T2A-Cre") && text.contains("val EVR 0.8000"), "{text}");
+    assert!(
+        text.contains("|      20       |            20            | 1"),
+        "{text}"
+    );
+    let text = ok(&gfr(&[
+        "dataset",
+        "show",
+        "565871768",
+        "--bin-size",
+        "20",
+        "--activation-bin-size",
+        "20",
+        "--dataset",
+        s(&back),
+    ]));
+    assert!(
+        text.contains("Oxtr-T2A-Cre") && text.contains("val EVR 0.8000"),
+        "{text}"
+    );
     let e = fails(&gfr(&["dataset", "show", "99", "--dataset", s(&back)]));
     assert!(e.contains("cell 99"), "{e}");
-    let e = fails(&gfr(&["dataset", "show", "565871768", "--bin-size", "10", "--dataset", s(&back)]));
+    let e = fails(&gfr(&[
+        "dataset",
+        "show",
+        "565871768",
+        "--bin-size",
+        "10",
+        "--dataset",
+        s(&back),
+    ]));
     assert!(e.contains("(bin_size 10, activation_bin_size 20)"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -78,15 +134,34 @@ fn malformed_json_and_pickles_name_the_file_and_record() {
     let j = dir.join("bad.json");
     std::fs::write(&j, r#"[{"cell_id": 5, "cre-line": null, "bin_size": 20, "actv_bin_size": 20, "val_evr": 0.7, "test_evr": 0.6,
         "train_loss": 0.3, "test_loss": 0.4, "params": {"a": [[1.0]], "b": [[0.0]], "ds": [1.0], "bin_size": 20}}]"#).unwrap();
-    let e = fails(&gfr(&["dataset", "import", s(&j), "--out", s(&dir.join("x.pickle"))]));
-    assert!(e.contains("bad.json") && e.contains("record 0") && e.contains("cell_id 5") && e.contains("`g`"), "{e}");
+    let e = fails(&gfr(&[
+        "dataset",
+        "import",
+        s(&j),
+        "--out",
+        s(&dir.join("x.pickle")),
+    ]));
+    assert!(
+        e.contains("bad.json")
+            && e.contains("record 0")
+            && e.contains("cell_id 5")
+            && e.contains("`g`"),
+        "{e}"
+    );
     std::fs::write(&j, "[{").unwrap();
     let e = fails(&gfr(&["dataset", "import", s(&j)]));
-    assert!(e.contains("bad.json") && e.contains("not valid JSON"), "{e}");
+    assert!(
+        e.contains("bad.json") && e.contains("not valid JSON"),
+        "{e}"
+    );
     assert!(!dir.join("x.pickle").exists());
 
     let p = dir.join("bad.pickle");
-    gfr::data::pickle::write_pickle(&p, &gfr::data::pickle::dict([("20", gfr::data::pickle::PyValue::List(vec![]))])).unwrap();
+    gfr::data::pickle::write_pickle(
+        &p,
+        &gfr::data::pickle::dict([("20", gfr::data::pickle::PyValue::List(vec![]))]),
+    )
+    .unwrap();
     let e = fails(&gfr(&["dataset", "summary", "--dataset", s(&p)]));
     assert!(e.contains("bad.pickle") && e.contains("tuple"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
@@ -97,17 +172,60 @@ fn predict_matches_an_independent_implementation() {
     let dir = scratch("predict");
     let (a, _) = params_dirs(&dir);
     let ds = dir.join("ds.pickle");
-    ok(&gfr(&["dataset", "build", "--params-dir", s(&a), "--out", s(&ds)]));
-    let current: Vec<f64> = (0..200).map(|t| 80.0 + 60.0 * ((t as f64) * 0.13).sin() + if t % 17 == 0 { 90.0 } else { 0.0 }).collect();
+    ok(&gfr(&[
+        "dataset",
+        "build",
+        "--params-dir",
+        s(&a),
+        "--out",
+        s(&ds),
+    ]));
+    let current: Vec<f64> = (0..200)
+        .map(|t| 80.0 + 60.0 * ((t as f64) * 0.13).sin() + if t % 17 == 0 { 90.0 } else { 0.0 })
+        .collect();
     let cur = dir.join("current.csv");
-    std::fs::write(&cur, format!("current_pA\n{}\n", current.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"))).unwrap();
+    std::fs::write(
+        &cur,
+        format!(
+            "current_pA\n{}\n",
+            current
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    )
+    .unwrap();
     let out = dir.join("rates.csv");
-    ok(&gfr(&["predict", "--cell-id", "565871768", "--bin-size", "20", "--activation-bin-size", "20", "--dataset", s(&ds), "--current", s(&cur), "--out", s(&out)]));
+    ok(&gfr(&[
+        "predict",
+        "--cell-id",
+        "565871768",
+        "--bin-size",
+        "20",
+        "--activation-bin-size",
+        "20",
+        "--dataset",
+        s(&ds),
+        "--current",
+        s(&cur),
+        "--out",
+        s(&out),
+    ]));
     let text = std::fs::read_to_string(&out).unwrap();
-    let rates: Vec<f64> = text.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
+    let rates: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(rates.len(), 200);
     // the scan's own forward pass is a separate implementation of spec §1
-    let p = Dataset::load(&ds).unwrap().record(565871768, 20, 20).unwrap().params.clone();
+    let p = Dataset::load(&ds)
+        .unwrap()
+        .record(565871768, 20, 20)
+        .unwrap()
+        .params
+        .clone();
     let scan = gfr::scan::predict(&p, &current);
     for (a, b) in rates.iter().zip(&scan) {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
@@ -123,16 +241,34 @@ fn predict_matches_an_independent_implementation() {
              \x20   f = g['max_firing_rate'][0] * max(0.0, math.tanh(z))\n    out.append(f)\n\
              got = [float(l.split(',')[2]) for l in open('{out}').read().split()[1:]]\n\
              assert len(got) == len(out)\nassert max(abs(x - y) for x, y in zip(got, out)) < 1e-4, max(abs(x - y) for x, y in zip(got, out))\n",
-            ds = s(&ds), cur = s(&cur), out = s(&out)
+            ds = s(&ds),
+            cur = s(&cur),
+            out = s(&out)
         );
-        let o = std::process::Command::new(py).arg("-c").arg(script).output().unwrap();
+        let o = std::process::Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     // --params takes a per-cell result directly; a bad current names the file and value
-    let text = ok(&gfr(&["predict", "--params", s(&a.join("565871768.pickle")), "--current", s(&cur)]));
+    let text = ok(&gfr(&[
+        "predict",
+        "--params",
+        s(&a.join("565871768.pickle")),
+        "--current",
+        s(&cur),
+    ]));
     assert_eq!(text.lines().count(), 201);
     std::fs::write(&cur, "1.0\nabc\n").unwrap();
-    let e = fails(&gfr(&["predict", "--params", s(&a.join("565871768.pickle")), "--current", s(&cur)]));
+    let e = fails(&gfr(&[
+        "predict",
+        "--params",
+        s(&a.join("565871768.pickle")),
+        "--current",
+        s(&cur),
+    ]));
     assert!(e.contains("current.csv") && e.contains("value 2"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -141,17 +277,30 @@ fn predict_matches_an_independent_implementation() {
 fn load_gfr_model_gives_a_layer_that_runs_the_neuron() {
     use burn::tensor::{Tensor, TensorData};
     let mut ds = Dataset::default();
-    let r = gfr::dataset::DatasetRecord::from_fit(42, &result(0.8, 0.3, 20, 20), "Sst-IRES-Cre".into());
+    let r =
+        gfr::dataset::DatasetRecord::from_fit(42, &result(0.8, 0.3, 20, 20), "Sst-IRES-Cre".into());
     ds.insert(r.clone());
     let device = gfr::device::cpu();
     let layer = gfr::dataset::load_gfr_model(&ds, 42, 20, 20, &device).unwrap();
     let current: Vec<f64> = (0..50).map(|t| 40.0 + 3.0 * t as f64).collect();
-    let input = Tensor::<3>::from_data(TensorData::new(current.iter().map(|&x| x as f32).collect::<Vec<_>>(), [1, 50, 1]), &device);
-    let rates: Vec<f32> = layer.sequence(input).into_data().try_to_vec::<f32>().unwrap();
+    let input = Tensor::<3>::from_data(
+        TensorData::new(
+            current.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+            [1, 50, 1],
+        ),
+        &device,
+    );
+    let rates: Vec<f32> = layer
+        .sequence(input)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let want = r.params.predict(&current);
     for (a, b) in rates.iter().zip(&want) {
         assert!((*a as f64 - b).abs() < 1e-4, "{a} vs {b}");
     }
-    let e = gfr::dataset::load_gfr_model(&ds, 7, 20, 20, &device).unwrap_err().to_string();
+    let e = gfr::dataset::load_gfr_model(&ds, 7, 20, 20, &device)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cell 7"), "{e}");
 }

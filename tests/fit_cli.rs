@@ -11,12 +11,30 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
     let dir = scratch("e2e");
     let data = dir.join("data");
     let params = dir.join("params");
-    let out = ok(&gfr(&["simulate", "--cells", "2", "--seed", "3", "--data-dir", s(&data)]));
+    let out = ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "2",
+        "--seed",
+        "3",
+        "--data-dir",
+        s(&data),
+    ]));
     assert!(out.contains("wrote 2 cells"), "{out}");
     // the seed's underscore spellings
     let out = ok(&gfr(&[
-        "fit", "--bin_size", "20", "--activation_bin_size", "20", "--config_path", "configs/test.json",
-        "--data-dir", s(&data), "--save_path", s(&params), "--quiet",
+        "fit",
+        "--bin_size",
+        "20",
+        "--activation_bin_size",
+        "20",
+        "--config_path",
+        "configs/test.json",
+        "--data-dir",
+        s(&data),
+        "--save_path",
+        s(&params),
+        "--quiet",
     ]));
     assert!(out.contains("val EVR"), "{out}");
     let ids = gfr::data::read_cell_ids(&data.join("cell_ids.csv")).unwrap();
@@ -30,10 +48,14 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
         assert!(r.evr1.is_finite() && r.evr2.is_finite());
         assert!(r.params.activation.max_firing_rate > 0.0);
     }
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(params.join("fit_summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(params.join("fit_summary.json")).unwrap()).unwrap();
     let rows = summary.as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r["status"] == "saved" && r["test_evr"].is_number()));
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "saved" && r["test_evr"].is_number())
+    );
 
     if let Some(py) = python() {
         let script = format!(
@@ -46,9 +68,16 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
              assert isinstance(d, list) and set(d[0]['current']) == {{10, 20, 50, 100}}\n\
              print('python ok')",
             s(&params.join(format!("{}.pickle", ids[0]))),
-            s(&data.join(format!("processed_data/processed_I_and_firing_rate_{}.pickle", ids[0]))),
+            s(&data.join(format!(
+                "processed_data/processed_I_and_firing_rate_{}.pickle",
+                ids[0]
+            ))),
         );
-        let o = std::process::Command::new(py).arg("-c").arg(script).output().unwrap();
+        let o = std::process::Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     } else {
         eprintln!("SKIPPED python pickle check: python3 not found");
@@ -61,7 +90,15 @@ fn a_bad_cell_is_reported_and_the_others_are_fitted() {
     let dir = scratch("badcell");
     let data = dir.join("data");
     let params = dir.join("params");
-    ok(&gfr(&["simulate", "--cells", "3", "--data-dir", s(&data), "--first-id", "11"]));
+    ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "3",
+        "--data-dir",
+        s(&data),
+        "--first-id",
+        "11",
+    ]));
     // cell 12: truncated pickle; cell 13: NaN in the data; cell 14: no files at all
     let p12 = data.join("processed_data/processed_I_and_firing_rate_12.pickle");
     let bytes = std::fs::read(&p12).unwrap();
@@ -72,14 +109,32 @@ fn a_bad_cell_is_reported_and_the_others_are_fitted() {
     gfr::data::processed::write_processed(&p13, &sweeps).unwrap();
     std::fs::write(data.join("cell_ids.csv"), "11,12,13,14\n").unwrap();
 
-    let out = ok(&gfr(&["fit", "--config-path", "configs/test.json", "--data-dir", s(&data), "--save-path", s(&params), "--quiet"]));
+    let out = ok(&gfr(&[
+        "fit",
+        "--config-path",
+        "configs/test.json",
+        "--data-dir",
+        s(&data),
+        "--save-path",
+        s(&params),
+        "--quiet",
+    ]));
     assert!(params.join("11.pickle").exists(), "{out}");
     for id in [12, 13, 14] {
         assert!(!params.join(format!("{id}.pickle")).exists());
     }
-    assert!(out.contains("processed_I_and_firing_rate_12.pickle"), "{out}");
-    assert!(out.contains("processed_I_and_firing_rate_13.pickle") && out.contains("non-finite"), "{out}");
-    assert!(out.contains("processed_I_and_firing_rate_14.pickle"), "{out}");
+    assert!(
+        out.contains("processed_I_and_firing_rate_12.pickle"),
+        "{out}"
+    );
+    assert!(
+        out.contains("processed_I_and_firing_rate_13.pickle") && out.contains("non-finite"),
+        "{out}"
+    );
+    assert!(
+        out.contains("processed_I_and_firing_rate_14.pickle"),
+        "{out}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -88,8 +143,25 @@ fn a_better_saved_result_is_never_replaced() {
     let dir = scratch("better");
     let data = dir.join("data");
     let params = dir.join("params");
-    ok(&gfr(&["simulate", "--cells", "1", "--data-dir", s(&data), "--first-id", "5"]));
-    let args = ["fit", "--config-path", "configs/test.json", "--data-dir", s(&data), "--save-path", s(&params), "--quiet"];
+    ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "1",
+        "--data-dir",
+        s(&data),
+        "--first-id",
+        "5",
+    ]));
+    let args = [
+        "fit",
+        "--config-path",
+        "configs/test.json",
+        "--data-dir",
+        s(&data),
+        "--save-path",
+        s(&params),
+        "--quiet",
+    ];
     ok(&gfr(&args));
     let path = params.join("5.pickle");
     let mut r = FitResult::load(&path).unwrap();
@@ -101,27 +173,66 @@ fn a_better_saved_result_is_never_replaced() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
     // retrain_model = false: the cell is skipped outright
-    let cfg = config(&dir, "noretrain.json", r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 2}], "retrain_model": false}"#);
-    let out = ok(&gfr(&["fit", "--config-path", s(&cfg), "--data-dir", s(&data), "--save-path", s(&params), "--quiet"]));
+    let cfg = config(
+        &dir,
+        "noretrain.json",
+        r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 2}], "retrain_model": false}"#,
+    );
+    let out = ok(&gfr(&[
+        "fit",
+        "--config-path",
+        s(&cfg),
+        "--data-dir",
+        s(&data),
+        "--save-path",
+        s(&params),
+        "--quiet",
+    ]));
     assert!(out.contains("retrain_model is false"), "{out}");
-    assert_eq!(read_pickle(&path).unwrap().get("evr1").unwrap().as_f64().unwrap(), 0.999);
+    assert_eq!(
+        read_pickle(&path)
+            .unwrap()
+            .get("evr1")
+            .unwrap()
+            .as_f64()
+            .unwrap(),
+        0.999
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn bad_flags_and_configs_name_what_is_wrong() {
     let dir = scratch("flags");
-    let e = fails(&gfr(&["fit", "--bin-size", "30", "--config-path", "configs/test.json", "--data-dir", s(&dir)]));
+    let e = fails(&gfr(&[
+        "fit",
+        "--bin-size",
+        "30",
+        "--config-path",
+        "configs/test.json",
+        "--data-dir",
+        s(&dir),
+    ]));
     assert!(e.contains("--bin-size 30"), "{e}");
     let e = fails(&gfr(&["fit", "--config-path", s(&dir.join("nope.json"))]));
     assert!(e.contains("nope.json"), "{e}");
-    let cfg = config(&dir, "bad.json", r#"{"hparams": [{"lr": -1, "epochs": 2}]}"#);
+    let cfg = config(
+        &dir,
+        "bad.json",
+        r#"{"hparams": [{"lr": -1, "epochs": 2}]}"#,
+    );
     let e = fails(&gfr(&["fit", "--config-path", s(&cfg)]));
     assert!(e.contains("bad.json") && e.contains("hparams[0].lr"), "{e}");
     let cfg = config(&dir, "broken.json", r#"{"hparams": [}"#);
     let e = fails(&gfr(&["fit", "--config-path", s(&cfg)]));
     assert!(e.contains("broken.json"), "{e}");
-    let e = fails(&gfr(&["fit", "--config-path", "configs/test.json", "--data-dir", s(&dir)]));
+    let e = fails(&gfr(&[
+        "fit",
+        "--config-path",
+        "configs/test.json",
+        "--data-dir",
+        s(&dir),
+    ]));
     assert!(e.contains("cell_ids.csv"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -130,13 +241,40 @@ fn bad_flags_and_configs_name_what_is_wrong() {
 fn shards_split_the_cells() {
     let dir = scratch("shard");
     let data = dir.join("data");
-    ok(&gfr(&["simulate", "--cells", "3", "--data-dir", s(&data), "--first-id", "21"]));
-    let cfg = config(&dir, "tiny.json", r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 2}]}"#);
+    ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "3",
+        "--data-dir",
+        s(&data),
+        "--first-id",
+        "21",
+    ]));
+    let cfg = config(
+        &dir,
+        "tiny.json",
+        r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 2}]}"#,
+    );
     for (shard, want) in [("0/2", vec![21, 23]), ("1/2", vec![22])] {
         let p = dir.join(shard.replace('/', "of"));
-        ok(&gfr(&["fit", "--shard", shard, "--config-path", s(&cfg), "--data-dir", s(&data), "--save-path", s(&p), "--quiet"]));
+        ok(&gfr(&[
+            "fit",
+            "--shard",
+            shard,
+            "--config-path",
+            s(&cfg),
+            "--data-dir",
+            s(&data),
+            "--save-path",
+            s(&p),
+            "--quiet",
+        ]));
         for id in 21..=23 {
-            assert_eq!(p.join(format!("{id}.pickle")).exists(), want.contains(&id), "shard {shard}, cell {id}");
+            assert_eq!(
+                p.join(format!("{id}.pickle")).exists(),
+                want.contains(&id),
+                "shard {shard}, cell {id}"
+            );
         }
     }
     let e = fails(&gfr(&["fit", "--shard", "2/2", "--data-dir", s(&data)]));

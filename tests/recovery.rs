@@ -27,10 +27,15 @@ fn fitting_recovers_a_known_gfr_neuron() {
         cell.recording.save(&data).unwrap();
         let truth = cell.truth.unwrap();
         // how well the generating neuron itself explains Noise 2: the ceiling for the fit
-        let test = gfr::fit::FitData::from_cell(&cell.recording, 20).unwrap().test;
+        let test = gfr::fit::FitData::from_cell(&cell.recording, 20)
+            .unwrap()
+            .test;
         let ceiling = test.evr(&truth);
         let r = fit_and_save(100 + k as u64, &opts, &());
-        eprintln!("cell {k}: truth EVR {ceiling:.3}, fitted val {:?} test {:?} ({:.1} s) {}", r.val_evr, r.test_evr, r.seconds, r.message);
+        eprintln!(
+            "cell {k}: truth EVR {ceiling:.3}, fitted val {:?} test {:?} ({:.1} s) {}",
+            r.val_evr, r.test_evr, r.seconds, r.message
+        );
         assert_eq!(r.status, "saved", "{}", r.message);
         let evr = r.test_evr.unwrap();
         assert!(evr > 0.8, "test EVR {evr} (generating neuron: {ceiling})");

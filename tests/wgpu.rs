@@ -14,7 +14,10 @@ fn wgpu_fit_agrees_with_cpu() {
     }
     let dir = std::env::temp_dir().join(format!("gfr-test-wgpu-{}", std::process::id()));
     let data = DataDir::new(dir.join("data"));
-    simulate_cell(1, 0, 2, GroundTruth::Gfr).recording.save(&data).unwrap();
+    simulate_cell(1, 0, 2, GroundTruth::Gfr)
+        .recording
+        .save(&data)
+        .unwrap();
     let mut config = FitConfig::new(vec![RunConfig::new(1e-2, 20)]);
     config.activation_epochs = 40;
     config.activation_repeats = 1;
@@ -33,9 +36,19 @@ fn wgpu_fit_agrees_with_cpu() {
         };
         let r = fit_and_save(1, &opts, &());
         assert_eq!(r.status, "saved", "{}: {}", backend.name(), r.message);
-        eprintln!("{}: test EVR {:?} in {:.1} s", backend.name(), r.test_evr, r.seconds);
+        eprintln!(
+            "{}: test EVR {:?} in {:.1} s",
+            backend.name(),
+            r.test_evr,
+            r.seconds
+        );
         evr.push(r.test_evr.unwrap());
     }
-    assert!((evr[0] - evr[1]).abs() < 0.02, "cpu {} vs wgpu {}", evr[0], evr[1]);
+    assert!(
+        (evr[0] - evr[1]).abs() < 0.02,
+        "cpu {} vs wgpu {}",
+        evr[0],
+        evr[1]
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

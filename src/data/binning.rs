@@ -39,7 +39,10 @@ pub struct ProcessedSweep {
 impl ProcessedSweep {
     /// (current, firing rate) at one bin size.
     pub fn traces(&self, bin_size: u32) -> Option<(&[f64], &[f64])> {
-        Some((self.current.get(&bin_size)?, self.firing_rate.get(&bin_size)?))
+        Some((
+            self.current.get(&bin_size)?,
+            self.firing_rate.get(&bin_size)?,
+        ))
     }
 }
 
@@ -63,7 +66,9 @@ pub fn segment(raw: &RawSweep) -> Option<(usize, usize)> {
             .stimulus
             .iter()
             .enumerate()
-            .fold((0, f64::NEG_INFINITY), |best, (k, &x)| if x > best.1 { (k, x) } else { best })
+            .fold((0, f64::NEG_INFINITY), |best, (k, &x)| {
+                if x > best.1 { (k, x) } else { best }
+            })
             .0;
         if argmax > start {
             end = end.min(argmax);
@@ -177,7 +182,15 @@ mod tests {
     fn ramp_is_cut_at_the_largest_current_and_last_voltage() {
         let mut s = step_sweep();
         s.stimulus_name = "Ramp".into();
-        s.stimulus = (0..30_000).map(|k| if k >= 5000 { (k - 5000) as f64 * 1e-15 } else { 0.0 }).collect();
+        s.stimulus = (0..30_000)
+            .map(|k| {
+                if k >= 5000 {
+                    (k - 5000) as f64 * 1e-15
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         s.stimulus[25_000..].iter_mut().for_each(|x| *x = 0.0);
         s.response[22_000..].iter_mut().for_each(|x| *x = 0.0);
         // the ramp starts changing after sample 5000; end: last non-zero voltage (21_999)

@@ -19,7 +19,12 @@ pub fn dict<'a>(items: impl IntoIterator<Item = (&'a str, PyValue)>) -> PyValue 
 
 /// A Python dict with int keys.
 pub fn int_dict(items: impl IntoIterator<Item = (i64, PyValue)>) -> PyValue {
-    PyValue::Dict(items.into_iter().map(|(k, v)| (HashableValue::I64(k), v)).collect())
+    PyValue::Dict(
+        items
+            .into_iter()
+            .map(|(k, v)| (HashableValue::I64(k), v))
+            .collect(),
+    )
 }
 
 pub fn float_list(xs: &[f64]) -> PyValue {
@@ -63,14 +68,19 @@ fn type_name(v: &PyValue) -> &'static str {
 
 impl PyValueExt for PyValue {
     fn get(&self, key: &str) -> Result<&PyValue> {
-        match self.dict_items()?.get(&HashableValue::String(key.to_string())) {
+        match self
+            .dict_items()?
+            .get(&HashableValue::String(key.to_string()))
+        {
             Some(v) => Ok(v),
             None => bail!("missing key `{key}`"),
         }
     }
 
     fn get_opt(&self, key: &str) -> Option<&PyValue> {
-        self.dict_items().ok()?.get(&HashableValue::String(key.to_string()))
+        self.dict_items()
+            .ok()?
+            .get(&HashableValue::String(key.to_string()))
     }
 
     fn get_int_key(&self, key: i64) -> Result<&PyValue> {
@@ -161,12 +171,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
-    let file_name = path.file_name().context("path has no file name")?.to_string_lossy();
+    let file_name = path
+        .file_name()
+        .context("path has no file name")?
+        .to_string_lossy();
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot move {} into place at {}", tmp.display(), path.display())
+        format!(
+            "cannot move {} into place at {}",
+            tmp.display(),
+            path.display()
+        )
     })
 }
 
@@ -191,7 +208,10 @@ mod tests {
         write_pickle(&p, &int(3)).unwrap();
         write_pickle(&p, &int(4)).unwrap();
         assert!(matches!(read_pickle(&p).unwrap(), PyValue::I64(4)));
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }

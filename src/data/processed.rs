@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::binning::ProcessedSweep;
-use super::pickle::{PyValue, PyValueExt, dict, float_list, int_dict, read_pickle, write_atomic, write_pickle};
+use super::pickle::{
+    PyValue, PyValueExt, dict, float_list, int_dict, read_pickle, write_atomic, write_pickle,
+};
 
 /// Paths of the processed-data layout under one data directory.
 #[derive(Clone, Debug)]
@@ -22,10 +24,14 @@ impl DataDir {
         Self(root.into())
     }
     pub fn processed(&self, cell_id: u64) -> PathBuf {
-        self.0.join("processed_data").join(format!("processed_I_and_firing_rate_{cell_id}.pickle"))
+        self.0
+            .join("processed_data")
+            .join(format!("processed_I_and_firing_rate_{cell_id}.pickle"))
     }
     pub fn max_firing_rate(&self, cell_id: u64) -> PathBuf {
-        self.0.join("max_firing_rates").join(format!("{cell_id}.pickle"))
+        self.0
+            .join("max_firing_rates")
+            .join(format!("{cell_id}.pickle"))
     }
     pub fn cell_ids(&self) -> PathBuf {
         self.0.join("cell_ids.csv")
@@ -43,7 +49,10 @@ pub struct CellRecording {
 
 impl CellRecording {
     /// Sweeps with a given stimulus name, in recording order.
-    pub fn sweeps_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ProcessedSweep> + 'a {
+    pub fn sweeps_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a ProcessedSweep> + 'a {
         self.sweeps.iter().filter(move |s| s.stimulus_name == name)
     }
 
@@ -62,20 +71,31 @@ impl CellRecording {
             .and_then(|v| v.first().copied())
             .with_context(|| format!("{}: expected one float (ms⁻¹)", rate_path.display()))?;
         if !max_firing_rate.is_finite() || max_firing_rate < 0.0 {
-            bail!("{}: maximum firing rate is {max_firing_rate}, not a finite non-negative number", rate_path.display());
+            bail!(
+                "{}: maximum firing rate is {max_firing_rate}, not a finite non-negative number",
+                rate_path.display()
+            );
         }
-        Ok(Self { cell_id, sweeps, max_firing_rate })
+        Ok(Self {
+            cell_id,
+            sweeps,
+            max_firing_rate,
+        })
     }
 
     /// Writes both files of the cell atomically.
     pub fn save(&self, dir: &DataDir) -> Result<()> {
         write_processed(&dir.processed(self.cell_id), &self.sweeps)?;
-        write_pickle(&dir.max_firing_rate(self.cell_id), &PyValue::F64(self.max_firing_rate))
+        write_pickle(
+            &dir.max_firing_rate(self.cell_id),
+            &PyValue::F64(self.max_firing_rate),
+        )
     }
 }
 
 fn sweep_to_py(s: &ProcessedSweep) -> PyValue {
-    let traces = |m: &BTreeMap<u32, Vec<f64>>| int_dict(m.iter().map(|(&k, v)| (k as i64, float_list(v))));
+    let traces =
+        |m: &BTreeMap<u32, Vec<f64>>| int_dict(m.iter().map(|(&k, v)| (k as i64, float_list(v))));
     dict([
         ("stimulus_name", PyValue::String(s.stimulus_name.clone())),
         ("sampling_rate", PyValue::F64(s.sampling_rate)),
@@ -87,23 +107,39 @@ fn sweep_to_py(s: &ProcessedSweep) -> PyValue {
 fn sweep_from_py(v: &PyValue) -> Result<ProcessedSweep> {
     let traces = |key: &str| -> Result<BTreeMap<u32, Vec<f64>>> {
         let mut out = BTreeMap::new();
-        for (k, trace) in v.get(key)?.dict_items().with_context(|| format!("field `{key}`"))? {
+        for (k, trace) in v
+            .get(key)?
+            .dict_items()
+            .with_context(|| format!("field `{key}`"))?
+        {
             let bin = match k {
                 serde_pickle::HashableValue::I64(b) if *b > 0 => *b as u32,
                 serde_pickle::HashableValue::F64(b) if *b > 0.0 && b.fract() == 0.0 => *b as u32,
                 other => bail!("field `{key}`: bin-size key {other:?} is not a positive int"),
             };
-            let xs = trace.floats_flat().with_context(|| format!("field `{key}`[{bin}]"))?;
+            let xs = trace
+                .floats_flat()
+                .with_context(|| format!("field `{key}`[{bin}]"))?;
             if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
-                bail!("field `{key}`[{bin}] has a non-finite value ({}) at bin {i}", xs[i]);
+                bail!(
+                    "field `{key}`[{bin}] has a non-finite value ({}) at bin {i}",
+                    xs[i]
+                );
             }
             out.insert(bin, xs);
         }
         Ok(out)
     };
     let s = ProcessedSweep {
-        stimulus_name: v.get("stimulus_name")?.as_str().context("field `stimulus_name`")?.to_string(),
-        sampling_rate: v.get("sampling_rate").and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
+        stimulus_name: v
+            .get("stimulus_name")?
+            .as_str()
+            .context("field `stimulus_name`")?
+            .to_string(),
+        sampling_rate: v
+            .get("sampling_rate")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(f64::NAN),
         current: traces("current")?,
         firing_rate: traces("firing_rate")?,
     };
@@ -118,7 +154,9 @@ fn sweep_from_py(v: &PyValue) -> Result<ProcessedSweep> {
 /// Reads a processed-sweeps pickle; errors name the file and the sweep.
 pub fn read_processed(path: &Path) -> Result<Vec<ProcessedSweep>> {
     let v = read_pickle(path)?;
-    let list = v.as_list().with_context(|| format!("{}: expected a list of sweeps", path.display()))?;
+    let list = v
+        .as_list()
+        .with_context(|| format!("{}: expected a list of sweeps", path.display()))?;
     list.iter()
         .enumerate()
         .map(|(i, s)| sweep_from_py(s).with_context(|| format!("{}: sweep {i}", path.display())))
@@ -127,16 +165,31 @@ pub fn read_processed(path: &Path) -> Result<Vec<ProcessedSweep>> {
 
 /// Writes a processed-sweeps pickle atomically.
 pub fn write_processed(path: &Path, sweeps: &[ProcessedSweep]) -> Result<()> {
-    write_pickle(path, &PyValue::List(sweeps.iter().map(sweep_to_py).collect()))
+    write_pickle(
+        path,
+        &PyValue::List(sweeps.iter().map(sweep_to_py).collect()),
+    )
 }
 
 /// Reads cell ids separated by commas, whitespace or newlines; a header word is skipped.
 pub fn read_cell_ids(path: &Path) -> Result<Vec<u64>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read cell-id file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read cell-id file {}", path.display()))?;
     let mut ids = Vec::new();
-    for (i, tok) in text.split(|c: char| c == ',' || c.is_whitespace()).map(str::trim).filter(|t| !t.is_empty()).enumerate() {
+    for (i, tok) in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .enumerate()
+    {
         let tok = tok.trim_matches('"');
-        match tok.parse::<u64>().or_else(|e| tok.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64).ok_or(e)) {
+        match tok.parse::<u64>().or_else(|e| {
+            tok.parse::<f64>()
+                .ok()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+                .ok_or(e)
+        }) {
             Ok(id) => ids.push(id),
             Err(_) if i == 0 => {} // header such as `cell_id`
             Err(_) => bail!("{}: `{tok}` is not a cell id", path.display()),
@@ -168,7 +221,11 @@ mod tests {
             current: BTreeMap::from([(20, vec![1.0, 2.0]), (100, vec![])]),
             firing_rate: BTreeMap::from([(20, vec![0.0, 0.05]), (100, vec![])]),
         };
-        let cell = CellRecording { cell_id: 7, sweeps: vec![s.clone()], max_firing_rate: 0.25 };
+        let cell = CellRecording {
+            cell_id: 7,
+            sweeps: vec![s.clone()],
+            max_firing_rate: 0.25,
+        };
         cell.save(&data).unwrap();
         let back = CellRecording::load(&data, 7).unwrap();
         assert_eq!(back.sweeps, vec![s.clone()]);
@@ -178,7 +235,10 @@ mod tests {
         bad.current.insert(20, vec![1.0, f64::NAN]);
         write_processed(&data.processed(8), &[bad]).unwrap();
         let e = format!("{:#}", read_processed(&data.processed(8)).unwrap_err());
-        assert!(e.contains("processed_I_and_firing_rate_8.pickle") && e.contains("non-finite"), "{e}");
+        assert!(
+            e.contains("processed_I_and_firing_rate_8.pickle") && e.contains("non-finite"),
+            "{e}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

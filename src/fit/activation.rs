@@ -35,7 +35,11 @@ impl ActivationData {
         if current.is_empty() {
             bail!("no Long Square sweep with data at the activation bin size {bin_size} ms");
         }
-        Ok(Self { current, rate, bin_size })
+        Ok(Self {
+            current,
+            rate,
+            bin_size,
+        })
     }
 
     /// σ: the largest |I| of the points (1 when all are zero).
@@ -55,8 +59,18 @@ impl ActivationData {
 /// A restart's starting point, from the data: b = x of the point just before the first point
 /// with y > 0.01 (that point itself when it is the first; 0 when no point fires);
 /// c_1 = |(y_max − y_b)/(x_max − x_b)| · σ at the point of largest y; other c_k ~ N(0, 0.1²).
-pub fn initial_activation(data: &ActivationData, degree: usize, max_rate: f64, rng: &mut StdRng) -> ActivationParams {
-    let mut pts: Vec<(f64, f64)> = data.current.iter().copied().zip(data.rate.iter().copied()).collect();
+pub fn initial_activation(
+    data: &ActivationData,
+    degree: usize,
+    max_rate: f64,
+    rng: &mut StdRng,
+) -> ActivationParams {
+    let mut pts: Vec<(f64, f64)> = data
+        .current
+        .iter()
+        .copied()
+        .zip(data.rate.iter().copied())
+        .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     let sigma = data.max_current();
     let (x1, y1) = match pts.iter().position(|p| p.1 > 0.01) {
@@ -64,12 +78,25 @@ pub fn initial_activation(data: &ActivationData, degree: usize, max_rate: f64, r
         Some(i) => pts[i - 1],
         None => (0.0, 0.0),
     };
-    let (x2, y2) = pts.iter().copied().fold((0.0, f64::NEG_INFINITY), |best, p| if p.1 > best.1 { p } else { best });
+    let (x2, y2) = pts
+        .iter()
+        .copied()
+        .fold((0.0, f64::NEG_INFINITY), |best, p| {
+            if p.1 > best.1 { p } else { best }
+        });
     let normal = Normal::new(0.0, 0.1).unwrap();
     let mut coeffs: Vec<f64> = (0..=degree).map(|_| normal.sample(rng)).collect();
     if degree >= 1 {
-        let slope = if x2 != x1 { ((y2 - y1) / (x2 - x1) * sigma).abs() } else { 1.0 };
-        coeffs[1] = if slope.is_finite() && slope > 0.0 { slope } else { 1.0 };
+        let slope = if x2 != x1 {
+            ((y2 - y1) / (x2 - x1) * sigma).abs()
+        } else {
+            1.0
+        };
+        coeffs[1] = if slope.is_finite() && slope > 0.0 {
+            slope
+        } else {
+            1.0
+        };
     }
     ActivationParams {
         max_current: sigma,
@@ -95,7 +122,10 @@ pub fn fit_activation(
     let ad = device.clone().autodiff();
     let n = data.current.len();
     let to_col = |v: &[f64]| {
-        Tensor::<2>::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [n, 1]), &ad)
+        Tensor::<2>::from_data(
+            TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [n, 1]),
+            &ad,
+        )
     };
     let (x, y) = (to_col(&data.current), to_col(&data.rate));
     let dt = data.bin_size as f64;
@@ -112,7 +142,9 @@ pub fn fit_activation(
         }
         let fitted = g.to_params(data.bin_size).remove(0);
         let loss = data.loss(&fitted, eps);
-        if loss.is_finite() && fitted.poly_coeff.iter().all(|c| c.is_finite()) && fitted.threshold.is_finite()
+        if loss.is_finite()
+            && fitted.poly_coeff.iter().all(|c| c.is_finite())
+            && fitted.threshold.is_finite()
             && best.as_ref().is_none_or(|b| loss < b.1)
         {
             best = Some((fitted, loss));
@@ -132,8 +164,15 @@ mod tests {
     fn data() -> ActivationData {
         // a rectified-linear f-I curve: 0 below 100 pA, 0.001/pA above
         let current: Vec<f64> = (0..12).map(|k| -50.0 + 25.0 * k as f64).collect();
-        let rate = current.iter().map(|&x: &f64| (0.001 * (x - 100.0)).max(0.0)).collect();
-        ActivationData { current, rate, bin_size: 20 }
+        let rate = current
+            .iter()
+            .map(|&x: &f64| (0.001 * (x - 100.0)).max(0.0))
+            .collect();
+        ActivationData {
+            current,
+            rate,
+            bin_size: 20,
+        }
     }
 
     #[test]
@@ -153,8 +192,12 @@ mod tests {
         let d = data();
         let mut rng = StdRng::seed_from_u64(1);
         let init = initial_activation(&d, 1, 0.5, &mut StdRng::seed_from_u64(1));
-        let (g, loss) = fit_activation(&d, 1, 0.5, 300, 2, 1e-8, &crate::device::cpu(), &mut rng).unwrap();
+        let (g, loss) =
+            fit_activation(&d, 1, 0.5, 300, 2, 1e-8, &crate::device::cpu(), &mut rng).unwrap();
         assert!(loss < d.loss(&init, 1e-8), "{loss}");
-        assert!(g.eval(0.0) < 0.01 && (g.eval(200.0) - 0.1).abs() < 0.03, "{g:?}");
+        assert!(
+            g.eval(0.0) < 0.01 && (g.eval(200.0) - 0.1).abs() < 0.03,
+            "{g:?}"
+        );
     }
 }

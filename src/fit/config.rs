@@ -51,7 +51,11 @@ impl Default for FitConfig {
             activation_repeats: 3,
             freeze_activation: true,
             eps: 1e-8,
-            hparams: vec![RunConfig::new(1e-2, 200), RunConfig::new(1e-3, 200), RunConfig::new(1e-4, 200)],
+            hparams: vec![
+                RunConfig::new(1e-2, 200),
+                RunConfig::new(1e-3, 200),
+                RunConfig::new(1e-4, 200),
+            ],
             finetune: false,
             retrain_model: true,
         }
@@ -61,14 +65,24 @@ impl Default for FitConfig {
 impl FitConfig {
     /// The default config with other runs.
     pub fn new(hparams: Vec<RunConfig>) -> Self {
-        Self { hparams, ..Self::default() }
+        Self {
+            hparams,
+            ..Self::default()
+        }
     }
 
     /// Reads and checks a config file; errors name the file and the field.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let cfg: Self = serde_json::from_str(&text).with_context(|| format!("config file {} is not a valid fitting config", path.display()))?;
-        cfg.check().with_context(|| format!("config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let cfg: Self = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "config file {} is not a valid fitting config",
+                path.display()
+            )
+        })?;
+        cfg.check()
+            .with_context(|| format!("config file {}", path.display()))?;
         Ok(cfg)
     }
 
@@ -108,7 +122,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let e = serde_json::from_str::<FitConfig>(r#"{"activation_epoch": 3}"#).unwrap_err().to_string();
+        let e = serde_json::from_str::<FitConfig>(r#"{"activation_epoch": 3}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("activation_epoch"), "{e}");
     }
 }

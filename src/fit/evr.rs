@@ -14,7 +14,11 @@ pub fn explained_variance(x: &[f64], y: &[f64]) -> f64 {
     let vx = var(x.iter().copied());
     let vy = var(y.iter().copied());
     let vd = var(x.iter().zip(y).map(|(a, b)| a - b));
-    if vx + vy == 0.0 { f64::NAN } else { (vx + vy - vd) / (vx + vy) }
+    if vx + vy == 0.0 {
+        f64::NAN
+    } else {
+        (vx + vy - vd) / (vx + vy)
+    }
 }
 
 /// EVR = mean_j EV(R_j, P) / mean_j EV(R_j, mean_k R_k) for repeats R and prediction P.
@@ -23,11 +27,26 @@ pub fn explained_variance_ratio(repeats: &[&[f64]], prediction: &[f64]) -> f64 {
     if repeats.is_empty() {
         return f64::NAN;
     }
-    let n = repeats.iter().map(|r| r.len()).min().unwrap().min(prediction.len());
-    let psth: Vec<f64> = (0..n).map(|t| repeats.iter().map(|r| r[t]).sum::<f64>() / repeats.len() as f64).collect();
+    let n = repeats
+        .iter()
+        .map(|r| r.len())
+        .min()
+        .unwrap()
+        .min(prediction.len());
+    let psth: Vec<f64> = (0..n)
+        .map(|t| repeats.iter().map(|r| r[t]).sum::<f64>() / repeats.len() as f64)
+        .collect();
     let m = repeats.len() as f64;
-    let ev_model = repeats.iter().map(|r| explained_variance(&r[..n], &prediction[..n])).sum::<f64>() / m;
-    let ev_data = repeats.iter().map(|r| explained_variance(&r[..n], &psth)).sum::<f64>() / m;
+    let ev_model = repeats
+        .iter()
+        .map(|r| explained_variance(&r[..n], &prediction[..n]))
+        .sum::<f64>()
+        / m;
+    let ev_data = repeats
+        .iter()
+        .map(|r| explained_variance(&r[..n], &psth))
+        .sum::<f64>()
+        / m;
     ev_model / ev_data
 }
 

@@ -21,7 +21,9 @@ pub use config::{FitConfig, RunConfig};
 pub use evr::{explained_variance, explained_variance_ratio};
 pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run};
 
-use crate::data::pickle::{PyValue, PyValueExt, dict, float_list, int, read_pickle, write_atomic, write_pickle};
+use crate::data::pickle::{
+    PyValue, PyValueExt, dict, float_list, int, read_pickle, write_atomic, write_pickle,
+};
 use crate::data::{CellRecording, DataDir};
 use crate::neuron::{BIN_SIZES, NeuronParams};
 
@@ -58,14 +60,21 @@ impl FitResult {
             params: NeuronParams::from_py(v.get("params")?).context("in field `params`")?,
             evr1: v.get("evr1")?.as_f64().context("field `evr1`")?,
             evr2: v.get("evr2")?.as_f64().context("field `evr2`")?,
-            train_losses: v.get("train_losses")?.floats_flat().context("field `train_losses`")?,
-            test_losses: v.get("test_losses")?.floats_flat().context("field `test_losses`")?,
+            train_losses: v
+                .get("train_losses")?
+                .floats_flat()
+                .context("field `train_losses`")?,
+            test_losses: v
+                .get("test_losses")?
+                .floats_flat()
+                .context("field `test_losses`")?,
             bin_size: v.get("bin_size")?.as_u32().context("field `bin_size`")?,
         })
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        Self::from_py(&read_pickle(path)?).with_context(|| format!("{} is not a GFR fit result", path.display()))
+        Self::from_py(&read_pickle(path)?)
+            .with_context(|| format!("{} is not a GFR fit result", path.display()))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -104,7 +113,9 @@ impl FitOptions {
             bail!("--bin-size {bin_size}: allowed values are 10, 20, 50, 100");
         }
         if !ACTIVATION_BIN_SIZES.contains(&activation_bin_size) {
-            bail!("--activation-bin-size {activation_bin_size}: allowed values are 20, 100 (also 10, 50)");
+            bail!(
+                "--activation-bin-size {activation_bin_size}: allowed values are 20, 100 (also 10, 50)"
+            );
         }
         if !(l1 >= 0.0 && l1.is_finite()) {
             bail!("--C {l1}: must be a non-negative number");
@@ -140,13 +151,21 @@ pub trait FitProgress {
 impl FitProgress for () {}
 
 /// Fits one cell and returns its result, or `Err(reason)` for a skip / failure message.
-pub fn fit_cell_result(cell: &CellRecording, opts: &FitOptions, previous: Option<&FitResult>, progress: &dyn FitProgress) -> Result<FitResult, CellError> {
+pub fn fit_cell_result(
+    cell: &CellRecording,
+    opts: &FitOptions,
+    previous: Option<&FitResult>,
+    progress: &dyn FitProgress,
+) -> Result<FitResult, CellError> {
     let cfg = &opts.config;
     let data = FitData::from_cell(cell, opts.bin_size).map_err(CellError::Skip)?;
     if data.train.is_empty() {
-        return Err(CellError::Skip("no training sweeps (Long Square, Ramp, Noise 1)".into()));
+        return Err(CellError::Skip(
+            "no training sweeps (Long Square, Ramp, Noise 1)".into(),
+        ));
     }
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        StdRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let start = match previous.filter(|p| cfg.finetune && p.params.bin_size == opts.bin_size) {
         Some(prev) => prev.params.clone(),
         None => {
@@ -166,19 +185,33 @@ pub fn fit_cell_result(cell: &CellRecording, opts: &FitOptions, previous: Option
             NeuronParams::initial(opts.bin_size, g)
         }
     };
-    let settings = RunSettings { eps: cfg.eps, l1: opts.l1, train_activation: !cfg.freeze_activation };
+    let settings = RunSettings {
+        eps: cfg.eps,
+        l1: opts.l1,
+        train_activation: !cfg.freeze_activation,
+    };
     let mut best: Option<RunResult> = None;
     let mut diverged = 0;
     for (i, run) in cfg.hparams.iter().enumerate() {
         progress.run_started(i, cfg.hparams.len(), run.epochs);
-        match train_run(&start, &data, run, &settings, &opts.device, &mut rng, |e, l| progress.epoch(e, l)) {
+        match train_run(
+            &start,
+            &data,
+            run,
+            &settings,
+            &opts.device,
+            &mut rng,
+            |e, l| progress.epoch(e, l),
+        ) {
             Some(r) if best.as_ref().is_none_or(|b| better(r.evr1, b.evr1)) => best = Some(r),
             Some(_) => {}
             None => diverged += 1,
         }
     }
     let Some(best) = best else {
-        return Err(CellError::Fail(format!("all {diverged} runs diverged (non-finite loss); nothing saved")));
+        return Err(CellError::Fail(format!(
+            "all {diverged} runs diverged (non-finite loss); nothing saved"
+        )));
     };
     let evr2 = data.test.evr(&best.params);
     Ok(FitResult {
@@ -195,14 +228,21 @@ pub fn fit_cell_result(cell: &CellRecording, opts: &FitOptions, previous: Option
 /// (a first-spike latency longer than the bin), the data carry no f-I information and the
 /// fit would give a neuron that never fires; then the first 100 ms bin is used instead (the
 /// result records the bin size it was fitted at).
-fn activation_data(cell: &CellRecording, bin: u32, progress: &dyn FitProgress) -> Result<ActivationData, CellError> {
+fn activation_data(
+    cell: &CellRecording,
+    bin: u32,
+    progress: &dyn FitProgress,
+) -> Result<ActivationData, CellError> {
     let fires = |d: &ActivationData| d.rate.iter().any(|&y| y > 0.01);
     let data = ActivationData::from_cell(cell, bin).map_err(|e| CellError::Skip(e.to_string()))?;
-    if !fires(&data) && bin < 100
+    if !fires(&data)
+        && bin < 100
         && let Ok(wide) = ActivationData::from_cell(cell, 100)
         && fires(&wide)
     {
-        progress.stage(&format!("no Long Square fires in its first {bin} ms; activation fitted at 100 ms"));
+        progress.stage(&format!(
+            "no Long Square fires in its first {bin} ms; activation fitted at 100 ms"
+        ));
         return Ok(wide);
     }
     Ok(data)
@@ -245,7 +285,11 @@ pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress)
         None
     };
     if previous.is_some() && !opts.config.retrain_model {
-        return report("skipped", previous.as_ref(), format!("{} exists and retrain_model is false", path.display()));
+        return report(
+            "skipped",
+            previous.as_ref(),
+            format!("{} exists and retrain_model is false", path.display()),
+        );
     }
     let cell = match CellRecording::load(&opts.data_dir, cell_id) {
         Ok(c) => c,
@@ -256,7 +300,10 @@ pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress)
             Some(prev) if !better(new.evr1, prev.evr1) => report(
                 "kept-previous",
                 Some(&new),
-                format!("saved result has evr1 {:.3} ≥ new {:.3}; kept it", prev.evr1, new.evr1),
+                format!(
+                    "saved result has evr1 {:.3} ≥ new {:.3}; kept it",
+                    prev.evr1, new.evr1
+                ),
             ),
             _ => match new.save(&path) {
                 Ok(()) => report("saved", Some(&new), path.display().to_string()),
@@ -285,7 +332,8 @@ impl FitProgress for Bars {
         self.epochs.inc(1);
         let msg = self.epochs.message();
         let head = msg.split(" loss").next().unwrap_or("").to_string();
-        self.epochs.set_message(format!("{head} loss {train_loss:.4}"));
+        self.epochs
+            .set_message(format!("{head} loss {train_loss:.4}"));
     }
 }
 
@@ -293,10 +341,20 @@ impl FitProgress for Bars {
 /// `SAVE_PATH/fit_summary.json`. One bad cell never stops the others.
 pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec<CellReport>> {
     opts.check()?;
-    std::fs::create_dir_all(&opts.save_path).with_context(|| format!("cannot create --save-path {}", opts.save_path.display()))?;
-    let mp = MultiProgress::with_draw_target(if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    std::fs::create_dir_all(&opts.save_path)
+        .with_context(|| format!("cannot create --save-path {}", opts.save_path.display()))?;
+    let mp = MultiProgress::with_draw_target(if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
     let cells = mp.add(ProgressBar::new(cell_ids.len() as u64));
-    cells.set_style(ProgressStyle::with_template("cells  {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap());
+    cells.set_style(
+        ProgressStyle::with_template(
+            "cells  {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap(),
+    );
     let epochs = mp.add(ProgressBar::new(0));
     epochs.set_style(ProgressStyle::with_template("epochs {bar:30} {pos}/{len} {msg}").unwrap());
     let bars = Bars { epochs };
@@ -305,10 +363,17 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
         cells.set_message(format!("cell {id}"));
         let r = fit_and_save(id, opts, &bars);
         let line = match (&r.val_evr, &r.test_evr) {
-            (Some(v), Some(t)) => format!("cell {id}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.1} s)", r.status, r.seconds),
+            (Some(v), Some(t)) => format!(
+                "cell {id}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.1} s)",
+                r.status, r.seconds
+            ),
             _ => format!("cell {id}: {} — {}", r.status, r.message),
         };
-        if quiet { eprintln!("{line}") } else { mp.println(line).ok(); }
+        if quiet {
+            eprintln!("{line}")
+        } else {
+            mp.println(line).ok();
+        }
         reports.push(r);
         cells.inc(1);
     }
@@ -322,14 +387,25 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
 /// The summary table printed after `gfr fit`.
 pub fn summary_table(reports: &[CellReport]) -> String {
     let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.3}"));
-    let mut s = format!("{:>12}  {:>14}  {:>8}  {:>8}  {:>10}  {:>8}\n", "cell id", "status", "val EVR", "test EVR", "train loss", "seconds");
+    let mut s = format!(
+        "{:>12}  {:>14}  {:>8}  {:>8}  {:>10}  {:>8}\n",
+        "cell id", "status", "val EVR", "test EVR", "train loss", "seconds"
+    );
     for r in reports {
         s += &format!(
             "{:>12}  {:>14}  {:>8}  {:>8}  {:>10}  {:>8.1}\n",
-            r.cell_id, r.status, f(r.val_evr), f(r.test_evr), f(r.train_loss), r.seconds
+            r.cell_id,
+            r.status,
+            f(r.val_evr),
+            f(r.test_evr),
+            f(r.train_loss),
+            r.seconds
         );
     }
-    let notes: Vec<_> = reports.iter().filter(|r| r.status == "skipped" || r.status == "failed").collect();
+    let notes: Vec<_> = reports
+        .iter()
+        .filter(|r| r.status == "skipped" || r.status == "failed")
+        .collect();
     for r in notes {
         s += &format!("  {} {}: {}\n", r.status, r.cell_id, r.message);
     }
@@ -352,11 +428,18 @@ mod tests {
                     stimulus_name: "Long Square".into(),
                     sampling_rate: 20_000.0,
                     current: BTreeMap::from([(20, vec![i; 5]), (100, vec![i])]),
-                    firing_rate: BTreeMap::from([(20, vec![0.0, late, late, late, late]), (100, vec![late * 0.8])]),
+                    firing_rate: BTreeMap::from([
+                        (20, vec![0.0, late, late, late, late]),
+                        (100, vec![late * 0.8]),
+                    ]),
                 }
             })
             .collect();
-        CellRecording { cell_id: 1, sweeps, max_firing_rate: 0.2 }
+        CellRecording {
+            cell_id: 1,
+            sweeps,
+            max_firing_rate: 0.2,
+        }
     }
 
     #[test]

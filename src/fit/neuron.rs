@@ -40,13 +40,20 @@ impl Repeats {
     }
 
     pub fn batch(&self) -> SweepBatch {
-        let pairs: Vec<(&[f64], &[f64])> = self.current.iter().zip(&self.rate).map(|(c, f)| (c.as_slice(), f.as_slice())).collect();
+        let pairs: Vec<(&[f64], &[f64])> = self
+            .current
+            .iter()
+            .zip(&self.rate)
+            .map(|(c, f)| (c.as_slice(), f.as_slice()))
+            .collect();
         SweepBatch::single_neuron(&pairs, 0)
     }
 
     /// EVR of a neuron driven by the first repeat's current.
     pub fn evr(&self, p: &NeuronParams) -> f64 {
-        let Some(current) = self.current.first() else { return f64::NAN };
+        let Some(current) = self.current.first() else {
+            return f64::NAN;
+        };
         let prediction = scan::predict(p, current);
         let repeats: Vec<&[f64]> = self.rate.iter().map(Vec::as_slice).collect();
         explained_variance_ratio(&repeats, &prediction)
@@ -82,17 +89,34 @@ impl FitData {
         let validation = Repeats::from_cell(cell, VALIDATION_STIMULUS, bin);
         let test = Repeats::from_cell(cell, TEST_STIMULUS, bin);
         if validation.current.is_empty() || test.current.is_empty() {
-            return Err(format!("Noise 1 or Noise 2 sweeps are empty at bin size {bin} ms"));
+            return Err(format!(
+                "Noise 1 or Noise 2 sweeps are empty at bin size {bin} ms"
+            ));
         }
         let test_batch = test.batch();
-        Ok(Self { bin_size: bin, train, validation, test, test_batch })
+        Ok(Self {
+            bin_size: bin,
+            train,
+            validation,
+            test,
+            test_batch,
+        })
     }
 }
 
 /// Poisson loss per valid bin of a batch, averaged with each sweep's weight.
 fn per_bin(sweep_loss: &[f64], batch: &SweepBatch) -> f64 {
-    let total: f64 = sweep_loss.iter().zip(&batch.weight).map(|(l, w)| l * w).sum();
-    let bins: f64 = batch.len.iter().zip(&batch.weight).map(|(&n, w)| n as f64 * w).sum();
+    let total: f64 = sweep_loss
+        .iter()
+        .zip(&batch.weight)
+        .map(|(l, w)| l * w)
+        .sum();
+    let bins: f64 = batch
+        .len
+        .iter()
+        .zip(&batch.weight)
+        .map(|(&n, w)| n as f64 * w)
+        .sum();
     total / bins.max(1.0)
 }
 
@@ -130,10 +154,20 @@ pub struct RunSettings {
 }
 
 fn grad_tensor(values: Vec<f64>, shape: [usize; 2], device: &Device) -> Tensor<2> {
-    Tensor::from_data(TensorData::new(values.into_iter().map(|x| x as f32).collect::<Vec<_>>(), shape), device)
+    Tensor::from_data(
+        TensorData::new(
+            values.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
+            shape,
+        ),
+        device,
+    )
 }
 
-fn register_grad<const D: usize>(grads: &mut GradientsParams, param: &Param<Tensor<D>>, g: Tensor<D>) {
+fn register_grad<const D: usize>(
+    grads: &mut GradientsParams,
+    param: &Param<Tensor<D>>,
+    g: Tensor<D>,
+) {
     if param.val().is_require_grad() {
         grads.register(param.id, g);
     }
@@ -141,18 +175,46 @@ fn register_grad<const D: usize>(grads: &mut GradientsParams, param: &Param<Tens
 
 /// Turns scan gradients (plus the L1 term) into Burn gradients for the layer's trainable
 /// parameters.
-fn layer_grads(layer: &GfrLayer, g: &NeuronGrads, p: &NeuronParams, l1: f64, device: &Device) -> GradientsParams {
-    let sign = |x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 };
+fn layer_grads(
+    layer: &GfrLayer,
+    g: &NeuronGrads,
+    p: &NeuronParams,
+    l1: f64,
+    device: &Device,
+) -> GradientsParams {
+    let sign = |x: f64| {
+        if x > 0.0 {
+            1.0
+        } else if x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    };
     let n = g.alpha.len();
-    let alpha: Vec<f64> = g.alpha.iter().zip(&p.alpha).map(|(g, a)| g + l1 * sign(*a)).collect();
-    let beta: Vec<f64> = g.beta.iter().zip(&p.beta).map(|(g, b)| g + l1 * sign(*b)).collect();
+    let alpha: Vec<f64> = g
+        .alpha
+        .iter()
+        .zip(&p.alpha)
+        .map(|(g, a)| g + l1 * sign(*a))
+        .collect();
+    let beta: Vec<f64> = g
+        .beta
+        .iter()
+        .zip(&p.beta)
+        .map(|(g, b)| g + l1 * sign(*b))
+        .collect();
     let mut grads = GradientsParams::new();
     register_grad(&mut grads, &layer.alpha, grad_tensor(alpha, [1, n], device));
     register_grad(&mut grads, &layer.beta, grad_tensor(beta, [1, n], device));
     let act = &layer.activation;
     let b = grad_tensor(vec![g.threshold], [1, 1], device).reshape([1]);
     register_grad(&mut grads, &act.threshold, b);
-    register_grad(&mut grads, &act.coeffs, grad_tensor(g.coeffs.clone(), [1, g.coeffs.len()], device));
+    register_grad(
+        &mut grads,
+        &act.coeffs,
+        grad_tensor(g.coeffs.clone(), [1, g.coeffs.len()], device),
+    );
     grads
 }
 
@@ -186,7 +248,11 @@ pub fn train_run(
             let batch = &data.train[g].1;
             let out = scan::loss_and_grad(std::slice::from_ref(&params), batch, dt, settings.eps);
             let loss = per_bin(&out.sweep_loss, batch);
-            let grads_ok = out.grads[0].alpha.iter().chain(&out.grads[0].beta).all(|x| x.is_finite());
+            let grads_ok = out.grads[0]
+                .alpha
+                .iter()
+                .chain(&out.grads[0].beta)
+                .all(|x| x.is_finite());
             if !loss.is_finite() || !grads_ok {
                 return None;
             }
@@ -203,10 +269,18 @@ pub fn train_run(
         test_losses.push(test_loss);
         on_epoch(epoch, train_losses[epoch]);
         let n = train_losses.len();
-        if n >= 3 && train_losses[n - 1] == train_losses[n - 2] && train_losses[n - 2] == train_losses[n - 3] {
+        if n >= 3
+            && train_losses[n - 1] == train_losses[n - 2]
+            && train_losses[n - 2] == train_losses[n - 3]
+        {
             break;
         }
     }
     let evr1 = data.validation.evr(&params);
-    Some(RunResult { params, train_losses, test_losses, evr1 })
+    Some(RunResult {
+        params,
+        train_losses,
+        test_losses,
+        evr1,
+    })
 }

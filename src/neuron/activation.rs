@@ -49,7 +49,9 @@ fn constant(t: Tensor<1>) -> Param<Tensor<1>> {
 impl PolynomialActivation {
     /// One row per neuron; all must have the same polynomial degree.
     pub fn new(neurons: &[&ActivationParams], device: &Device) -> Self {
-        let col = |f: fn(&ActivationParams) -> f64| -> Vec<f64> { neurons.iter().map(|a| f(a)).collect() };
+        let col = |f: fn(&ActivationParams) -> f64| -> Vec<f64> {
+            neurons.iter().map(|a| f(a)).collect()
+        };
         let coeffs: Vec<Vec<f64>> = neurons.iter().map(|a| a.poly_coeff.clone()).collect();
         Self {
             threshold: Param::from_tensor(tensor1(&col(|a| a.threshold), device)),

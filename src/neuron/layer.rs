@@ -102,7 +102,10 @@ impl GfrLayer {
         let mut state = self.init_state(batch);
         let mut rates = Vec::with_capacity(time);
         for t in 0..time {
-            let input = current.clone().slice([0..batch, t..t + 1, 0..n_neurons]).reshape([batch, n_neurons]);
+            let input = current
+                .clone()
+                .slice([0..batch, t..t + 1, 0..n_neurons])
+                .reshape([batch, n_neurons]);
             state = self.step(state, input);
             rates.push(state.rate.clone().unsqueeze_dim::<3>(1));
         }
@@ -119,7 +122,10 @@ impl GfrLayer {
         let lambda: Vec<f64> = if exact.len() == n {
             exact
         } else {
-            to_vec(self.decay.val()).into_iter().map(|d| 1.0 - d).collect()
+            to_vec(self.decay.val())
+                .into_iter()
+                .map(|d| 1.0 - d)
+                .collect()
         };
         let acts = self.activation.to_params(bin_size);
         (0..n_neurons)
@@ -137,7 +143,13 @@ impl GfrLayer {
 
 /// Poisson negative log-likelihood of binned spike counts, summed over unmasked bins:
 /// Σ m · [f Δt − y Δt · ln(f Δt + ε)]. `rate`, `target`, `mask`: `[B, T]`.
-pub fn poisson_nll(rate: Tensor<2>, target: Tensor<2>, mask: Tensor<2>, dt: f64, eps: f64) -> Tensor<1> {
+pub fn poisson_nll(
+    rate: Tensor<2>,
+    target: Tensor<2>,
+    mask: Tensor<2>,
+    dt: f64,
+    eps: f64,
+) -> Tensor<1> {
     let mu = rate * dt;
     let nll = mu.clone() - target * dt * (mu + eps).log();
     (nll * mask).sum()

@@ -41,7 +41,13 @@ pub fn decay_rates(bin_size_ms: u32) -> Vec<f64> {
 /// Evaluates the activation g(x) = γ · max(0, tanh(Σ_k c_k² ((x − b)/σ)^k)) on the host.
 /// Also returns z, the polynomial inside tanh.
 #[inline]
-pub fn activation_host(x: f64, threshold: f64, coeffs: &[f64], sigma: f64, gamma: f64) -> (f64, f64) {
+pub fn activation_host(
+    x: f64,
+    threshold: f64,
+    coeffs: &[f64],
+    sigma: f64,
+    gamma: f64,
+) -> (f64, f64) {
     let v = (x - threshold) / sigma;
     let mut z = 0.0;
     let mut p = 1.0;

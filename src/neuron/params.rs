@@ -49,7 +49,10 @@ impl ActivationParams {
         dict([
             ("max_current", float_list(&[self.max_current])),
             ("max_firing_rate", float_list(&[self.max_firing_rate])),
-            ("poly_coeff", PyValue::List(vec![float_list(&self.poly_coeff)])),
+            (
+                "poly_coeff",
+                PyValue::List(vec![float_list(&self.poly_coeff)]),
+            ),
             ("b", float_list(&[self.threshold])),
             ("bin_size", int(self.bin_size as i64)),
         ])
@@ -67,7 +70,10 @@ impl ActivationParams {
             bail!("field `poly_coeff` is empty");
         }
         if !(p.max_current > 0.0 && p.max_current.is_finite()) {
-            bail!("field `max_current` must be a positive number, got {}", p.max_current);
+            bail!(
+                "field `max_current` must be a positive number, got {}",
+                p.max_current
+            );
         }
         Ok(p)
     }
@@ -80,7 +86,13 @@ impl NeuronParams {
         let n = lambda.len();
         let mut alpha = vec![0.0; n];
         alpha[0] = n as f64;
-        Self { alpha, beta: vec![0.0; n], lambda, bin_size, activation }
+        Self {
+            alpha,
+            beta: vec![0.0; n],
+            lambda,
+            bin_size,
+            activation,
+        }
     }
 
     pub fn n_filters(&self) -> usize {
@@ -145,7 +157,12 @@ impl NeuronParams {
                 n
             );
         }
-        let all = p.alpha.iter().chain(&p.beta).chain(&p.lambda).chain(&p.activation.poly_coeff);
+        let all = p
+            .alpha
+            .iter()
+            .chain(&p.beta)
+            .chain(&p.lambda)
+            .chain(&p.activation.poly_coeff);
         if all.clone().any(|x| !x.is_finite()) {
             bail!("parameters contain NaN or infinite values");
         }
@@ -155,12 +172,19 @@ impl NeuronParams {
 
 fn kernel(w: &[f64], lambda: &[f64], len: usize) -> Vec<f64> {
     (0..len)
-        .map(|s| w.iter().zip(lambda).map(|(w, l)| w * (1.0 - l).powi(s as i32)).sum())
+        .map(|s| {
+            w.iter()
+                .zip(lambda)
+                .map(|(w, l)| w * (1.0 - l).powi(s as i32))
+                .sum()
+        })
         .collect()
 }
 
 fn first(v: Vec<f64>, name: &str) -> Result<f64> {
-    v.first().copied().with_context(|| format!("field `{name}` is empty"))
+    v.first()
+        .copied()
+        .with_context(|| format!("field `{name}` is empty"))
 }
 
 #[cfg(test)]

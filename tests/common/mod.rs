@@ -22,13 +22,21 @@ pub fn gfr(args: &[&str]) -> Output {
 }
 
 pub fn ok(out: &Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "gfr failed:\n{text}");
     text
 }
 
 pub fn fails(out: &Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "gfr should have failed:\n{text}");
     text
 }
@@ -39,7 +47,13 @@ pub fn s(p: &Path) -> &str {
 
 /// python3 with the standard library, if this machine has it.
 pub fn python() -> Option<&'static str> {
-    Command::new("python3").arg("-c").arg("import pickle").output().ok().filter(|o| o.status.success()).map(|_| "python3")
+    Command::new("python3")
+        .arg("-c")
+        .arg("import pickle")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "python3")
 }
 
 pub fn config(dir: &Path, name: &str, json: &str) -> PathBuf {
