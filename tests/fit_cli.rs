@@ -281,3 +281,62 @@ fn shards_split_the_cells() {
     assert!(e.contains("--shard") && e.contains("0 ≤ K < N"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn finetune_starts_from_the_saved_neuron() {
+    let dir = scratch("finetune");
+    let data = dir.join("data");
+    let params = dir.join("params");
+    ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "1",
+        "--data-dir",
+        s(&data),
+        "--first-id",
+        "31",
+    ]));
+    ok(&gfr(&[
+        "fit",
+        "--config-path",
+        "configs/test.json",
+        "--data-dir",
+        s(&data),
+        "--save-path",
+        s(&params),
+        "--quiet",
+    ]));
+    let path = params.join("31.pickle");
+    let mut r = FitResult::load(&path).unwrap();
+    r.params.activation.threshold = 123.0; // a marker the activation fit would not produce
+    r.params.alpha[3] = 0.5;
+    r.evr1 = -1.0; // so that any new result replaces it
+    r.save(&path).unwrap();
+    let cfg = config(
+        &dir,
+        "ft.json",
+        r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 1e-6, "epochs": 1}], "finetune": true}"#,
+    );
+    let out = ok(&gfr(&[
+        "fit",
+        "--config-path",
+        s(&cfg),
+        "--data-dir",
+        s(&data),
+        "--save-path",
+        s(&params),
+        "--quiet",
+    ]));
+    assert!(out.contains("saved"), "{out}");
+    let new = FitResult::load(&path).unwrap();
+    assert_eq!(
+        new.params.activation.threshold, 123.0,
+        "activation kept (frozen) from the saved neuron"
+    );
+    assert!(
+        (new.params.alpha[3] - 0.5).abs() < 1e-3,
+        "filters start from the saved neuron: {}",
+        new.params.alpha[3]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

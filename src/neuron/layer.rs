@@ -154,3 +154,85 @@ pub fn poisson_nll(
     let nll = mu.clone() - target * dt * (mu + eps).log();
     (nll * mask).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::neuron::ActivationParams;
+    use burn::tensor::TensorData;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// The layer's steps match the plain-Rust rendering of spec §1 on random neurons and inputs.
+    #[test]
+    fn steps_match_the_plain_reference() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let neurons: Vec<NeuronParams> = (0..3)
+            .map(|_| {
+                let act = ActivationParams {
+                    max_current: rng.random_range(50.0..300.0),
+                    max_firing_rate: rng.random_range(0.05..0.5),
+                    poly_coeff: (0..3).map(|_| rng.random_range(-1.5..1.5)).collect(),
+                    threshold: rng.random_range(-20.0..80.0),
+                    bin_size: 50,
+                };
+                let mut p = NeuronParams::initial(50, act);
+                p.alpha
+                    .iter_mut()
+                    .for_each(|a| *a += rng.random_range(-2.0..2.0));
+                p.beta
+                    .iter_mut()
+                    .for_each(|b| *b = rng.random_range(-0.05..0.05));
+                p
+            })
+            .collect();
+        let (batch, time) = (2, 40);
+        let current: Vec<f64> = (0..batch * time * 3)
+            .map(|_| rng.random_range(-50.0..250.0))
+            .collect();
+        let device = crate::device::cpu();
+        let layer = GfrLayer::new(&neurons, &device);
+        let input = Tensor::<3>::from_data(
+            TensorData::new(
+                current.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+                [batch, time, 3],
+            ),
+            &device,
+        );
+        let rates = to_vec(layer.sequence(input));
+        let mut fired = 0;
+        for b in 0..batch {
+            for (k, p) in neurons.iter().enumerate() {
+                let trace: Vec<f64> = (0..time).map(|t| current[(b * time + t) * 3 + k]).collect();
+                for (t, want) in p.predict(&trace).into_iter().enumerate() {
+                    let got = rates[(b * time + t) * 3 + k];
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1e-2),
+                        "batch {b} neuron {k} bin {t}: {got} vs {want}"
+                    );
+                    fired += (want > 0.0) as usize;
+                }
+            }
+        }
+        assert!(fired > 20, "the test neurons should fire ({fired} bins)");
+        // parameters survive the round trip through the module
+        let back = layer.to_params(50);
+        assert!((back[1].alpha[2] - neurons[1].alpha[2]).abs() < 1e-5);
+        assert_eq!(back[1].lambda, neurons[1].lambda);
+    }
+
+    #[test]
+    fn masked_poisson_loss_ignores_padded_bins() {
+        let device = crate::device::cpu();
+        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, 3]), &device);
+        let full = poisson_nll(
+            t(vec![0.1, 0.2, 9.0]),
+            t(vec![0.05, 0.0, 3.0]),
+            t(vec![1.0, 1.0, 0.0]),
+            20.0,
+            1e-8,
+        );
+        let want = (2.0 - 1.0 * (2.0f64 + 1e-8).ln()) + 4.0;
+        assert!((full.into_scalar::<f32>() as f64 - want).abs() < 1e-4);
+    }
+}
