@@ -54,15 +54,8 @@ pub fn bench_fit(
             .save(&data)?;
     }
     let opts = FitOptions {
-        bin_size: 20,
-        activation_bin_size: 20,
-        degree: 1,
-        l1: 0.0,
-        save_path: dir.join("params"),
-        config: config.clone(),
-        data_dir: data,
-        device,
         seed,
+        ..FitOptions::new(data, dir.join("params"), config.clone(), device)
     };
     let t0 = Instant::now();
     let mut evrs = Vec::new();

@@ -80,14 +80,8 @@ enum DatasetCommand {
     /// One cell's record and neuron parameters.
     Show {
         cell_id: u64,
-        #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
-        bin_size: u32,
-        #[arg(
-            long = "activation-bin-size",
-            visible_alias = "activation_bin_size",
-            default_value_t = 20
-        )]
-        activation_bin_size: u32,
+        #[command(flatten)]
+        bins: BinSizes,
         #[arg(long, default_value = DEFAULT_DATASET)]
         dataset: PathBuf,
     },
@@ -95,19 +89,28 @@ enum DatasetCommand {
 
 const DEFAULT_DATASET: &str = "model/gfr_dataset.pickle";
 
-#[derive(Args)]
-struct PredictArgs {
-    /// Cell id (looked up in --dataset).
-    #[arg(long = "cell-id", visible_alias = "cell_id")]
-    cell_id: Option<u64>,
+/// `--bin-size` and `--activation-bin-size`, with the seed's underscore spellings.
+#[derive(Args, Clone, Copy)]
+struct BinSizes {
+    /// Model bin size Δt in ms: 10, 20, 50 or 100.
     #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
     bin_size: u32,
+    /// Activation bin size Δt' in ms: 20 or 100 (10 and 50 also work).
     #[arg(
         long = "activation-bin-size",
         visible_alias = "activation_bin_size",
         default_value_t = 20
     )]
     activation_bin_size: u32,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Cell id (looked up in --dataset).
+    #[arg(long = "cell-id", visible_alias = "cell_id")]
+    cell_id: Option<u64>,
+    #[command(flatten)]
+    bins: BinSizes,
     /// Dataset pickle to take the neuron from.
     #[arg(long, conflicts_with = "params")]
     dataset: Option<PathBuf>,
@@ -167,16 +170,8 @@ struct SimulateArgs {
 struct FitArgs {
     /// CSV of cell ids (commas or newlines); default DATA_DIR/cell_ids.csv.
     cell_ids: Option<PathBuf>,
-    /// Model bin size Δt in ms: 10, 20, 50 or 100.
-    #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
-    bin_size: u32,
-    /// Activation bin size Δt' in ms: 20 or 100 (10 and 50 also work).
-    #[arg(
-        long = "activation-bin-size",
-        visible_alias = "activation_bin_size",
-        default_value_t = 20
-    )]
-    activation_bin_size: u32,
+    #[command(flatten)]
+    bins: BinSizes,
     /// Degree d of the activation polynomial.
     #[arg(long, default_value_t = 1)]
     degree: usize,
@@ -297,12 +292,11 @@ fn dataset(c: DatasetCommand) -> Result<()> {
         DatasetCommand::Summary { dataset } => print!("{}", Dataset::load(&dataset)?.summary()),
         DatasetCommand::Show {
             cell_id,
-            bin_size,
-            activation_bin_size,
+            bins,
             dataset,
         } => {
             let ds = Dataset::load(&dataset)?;
-            let r = ds.record(cell_id, bin_size, activation_bin_size)?;
+            let r = ds.record(cell_id, bins.bin_size, bins.activation_bin_size)?;
             let p = &r.params;
             let a = &p.activation;
             println!(
@@ -342,10 +336,10 @@ fn predict(a: PredictArgs) -> Result<()> {
     let params = match (&a.dataset, &a.params) {
         (_, Some(p)) => {
             let r = gfr::fit::FitResult::load(p)?;
-            if r.params.bin_size != a.bin_size {
+            if r.params.bin_size != a.bins.bin_size {
                 bail!(
                     "--bin-size {}: {} was fitted at {} ms",
-                    a.bin_size,
+                    a.bins.bin_size,
                     p.display(),
                     r.params.bin_size
                 );
@@ -356,7 +350,7 @@ fn predict(a: PredictArgs) -> Result<()> {
             let path = d.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
             let id = a.cell_id.context("--cell-id is required with --dataset")?;
             gfr::dataset::Dataset::load(&path)?
-                .record(id, a.bin_size, a.activation_bin_size)?
+                .record(id, a.bins.bin_size, a.bins.activation_bin_size)?
                 .params
                 .clone()
         }
@@ -489,7 +483,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
 }
 
 fn fit(a: FitArgs) -> Result<()> {
-    FitOptions::check_flags(a.bin_size, a.activation_bin_size, a.c)?;
+    FitOptions::check_flags(a.bins.bin_size, a.bins.activation_bin_size, a.c)?;
     let config = FitConfig::load(&a.config_path)?;
     let data_dir = DataDir::new(&a.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
@@ -500,8 +494,8 @@ fn fit(a: FitArgs) -> Result<()> {
     }
     let device = a.device.device().context("--device")?;
     let opts = FitOptions {
-        bin_size: a.bin_size,
-        activation_bin_size: a.activation_bin_size,
+        bin_size: a.bins.bin_size,
+        activation_bin_size: a.bins.activation_bin_size,
         degree: a.degree,
         l1: a.c,
         save_path: a.save_path.clone(),
@@ -514,8 +508,8 @@ fn fit(a: FitArgs) -> Result<()> {
     eprintln!(
         "fitting {} cells: bin {} ms, activation bin {} ms, config `{}` ({} runs), device {}",
         ids.len(),
-        a.bin_size,
-        a.activation_bin_size,
+        a.bins.bin_size,
+        a.bins.activation_bin_size,
         opts.config.config_name,
         opts.config.hparams.len(),
         a.device.name()

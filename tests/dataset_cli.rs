@@ -81,12 +81,7 @@ fn build_applies_the_criteria_and_python_reads_tuple_keys() {
              try:\n    import pandas\n    assert len(pandas.DataFrame(d[(50, 100)])) == 1\nexcept ImportError:\n    pass\n",
             s(&out)
         );
-        let o = std::process::Command::new(py)
-            .arg("-c")
-            .arg(script)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_python(py, &script);
     }
 
     // JSON round trip: import gives back the same dataset; summary and show work
@@ -245,12 +240,7 @@ fn predict_matches_an_independent_implementation() {
             cur = s(&cur),
             out = s(&out)
         );
-        let o = std::process::Command::new(py)
-            .arg("-c")
-            .arg(script)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_python(py, &script);
     }
     // --params takes a per-cell result directly; a bad current names the file and value
     let text = ok(&gfr(&[

@@ -73,12 +73,7 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
                 ids[0]
             ))),
         );
-        let o = std::process::Command::new(py)
-            .arg("-c")
-            .arg(script)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_python(py, &script);
     } else {
         eprintln!("SKIPPED python pickle check: python3 not found");
     }
@@ -109,16 +104,7 @@ fn a_bad_cell_is_reported_and_the_others_are_fitted() {
     gfr::data::processed::write_processed(&p13, &sweeps).unwrap();
     std::fs::write(data.join("cell_ids.csv"), "11,12,13,14\n").unwrap();
 
-    let out = ok(&gfr(&[
-        "fit",
-        "--config-path",
-        "configs/test.json",
-        "--data-dir",
-        s(&data),
-        "--save-path",
-        s(&params),
-        "--quiet",
-    ]));
+    let out = ok(&fit("configs/test.json", &data, &params, &[]));
     assert!(params.join("11.pickle").exists(), "{out}");
     for id in [12, 13, 14] {
         assert!(!params.join(format!("{id}.pickle")).exists());
@@ -178,16 +164,7 @@ fn a_better_saved_result_is_never_replaced() {
         "noretrain.json",
         r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 2}], "retrain_model": false}"#,
     );
-    let out = ok(&gfr(&[
-        "fit",
-        "--config-path",
-        s(&cfg),
-        "--data-dir",
-        s(&data),
-        "--save-path",
-        s(&params),
-        "--quiet",
-    ]));
+    let out = ok(&fit(s(&cfg), &data, &params, &[]));
     assert!(out.contains("retrain_model is false"), "{out}");
     assert_eq!(
         read_pickle(&path)
@@ -257,18 +234,7 @@ fn shards_split_the_cells() {
     );
     for (shard, want) in [("0/2", vec![21, 23]), ("1/2", vec![22])] {
         let p = dir.join(shard.replace('/', "of"));
-        ok(&gfr(&[
-            "fit",
-            "--shard",
-            shard,
-            "--config-path",
-            s(&cfg),
-            "--data-dir",
-            s(&data),
-            "--save-path",
-            s(&p),
-            "--quiet",
-        ]));
+        ok(&fit(s(&cfg), &data, &p, &["--shard", shard]));
         for id in 21..=23 {
             assert_eq!(
                 p.join(format!("{id}.pickle")).exists(),
@@ -296,16 +262,7 @@ fn finetune_starts_from_the_saved_neuron() {
         "--first-id",
         "31",
     ]));
-    ok(&gfr(&[
-        "fit",
-        "--config-path",
-        "configs/test.json",
-        "--data-dir",
-        s(&data),
-        "--save-path",
-        s(&params),
-        "--quiet",
-    ]));
+    ok(&fit("configs/test.json", &data, &params, &[]));
     let path = params.join("31.pickle");
     let mut r = FitResult::load(&path).unwrap();
     r.params.activation.threshold = 123.0; // a marker the activation fit would not produce
@@ -317,16 +274,7 @@ fn finetune_starts_from_the_saved_neuron() {
         "ft.json",
         r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 1e-6, "epochs": 1}], "finetune": true}"#,
     );
-    let out = ok(&gfr(&[
-        "fit",
-        "--config-path",
-        s(&cfg),
-        "--data-dir",
-        s(&data),
-        "--save-path",
-        s(&params),
-        "--quiet",
-    ]));
+    let out = ok(&fit(s(&cfg), &data, &params, &[]));
     assert!(out.contains("saved"), "{out}");
     let new = FitResult::load(&path).unwrap();
     assert_eq!(

@@ -26,12 +26,7 @@ pickle.dump(res, open(d + '/result.pickle', 'wb'), protocol=4)
 "#,
         d = s(&dir)
     );
-    let o = std::process::Command::new(py)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_python(py, &script);
     let data = gfr::data::DataDir::new(&dir);
     for proto in [2, 4, 5] {
         let cell = gfr::data::CellRecording::load(&data, proto).unwrap();

@@ -11,17 +11,7 @@ fn fitting_recovers_a_known_gfr_neuron() {
     let mut config = FitConfig::new(vec![RunConfig::new(1e-2, 150), RunConfig::new(1e-3, 60)]);
     config.activation_epochs = 300;
     config.activation_repeats = 2;
-    let opts = FitOptions {
-        bin_size: 20,
-        activation_bin_size: 20,
-        degree: 1,
-        l1: 0.0,
-        save_path: dir.join("params"),
-        config,
-        data_dir: data.clone(),
-        device: gfr::device::cpu(),
-        seed: 0,
-    };
+    let opts = FitOptions::new(data.clone(), dir.join("params"), config, gfr::device::cpu());
     for k in 0..2 {
         let cell = simulate_cell(100 + k as u64, k, 11, GroundTruth::Gfr);
         cell.recording.save(&data).unwrap();

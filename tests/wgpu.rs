@@ -23,17 +23,12 @@ fn wgpu_fit_agrees_with_cpu() {
     config.activation_repeats = 1;
     let mut evr = Vec::new();
     for backend in [Backend::Cpu, Backend::Wgpu] {
-        let opts = FitOptions {
-            bin_size: 20,
-            activation_bin_size: 20,
-            degree: 1,
-            l1: 0.0,
-            save_path: dir.join(backend.name()),
-            config: config.clone(),
-            data_dir: data.clone(),
-            device: backend.device().unwrap(),
-            seed: 0,
-        };
+        let opts = FitOptions::new(
+            data.clone(),
+            dir.join(backend.name()),
+            config.clone(),
+            backend.device().unwrap(),
+        );
         let r = fit_and_save(1, &opts, &());
         assert_eq!(r.status, "saved", "{}: {}", backend.name(), r.message);
         eprintln!(

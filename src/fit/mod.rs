@@ -102,6 +102,21 @@ pub struct FitOptions {
 }
 
 impl FitOptions {
+    /// Options at the seed's defaults: bin 20 ms, activation bin 20 ms, degree 1, C = 0, seed 0.
+    pub fn new(data_dir: DataDir, save_path: PathBuf, config: FitConfig, device: Device) -> Self {
+        Self {
+            bin_size: 20,
+            activation_bin_size: 20,
+            degree: 1,
+            l1: 0.0,
+            save_path,
+            config,
+            data_dir,
+            device,
+            seed: 0,
+        }
+    }
+
     pub fn check(&self) -> Result<()> {
         Self::check_flags(self.bin_size, self.activation_bin_size, self.l1)?;
         self.config.check()
@@ -317,6 +332,8 @@ pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress)
 
 struct Bars {
     epochs: ProgressBar,
+    /// "run i/k" of the current run, shown before the loss.
+    run: std::cell::RefCell<String>,
 }
 
 impl FitProgress for Bars {
@@ -326,14 +343,13 @@ impl FitProgress for Bars {
     fn run_started(&self, run: usize, runs: usize, epochs: usize) {
         self.epochs.reset();
         self.epochs.set_length(epochs as u64);
-        self.epochs.set_message(format!("run {}/{runs}", run + 1));
+        *self.run.borrow_mut() = format!("run {}/{runs}", run + 1);
+        self.epochs.set_message(self.run.borrow().clone());
     }
     fn epoch(&self, _epoch: usize, train_loss: f64) {
         self.epochs.inc(1);
-        let msg = self.epochs.message();
-        let head = msg.split(" loss").next().unwrap_or("").to_string();
         self.epochs
-            .set_message(format!("{head} loss {train_loss:.4}"));
+            .set_message(format!("{} loss {train_loss:.4}", self.run.borrow()));
     }
 }
 
@@ -357,7 +373,10 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
     );
     let epochs = mp.add(ProgressBar::new(0));
     epochs.set_style(ProgressStyle::with_template("epochs {bar:30} {pos}/{len} {msg}").unwrap());
-    let bars = Bars { epochs };
+    let bars = Bars {
+        epochs,
+        run: Default::default(),
+    };
     let mut reports = Vec::new();
     for &id in cell_ids {
         cells.set_message(format!("cell {id}"));

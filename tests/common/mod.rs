@@ -61,3 +61,33 @@ pub fn config(dir: &Path, name: &str, json: &str) -> PathBuf {
     std::fs::write(&p, json).unwrap();
     p
 }
+
+/// Runs a Python script with python3 and fails the test on a non-zero exit.
+pub fn run_python(py: &str, script: &str) {
+    let o = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run python3");
+    assert!(
+        o.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `gfr fit` with a config, data folder and save folder, quietly.
+pub fn fit(config: &str, data: &Path, params: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "fit",
+        "--config-path",
+        config,
+        "--data-dir",
+        s(data),
+        "--save-path",
+        s(params),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    gfr(&args)
+}
