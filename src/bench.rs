@@ -82,3 +82,47 @@ pub fn bench_fit(
         peak_memory_mb: peak_memory_mb(),
     })
 }
+
+/// Results of a network-training benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetworkBench {
+    pub n_nodes: usize,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub device: String,
+    /// Seconds per epoch over the 6,000 built-in training digits (mean over epochs).
+    pub seconds_per_epoch: f64,
+    pub test_accuracy_step1: f64,
+    pub peak_memory_mb: f64,
+}
+
+/// Trains the default GFR network on the built-in sample for `epochs` epochs.
+pub fn bench_network(
+    n_nodes: usize,
+    batch_size: usize,
+    epochs: usize,
+    device_name: &str,
+    device: burn::tensor::Device,
+) -> NetworkBench {
+    use crate::network::{GfrNetwork, TrainSettings, default_neuron, mnist, train};
+    let (train_set, test_set) = mnist::builtin_sample();
+    let device = device.autodiff();
+    let net = GfrNetwork::new(&vec![default_neuron(); n_nodes], false, &device);
+    let settings = TrainSettings {
+        lr: 1e-3,
+        epochs,
+        batch_size,
+        seed: 0,
+        quiet: true,
+    };
+    let (_, history) = train(net, &train_set, &test_set, &settings, &device);
+    NetworkBench {
+        n_nodes,
+        batch_size,
+        epochs,
+        device: device_name.to_string(),
+        seconds_per_epoch: history.iter().map(|h| h.seconds).sum::<f64>() / epochs as f64,
+        test_accuracy_step1: history.last().map_or(f64::NAN, |h| h.test_accuracy_step1),
+        peak_memory_mb: peak_memory_mb(),
+    }
+}

@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Turn Allen Cell Types recordings (NWB) into binned current / firing-rate traces.
+    Preprocess(PreprocessArgs),
     /// Simulate spiking cells under an Allen-like protocol and write them as processed data.
     Simulate(SimulateArgs),
     /// Fit one GFR neuron per cell (activation, then filters) and save the results.
@@ -36,6 +38,136 @@ enum Command {
     Dataset(DatasetCommand),
     /// Run a fitted neuron on a current trace and write its firing rate per bin.
     Predict(PredictArgs),
+    /// Train a recurrent network of GFR neurons (or an RNN / LSTM baseline) on
+    /// line-by-line MNIST. Also accepts the seed's positional form:
+    /// `gfr network 1e-3 30 64 128 True False`.
+    Network(NetworkArgs),
+    /// Figures: a fitted cell, the dataset's EVRs, network training curves.
+    #[command(subcommand)]
+    Plot(PlotCommand),
+}
+
+#[derive(Subcommand)]
+enum PlotCommand {
+    /// Prediction vs recording on Noise 2, the activation fit, and the kernels of one cell.
+    Fit {
+        #[arg(long = "cell-id", visible_alias = "cell_id")]
+        cell_id: u64,
+        #[arg(
+            long = "params-dir",
+            visible_alias = "params_dir",
+            default_value = "model/params"
+        )]
+        params_dir: PathBuf,
+        #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "figures")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
+        format: gfr::plot::Format,
+    },
+    /// Histograms of validation and test EVR per (bin, activation bin) pair.
+    Dataset {
+        #[arg(long, default_value = DEFAULT_DATASET)]
+        dataset: PathBuf,
+        #[arg(long, default_value = "figures")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
+        format: gfr::plot::Format,
+    },
+    /// Train loss and test accuracy per epoch; several files overlay.
+    Network {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "figures")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
+        format: gfr::plot::Format,
+    },
+}
+
+#[derive(Args)]
+struct NetworkArgs {
+    /// Seed form: LR EPOCHS BATCH_SIZE N_NODES FREEZE_NEURONS FREEZE_ACTIVATIONS.
+    #[arg(num_args = 0..=6, value_name = "POSITIONAL")]
+    positional: Vec<String>,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(
+        long = "batch-size",
+        visible_alias = "batch_size",
+        default_value_t = 64
+    )]
+    batch_size: usize,
+    /// Hidden neurons H.
+    #[arg(long = "n-nodes", visible_alias = "n_nodes", default_value_t = 128)]
+    n_nodes: usize,
+    /// Do not train α, β (only the weights, biases and, unless frozen too, the activations).
+    #[arg(long = "freeze-neurons", visible_alias = "freeze_neurons")]
+    freeze_neurons: bool,
+    /// Do not train b, c.
+    #[arg(long = "freeze-activations", visible_alias = "freeze_activations")]
+    freeze_activations: bool,
+    /// default, bio (drawn from --dataset), or a network JSON written by an earlier run.
+    #[arg(long, default_value = "default")]
+    neurons: String,
+    /// Dataset of fitted neurons for `--neurons bio`.
+    #[arg(long, default_value = DEFAULT_DATASET)]
+    dataset: PathBuf,
+    /// Bin size and activation bin size of the neurons drawn for `--neurons bio`.
+    #[arg(long = "bio-pair", default_value = "20/20", value_parser = parse_pair)]
+    bio_pair: (u32, u32),
+    /// Shuffle the neurons taken from `--neurons FILE`.
+    #[arg(long = "shuffle-neurons")]
+    shuffle_neurons: bool,
+    #[arg(long, value_enum, default_value_t = ModelKind::Gfr)]
+    model: ModelKind,
+    /// Folder with MNIST IDX files; when it has none, the built-in 6,000/1,000-digit sample.
+    #[arg(long = "mnist-dir", default_value = "data/mnist")]
+    mnist_dir: PathBuf,
+    /// Use only the first N training digits.
+    #[arg(long = "train-limit")]
+    train_limit: Option<usize>,
+    /// Use only the first N test digits.
+    #[arg(long = "test-limit")]
+    test_limit: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    device: Backend,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long = "save-dir", default_value = "model/network_params")]
+    save_dir: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ModelKind {
+    Gfr,
+    Rnn,
+    Lstm,
+}
+
+fn parse_pair(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected BIN/ACTIVATION_BIN, e.g. 20/20"))?;
+    Ok((
+        a.parse().map_err(|_| format!("`{s}`: bad bin size"))?,
+        b.parse()
+            .map_err(|_| format!("`{s}`: bad activation bin size"))?,
+    ))
+}
+
+fn parse_bool(s: &str, what: &str) -> Result<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => bail!("{what}: `{s}` is not True or False"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -145,6 +277,42 @@ struct BenchArgs {
     /// Also write the numbers as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Benchmark network training instead: seconds per epoch of the default GFR network on the
+    /// built-in 6,000-digit sample.
+    #[arg(long)]
+    network: bool,
+    /// Network benchmark: hidden neurons, batch size, epochs.
+    #[arg(long = "n-nodes", default_value_t = 128)]
+    n_nodes: usize,
+    #[arg(long = "batch-size", default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+}
+
+#[derive(Args)]
+struct PreprocessArgs {
+    /// CSV of cell ids; without it, every cell of the metadata table (written to
+    /// DATA_DIR/cell_ids.csv).
+    #[arg(long = "cell-ids", visible_alias = "cell_ids")]
+    cell_ids: Option<PathBuf>,
+    /// Folder of NWB files: `specimen_{id}/ephys.nwb` (Allen SDK cache) or `{id}.nwb`.
+    #[arg(
+        long = "nwb-dir",
+        visible_alias = "nwb_dir",
+        default_value = "cell_types"
+    )]
+    nwb_dir: PathBuf,
+    #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
+    data_dir: PathBuf,
+    /// Allen cell metadata table (column `specimen__id`).
+    #[arg(long, default_value = "data/metadata.csv")]
+    metadata: PathBuf,
+    /// Fetch missing NWB files from the Allen Brain Atlas API.
+    #[arg(long)]
+    download: bool,
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -229,12 +397,261 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 
 pub fn run() -> Result<()> {
     match Cli::parse().command {
+        Command::Preprocess(a) => preprocess(a),
         Command::Simulate(a) => simulate(a),
         Command::Fit(a) => fit(a),
         Command::Bench(a) => bench(a),
         Command::Dataset(c) => dataset(c),
         Command::Predict(a) => predict(a),
+        Command::Network(a) => network(a),
+        Command::Plot(c) => plot(c),
     }
+}
+
+fn plot(c: PlotCommand) -> Result<()> {
+    use gfr::plot::*;
+    let files = match c {
+        PlotCommand::Fit {
+            cell_id,
+            params_dir,
+            data_dir,
+            out,
+            format,
+        } => plot_fit(cell_id, &params_dir, &DataDir::new(data_dir), &out, format)?,
+        PlotCommand::Dataset {
+            dataset,
+            out,
+            format,
+        } => vec![plot_dataset(
+            &gfr::dataset::Dataset::load(&dataset)?,
+            &out,
+            format,
+        )?],
+        PlotCommand::Network { files, out, format } => vec![plot_networks(&files, &out, format)?],
+    };
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+fn network(mut a: NetworkArgs) -> Result<()> {
+    use gfr::network::*;
+    let p = &a.positional;
+    let names = [
+        "lr",
+        "epochs",
+        "batch_size",
+        "n_nodes",
+        "freeze_neurons",
+        "freeze_activations",
+    ];
+    for (i, v) in p.iter().enumerate() {
+        let bad = || format!("positional {} (`{v}`)", names[i]);
+        match i {
+            0 => a.lr = v.parse().with_context(bad)?,
+            1 => a.epochs = v.parse().with_context(bad)?,
+            2 => a.batch_size = v.parse().with_context(bad)?,
+            3 => a.n_nodes = v.parse().with_context(bad)?,
+            4 => a.freeze_neurons = parse_bool(v, names[i])?,
+            _ => a.freeze_activations = parse_bool(v, names[i])?,
+        }
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        bail!("--lr {}: must be a positive number", a.lr);
+    }
+    if a.batch_size == 0 || a.n_nodes == 0 || a.epochs == 0 {
+        bail!("--batch-size, --n-nodes and --epochs must be at least 1");
+    }
+    let (mut train_set, mut test_set, source) = mnist::load(&a.mnist_dir)?;
+    match &source {
+        MnistSource::Dir(d) => eprintln!(
+            "MNIST from {}: {} training, {} test digits",
+            d.display(),
+            train_set.len(),
+            test_set.len()
+        ),
+        MnistSource::BuiltInSample => eprintln!(
+            "no MNIST files in {} (gfr does not download: put train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
+             t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] there); using the built-in SAMPLE of real MNIST: \
+             {} training, {} test digits",
+            a.mnist_dir.display(),
+            train_set.len(),
+            test_set.len()
+        ),
+    }
+    if let Some(n) = a.train_limit {
+        train_set = train_set.truncate(n);
+    }
+    if let Some(n) = a.test_limit {
+        test_set = test_set.truncate(n);
+    }
+    let device = a.device.device().context("--device")?.autodiff();
+    let settings = TrainSettings {
+        lr: a.lr,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        quiet: a.quiet,
+    };
+    device.seed(a.seed);
+    let (name, json) = match a.model {
+        ModelKind::Gfr => {
+            let (neurons, biological) = match a.neurons.as_str() {
+                "default" => (vec![default_neuron(); a.n_nodes], false),
+                "bio" => (
+                    model::biological_neurons(
+                        &gfr::dataset::Dataset::load(&a.dataset)?,
+                        a.bio_pair,
+                        a.n_nodes,
+                        a.seed,
+                    )?,
+                    true,
+                ),
+                file => {
+                    let mut n = neurons_from_network_json(std::path::Path::new(file))?;
+                    if a.shuffle_neurons {
+                        use rand::{SeedableRng, seq::SliceRandom};
+                        n.shuffle(&mut rand::rngs::StdRng::seed_from_u64(a.seed));
+                    }
+                    let bio = n.iter().any(|p| p.activation.max_current != 1.0);
+                    (n, bio)
+                }
+            };
+            a.n_nodes = neurons.len();
+            let net = GfrNetwork::new(&neurons, biological, &device).tap_neurons(|l| {
+                l.with_trainable_filters(!a.freeze_neurons)
+                    .with_trainable_activation(!a.freeze_activations)
+            });
+            let name = format!(
+                "gfr_l_{}_{}_{}",
+                a.n_nodes,
+                py_bool(a.freeze_neurons),
+                py_bool(a.freeze_activations)
+            );
+            let (trainable, total) = parameter_counts(&net);
+            let (rnn_h, lstm_h) = matched_hidden_sizes(trainable);
+            eprintln!(
+                "GFR network: H = {}, {trainable} trainable of {total} parameters (a matched RNN has H = {rnn_h}, an LSTM H = {lstm_h})",
+                a.n_nodes
+            );
+            let (net, history) = train(net, &train_set, &test_set, &settings, &device);
+            let neurons_py: Vec<serde_json::Value> =
+                net.neurons.to_params(0).iter().map(params_json).collect();
+            save_network(&a.save_dir, &name, net)?;
+            (
+                name,
+                serde_json::json!({"model": "gfr", "neurons": a.neurons, "trainable_params": trainable, "total_params": total,
+                "history": history, "final_neurons": neurons_py}),
+            )
+        }
+        ModelKind::Rnn | ModelKind::Lstm => {
+            let gfr_trainable = parameter_counts(&GfrNetwork::new(
+                &vec![default_neuron(); a.n_nodes],
+                false,
+                &device,
+            ))
+            .0;
+            let (rnn_h, lstm_h) = matched_hidden_sizes(gfr_trainable);
+            let (kind, h) = if a.model == ModelKind::Rnn {
+                ("rnn", rnn_h)
+            } else {
+                ("lstm", lstm_h)
+            };
+            let name = format!("{kind}_l_{}", a.n_nodes);
+            macro_rules! run {
+                ($net:expr) => {{
+                    let net = $net;
+                    let (trainable, total) = parameter_counts(&net);
+                    eprintln!("{kind}: H = {h}, {trainable} parameters (matched to the GFR network's {gfr_trainable} trainable at H = {})", a.n_nodes);
+                    let (net, history) = train(net, &train_set, &test_set, &settings, &device);
+                    save_network(&a.save_dir, &name, net)?;
+                    serde_json::json!({"model": kind, "hidden": h, "trainable_params": trainable, "total_params": total, "history": history})
+                }};
+            }
+            let j = if a.model == ModelKind::Rnn {
+                run!(RnnNetwork::new(h, &device))
+            } else {
+                run!(LstmNetwork::new(h, &device))
+            };
+            (name, j)
+        }
+    };
+    let mut json = json;
+    let last = json["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .unwrap_or_default();
+    let extra = serde_json::json!({
+        "lr": a.lr, "epochs": a.epochs, "batch_size": a.batch_size, "n_nodes": a.n_nodes,
+        "freeze_neurons": a.freeze_neurons, "freeze_activations": a.freeze_activations, "seed": a.seed,
+        "device": a.device.name(), "mnist": match &source { MnistSource::Dir(d) => d.display().to_string(), MnistSource::BuiltInSample => "built-in sample".into() },
+        "n_train": train_set.len(), "n_test": test_set.len(),
+        "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
+        "final_test_accuracy_step1": last["test_accuracy_step1"], "final_test_accuracy_vote": last["test_accuracy_vote"],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        json[k] = v.clone();
+    }
+    let path = a.save_dir.join(format!("{name}.json"));
+    gfr::data::pickle::write_atomic(&path, &serde_json::to_vec_pretty(&json)?)?;
+    println!(
+        "saved {} and {}",
+        path.display(),
+        a.save_dir.join(format!("{name}.bpk")).display()
+    );
+    Ok(())
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+fn params_json(p: &gfr::neuron::NeuronParams) -> serde_json::Value {
+    serde_json::json!({"a": [p.alpha], "b": [p.beta], "ds": p.lambda, "bin_size": p.bin_size,
+        "g": {"max_current": [p.activation.max_current], "max_firing_rate": [p.activation.max_firing_rate],
+              "poly_coeff": [p.activation.poly_coeff], "b": [p.activation.threshold], "bin_size": p.activation.bin_size}})
+}
+
+/// The trained neurons (`final_neurons`) of a network JSON written by `gfr network`.
+fn neurons_from_network_json(path: &std::path::Path) -> Result<Vec<gfr::neuron::NeuronParams>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "--neurons: cannot read {} (expected default, bio or a network JSON)",
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let list = v["final_neurons"].as_array().with_context(|| {
+        format!(
+            "{}: no `final_neurons` list (not a GFR network file)",
+            path.display()
+        )
+    })?;
+    let mut out = list
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            gfr::neuron::NeuronParams::from_py(&gfr::dataset::json_to_py(n))
+                .with_context(|| format!("{}: final_neurons[{i}]", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    gfr::network::model::pad_degrees(&mut out);
+    Ok(out)
+}
+
+/// Saves a trained network with Burn's recorder (burnpack), atomically.
+fn save_network<M: burn::module::Module>(dir: &std::path::Path, name: &str, net: M) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --save-dir {}", dir.display()))?;
+    let path = dir.join(format!("{name}.bpk"));
+    let tmp = dir.join(format!(".{name}.bpk.tmp"));
+    net.save_file(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
 fn dataset(c: DatasetCommand) -> Result<()> {
@@ -429,8 +846,31 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.cells == 0 {
         bail!("--cells must be at least 1");
     }
-    let config = FitConfig::load(&a.config_path)?;
     let device = a.device.device().context("--device")?;
+    if a.network {
+        eprintln!(
+            "benchmark: {} epochs of the default GFR network, H = {}, batch {}, on {}",
+            a.epochs,
+            a.n_nodes,
+            a.batch_size,
+            a.device.name()
+        );
+        let b = gfr::bench::bench_network(
+            a.n_nodes,
+            a.batch_size,
+            a.epochs.max(1),
+            a.device.name(),
+            device,
+        );
+        println!("seconds per epoch   {:.3}", b.seconds_per_epoch);
+        println!("test acc (step 1)   {:.3}", b.test_accuracy_step1);
+        println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
+        if let Some(p) = a.json {
+            gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
+        }
+        return Ok(());
+    }
+    let config = FitConfig::load(&a.config_path)?;
     eprintln!(
         "benchmark: fitting {} simulated cells with config `{}` on {}",
         a.cells,
@@ -446,6 +886,87 @@ fn bench(a: BenchArgs) -> Result<()> {
     println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
     if let Some(p) = a.json {
         gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
+    }
+    Ok(())
+}
+
+fn preprocess(a: PreprocessArgs) -> Result<()> {
+    use gfr::data::preprocess::{Outcome, preprocess_cell};
+    let data = DataDir::new(&a.data_dir);
+    let ids = match &a.cell_ids {
+        Some(p) => read_cell_ids(p)?,
+        None => {
+            let mut ids: Vec<u64> = gfr::dataset::read_cre_lines(&a.metadata)
+                .with_context(|| "without --cell-ids the cell list comes from --metadata")?
+                .into_keys()
+                .collect();
+            ids.sort_unstable();
+            write_cell_ids(&data.cell_ids(), &ids)?;
+            eprintln!(
+                "{} cells from {}; ids written to {}",
+                ids.len(),
+                a.metadata.display(),
+                data.cell_ids().display()
+            );
+            ids
+        }
+    };
+    if a.download {
+        bail!(
+            "--download: fetching from the Allen Brain Atlas API is not available in this build; \
+             download the NWB files with the Allen SDK (CellTypesCache) and put them in {}/specimen_{{id}}/ephys.nwb \
+             or {}/{{id}}.nwb",
+            a.nwb_dir.display(),
+            a.nwb_dir.display()
+        );
+    }
+    let bar = ProgressBar::new(ids.len() as u64);
+    if a.quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(
+            "preprocessing {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap(),
+    );
+    let (mut done, mut skipped, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for &id in &ids {
+        bar.set_message(format!("cell {id}"));
+        match preprocess_cell(&a.nwb_dir, &data, id) {
+            Outcome::Done {
+                sweeps,
+                max_firing_rate,
+            } => {
+                bar.println(format!(
+                    "cell {id}: {sweeps} sweeps, max firing rate {max_firing_rate:.3} ms⁻¹"
+                ));
+                done.push(id);
+            }
+            Outcome::Skipped(why) => {
+                bar.println(format!("cell {id}: skipped, {why}"));
+                skipped.push((id, why));
+            }
+            Outcome::Failed(why) => {
+                bar.println(format!("cell {id}: FAILED, {why}"));
+                failed.push((id, why));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "preprocessed {} cells: {} done, {} skipped (outputs exist), {} failed",
+        ids.len(),
+        done.len(),
+        skipped.len(),
+        failed.len()
+    );
+    for (id, why) in &failed {
+        println!("  failed {id}: {why}");
+    }
+    if done.is_empty() && !failed.is_empty() && skipped.is_empty() {
+        bail!("no cell could be preprocessed");
     }
     Ok(())
 }

@@ -126,7 +126,7 @@ fn num(x: f64) -> Json {
 }
 
 /// JSON → pickle value (null → NaN for numbers' sake).
-fn json_to_py(v: &Json) -> PyValue {
+pub fn json_to_py(v: &Json) -> PyValue {
     match v {
         Json::Null => PyValue::F64(f64::NAN),
         Json::Bool(b) => PyValue::Bool(*b),

@@ -14,6 +14,8 @@ pub mod data;
 pub mod dataset;
 pub mod device;
 pub mod fit;
+pub mod network;
 pub mod neuron;
+pub mod plot;
 pub mod scan;
 pub mod simulate;

@@ -1,7 +1,9 @@
 //! Data formats: binning of sweeps, the processed-data layout, and pickle I/O.
 
 pub mod binning;
+pub mod nwb;
 pub mod pickle;
+pub mod preprocess;
 pub mod processed;
 
 pub use binning::{PROCESSED_BIN_SIZES, ProcessedSweep, RawSweep, bin_sweep, max_firing_rate};

@@ -74,25 +74,24 @@ impl PolynomialActivation {
 
     /// `x`: input per neuron (pA), `[B, N]` → rate (ms⁻¹), `[B, N]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.prepare().forward(x)
+    }
+
+    /// The per-neuron constants in the shapes a step needs; compute once per sequence.
+    pub fn prepare(&self) -> PreparedActivation {
         let n = self.n_neurons();
-        let b = self.threshold.val().reshape([1, n]);
-        let sigma = self.max_current.val().reshape([1, n]);
-        let gamma = self.max_rate.val().reshape([1, n]);
         let c = self.coeffs.val();
         let terms = c.dims()[1];
         let c2 = c.clone() * c;
-        let v = (x - b) / sigma;
-        let mut z = c2.clone().slice([0..n, 0..1]).reshape([1, n]) + v.zeros_like();
-        let mut p = v.clone();
-        for k in 1..terms {
-            z = z + p.clone() * c2.clone().slice([0..n, k..k + 1]).reshape([1, n]);
-            if k + 1 < terms {
-                p = p * v.clone();
-            }
+        PreparedActivation {
+            threshold: self.threshold.val().reshape([1, n]),
+            inv_sigma: self.max_current.val().reshape([1, n]).recip(),
+            gamma: self.max_rate.val().reshape([1, n]),
+            c2: (0..terms)
+                .map(|k| c2.clone().slice([0..n, k..k + 1]).reshape([1, n]))
+                .collect(),
         }
-        relu(z.tanh()) * gamma
     }
-
     /// The host-side parameters of every neuron.
     pub fn to_params(&self, bin_size: u32) -> Vec<ActivationParams> {
         let n = self.n_neurons();
@@ -110,5 +109,32 @@ impl PolynomialActivation {
                 bin_size,
             })
             .collect()
+    }
+}
+
+/// [`PolynomialActivation`] with its constants reshaped to `[1, N]` rows.
+#[derive(Clone, Debug)]
+pub struct PreparedActivation {
+    threshold: Tensor<2>,
+    inv_sigma: Tensor<2>,
+    gamma: Tensor<2>,
+    /// c_k² for k = 0..=d.
+    c2: Vec<Tensor<2>>,
+}
+
+impl PreparedActivation {
+    /// g(x) for `x` `[B, N]`, with the polynomial in Horner form.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let v = (x - self.threshold.clone()) * self.inv_sigma.clone();
+        let d = self.c2.len() - 1;
+        let mut z = if d == 0 {
+            self.c2[0].clone() + v.zeros_like()
+        } else {
+            v.clone() * self.c2[d].clone() + self.c2[d - 1].clone()
+        };
+        for k in (0..d.saturating_sub(1)).rev() {
+            z = z * v.clone() + self.c2[k].clone();
+        }
+        relu(z.tanh()) * self.gamma.clone()
     }
 }

@@ -15,11 +15,14 @@ use super::{NeuronParams, PolynomialActivation, RATE_HISTORY_SCALE};
 pub struct GfrLayer {
     /// α: input weights, `[N, n]`.
     pub alpha: Param<Tensor<2>>,
-    /// β: rate-history weights, `[N, n]`.
+    /// Rate-history weights, `[N, n]`, stored as β · 1000 / `history_scale` (see
+    /// [`GfrLayer::with_history_scale`]); with the default scale of 1000 this is β itself.
     pub beta: Param<Tensor<2>>,
     /// 1 − λ: per-bin decay factors, `[n]`; constant.
     pub decay: Param<Tensor<1>>,
     pub activation: PolynomialActivation,
+    /// s in h ← (1 − λ) h + α I + s · `beta` · f. Default [`RATE_HISTORY_SCALE`] (1000).
+    pub history_scale: f64,
 }
 
 /// State of a layer for a batch: filter values h `[B, N, n]` and last rate f `[B, N]` (ms⁻¹).
@@ -47,7 +50,20 @@ impl GfrLayer {
             beta: Param::from_tensor(tensor2(&beta, device)),
             decay: Param::from_tensor(tensor1(&decay, device)).set_require_grad(false),
             activation: PolynomialActivation::new(&acts, device),
+            history_scale: RATE_HISTORY_SCALE,
         }
+    }
+
+    /// The same neurons with the rate-history term reparameterised as s · β̃ · f, β̃ = 1000 β / s.
+    /// The function is unchanged; only what the optimizer sees changes. With s = 1 (β̃ in
+    /// Hz⁻¹ units, the network's choice) a step of Adam moves the feedback gain by lr instead
+    /// of 1000 · lr, and β's gradients no longer dominate the global gradient norm: this is
+    /// what keeps networks with trainable neurons from exploding.
+    pub fn with_history_scale(mut self, scale: f64) -> Self {
+        let factor = self.history_scale / scale;
+        self.beta = Param::from_tensor((self.beta.val() * factor).detach());
+        self.history_scale = scale;
+        self
     }
 
     pub fn n_neurons(&self) -> usize {
@@ -84,16 +100,18 @@ impl GfrLayer {
     /// One time bin: `input` is the current per neuron (pA), `[B, N]`.
     /// h ← (1 − λ) ⊙ h + α I + 1000 β f;  f ← g(mean_i h).
     pub fn step(&self, state: GfrState, input: Tensor<2>) -> GfrState {
+        self.prepare().step(state, input)
+    }
+
+    /// The parameters in the shapes a step needs; compute once per sequence, then step.
+    pub fn prepare(&self) -> PreparedLayer {
         let (n_neurons, n) = (self.n_neurons(), self.n_filters());
-        let decay = self.decay.val().reshape([1, 1, n]);
-        let alpha = self.alpha.val().reshape([1, n_neurons, n]);
-        let beta = self.beta.val().reshape([1, n_neurons, n]);
-        let h = state.h * decay
-            + alpha * input.unsqueeze_dim::<3>(2)
-            + beta * state.rate.unsqueeze_dim::<3>(2) * RATE_HISTORY_SCALE;
-        let x = h.clone().mean_dim(2).squeeze_dim::<2>(2);
-        let rate = self.activation.forward(x);
-        GfrState { h, rate }
+        PreparedLayer {
+            decay: self.decay.val().reshape([1, 1, n]),
+            alpha: self.alpha.val().reshape([1, n_neurons, n]),
+            beta: self.beta.val().reshape([1, n_neurons, n]) * self.history_scale,
+            activation: self.activation.prepare(),
+        }
     }
 
     /// Runs the layer from rest over `current` (pA), `[B, T, N]`; returns rates `[B, T, N]`.
@@ -116,7 +134,10 @@ impl GfrLayer {
     pub fn to_params(&self, bin_size: u32) -> Vec<NeuronParams> {
         let (n_neurons, n) = (self.n_neurons(), self.n_filters());
         let alpha = to_vec(self.alpha.val());
-        let beta = to_vec(self.beta.val());
+        let beta: Vec<f64> = to_vec(self.beta.val())
+            .into_iter()
+            .map(|b| b * self.history_scale / RATE_HISTORY_SCALE)
+            .collect();
         // λ is exact from the bin size; the f32 decay tensor only confirms the filter count.
         let exact = super::decay_rates(bin_size);
         let lambda: Vec<f64> = if exact.len() == n {
@@ -138,6 +159,27 @@ impl GfrLayer {
                 activation,
             })
             .collect()
+    }
+}
+
+/// [`GfrLayer`] with its parameters reshaped for stepping (rate-history scale folded in).
+#[derive(Clone, Debug)]
+pub struct PreparedLayer {
+    decay: Tensor<3>,
+    alpha: Tensor<3>,
+    beta: Tensor<3>,
+    activation: super::activation::PreparedActivation,
+}
+
+impl PreparedLayer {
+    /// One time bin; see [`GfrLayer::step`].
+    pub fn step(&self, state: GfrState, input: Tensor<2>) -> GfrState {
+        let h = state.h * self.decay.clone()
+            + self.alpha.clone() * input.unsqueeze_dim::<3>(2)
+            + self.beta.clone() * state.rate.unsqueeze_dim::<3>(2);
+        let x = h.clone().mean_dim(2).squeeze_dim::<2>(2);
+        let rate = self.activation.forward(x);
+        GfrState { h, rate }
     }
 }
 
@@ -219,6 +261,44 @@ mod tests {
         let back = layer.to_params(50);
         assert!((back[1].alpha[2] - neurons[1].alpha[2]).abs() < 1e-5);
         assert_eq!(back[1].lambda, neurons[1].lambda);
+    }
+
+    #[test]
+    fn history_reparameterisation_keeps_the_function() {
+        let mut p = NeuronParams::initial(
+            20,
+            ActivationParams {
+                max_current: 100.0,
+                max_firing_rate: 0.3,
+                poly_coeff: vec![0.2, 1.0],
+                threshold: 10.0,
+                bin_size: 20,
+            },
+        );
+        p.beta[2] = -0.03;
+        p.beta[5] = 0.01;
+        let device = crate::device::cpu();
+        let input = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..30).map(|t| 50.0 + 4.0 * t as f32).collect::<Vec<_>>(),
+                [1, 30, 1],
+            ),
+            &device,
+        );
+        let a = to_vec(GfrLayer::new(std::slice::from_ref(&p), &device).sequence(input.clone()));
+        let layer = GfrLayer::new(std::slice::from_ref(&p), &device).with_history_scale(1.0);
+        assert!(
+            (to_vec(layer.beta.val())[2] + 30.0).abs() < 1e-4,
+            "β̃ = 1000 β"
+        );
+        let b = to_vec(layer.sequence(input));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+        assert!(
+            (layer.to_params(20)[0].beta[2] + 0.03).abs() < 1e-7,
+            "to_params gives β back"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ mod layer;
 mod params;
 
 pub use activation::PolynomialActivation;
-pub use layer::{GfrLayer, GfrState, poisson_nll};
+pub(crate) use activation::tensor1 as activation_tensor1;
+pub use layer::{GfrLayer, GfrState, PreparedLayer, poisson_nll};
 pub use params::{ActivationParams, NeuronParams};
 
 /// Filter time constants τ (ms) of spec §1; those shorter than the bin size are dropped.

@@ -1,0 +1,222 @@
+//! Training and evaluating a line-by-line MNIST classifier: Adam, cross-entropy on the first
+//! zero-input readout, gradients clipped to global norm 5.
+
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use super::mnist::{Mnist, SIDE};
+use super::model::{LineClassifier, vote};
+
+/// Zero-input readout steps scored by the vote.
+pub const VOTE_STEPS: usize = 5;
+/// Global gradient-norm clip.
+pub const CLIP_NORM: f64 = 5.0;
+
+/// One epoch of the training history.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub test_accuracy_step1: f64,
+    pub test_accuracy_vote: f64,
+    pub seconds: f64,
+}
+
+pub struct TrainSettings {
+    pub lr: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub quiet: bool,
+}
+
+fn batch_tensors(data: &Mnist, idx: &[usize], device: &Device) -> (Tensor<3>, Tensor<1, Int>) {
+    let mut pixels = Vec::with_capacity(idx.len() * SIDE * SIDE);
+    for &i in idx {
+        pixels.extend_from_slice(data.image(i));
+    }
+    let labels: Vec<i64> = idx.iter().map(|&i| data.labels[i] as i64).collect();
+    (
+        Tensor::from_data(TensorData::new(pixels, [idx.len(), SIDE, SIDE]), device),
+        Tensor::from_data(TensorData::new(labels, [idx.len()]), device),
+    )
+}
+
+/// Collects the squared norm of every gradient of a module.
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let sq = (g.clone() * g).sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + sq,
+                None => sq,
+            });
+        }
+    }
+}
+
+/// Scales every gradient of a module by one factor.
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+    ids: Vec<ParamId>,
+}
+
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g * self.factor);
+            self.ids.push(param.id);
+        }
+    }
+}
+
+/// Clips the gradients of `module` to global L2 norm `max_norm`; returns the norm before.
+pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut norm = SquaredNorm { grads, total: None };
+    module.visit(&mut norm);
+    let Some(total) = norm.total else { return 0.0 };
+    let n = (total.into_scalar::<f32>() as f64).sqrt();
+    if n > max_norm {
+        let mut scale = Scale {
+            grads,
+            factor: max_norm / (n + 1e-6),
+            ids: Vec::new(),
+        };
+        module.visit(&mut scale);
+    }
+    n
+}
+
+/// Step-1 and vote accuracy of `model` on `data`.
+pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> (f64, f64) {
+    let (mut step1, mut voted) = (0usize, 0usize);
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(500) {
+        let (x, y) = batch_tensors(data, chunk, device);
+        let logits = model.readouts(x, VOTE_STEPS);
+        let correct =
+            |pred: Tensor<1, Int>| pred.equal(y.clone()).int().sum().into_scalar::<i64>() as usize;
+        step1 += correct(logits[0].clone().argmax(1).reshape([chunk.len()]));
+        voted += correct(vote(&logits).argmax(1).reshape([chunk.len()]));
+    }
+    (
+        step1 as f64 / data.len() as f64,
+        voted as f64 / data.len() as f64,
+    )
+}
+
+/// Trains `model` with Adam on `train`, evaluating on `test` after each epoch. `device` must
+/// be an autodiff device. Returns the trained model and the history.
+pub fn train<M: LineClassifier>(
+    mut model: M,
+    train: &Mnist,
+    test: &Mnist,
+    s: &TrainSettings,
+    device: &Device,
+) -> (M, Vec<EpochStats>) {
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut rng = StdRng::seed_from_u64(s.seed);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let batches = train.len().div_ceil(s.batch_size);
+    let bar = ProgressBar::with_draw_target(
+        Some(batches as u64),
+        if s.quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap(),
+    );
+    let mut history = Vec::new();
+    for epoch in 0..s.epochs {
+        let t0 = Instant::now();
+        bar.reset();
+        bar.set_message(format!("{}/{}", epoch + 1, s.epochs));
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        for chunk in order.chunks(s.batch_size) {
+            let (x, y) = batch_tensors(train, chunk, device);
+            let logits = model.readouts(x, 1).remove(0);
+            let loss = loss_fn.forward(logits.clone(), y.clone());
+            correct += logits
+                .argmax(1)
+                .reshape([chunk.len()])
+                .equal(y)
+                .int()
+                .sum()
+                .into_scalar::<i64>() as usize;
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
+            clip_global_norm(&model, &mut grads, CLIP_NORM);
+            model = optim.step(s.lr, model, grads);
+            bar.inc(1);
+        }
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let (step1, voted) = evaluate(&model, test, device);
+        let stats = EpochStats {
+            epoch: epoch + 1,
+            train_loss: loss_sum / train.len() as f64,
+            train_accuracy: correct as f64 / train.len() as f64,
+            test_accuracy_step1: step1,
+            test_accuracy_vote: voted,
+            seconds: train_seconds,
+        };
+        let line = format!(
+            "epoch {:>3}: train loss {:.4}, train acc {:.3}, test acc {:.3} (step 1) / {:.3} (vote), {:.1} s",
+            stats.epoch,
+            stats.train_loss,
+            stats.train_accuracy,
+            stats.test_accuracy_step1,
+            stats.test_accuracy_vote,
+            stats.seconds
+        );
+        if s.quiet {
+            eprintln!("{line}")
+        } else {
+            bar.println(line)
+        }
+        history.push(stats);
+    }
+    bar.finish_and_clear();
+    (model, history)
+}
+
+/// Trainable and total parameter counts (a parameter is trainable when it requires grad).
+pub fn parameter_counts<M: Module>(model: &M) -> (usize, usize) {
+    struct Count(usize, usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let v = param.val();
+            let n = v.shape().num_elements();
+            self.1 += n;
+            if v.is_require_grad() {
+                self.0 += n;
+            }
+        }
+    }
+    let mut c = Count(0, 0);
+    model.visit(&mut c);
+    (c.0, c.1)
+}

@@ -1,0 +1,217 @@
+//! `gfr network`: freeze flags, saved parameters, baselines, MNIST input handling.
+
+mod common;
+use common::*;
+
+use gfr::network::{GfrNetwork, default_neuron};
+use serde_json::Value;
+
+/// Runs `gfr network` on a small slice of the built-in sample; `extra` overrides the defaults.
+fn run(dir: &std::path::Path, extra: &[&str]) -> Value {
+    let mut args = vec!["network", "--save-dir", s(dir), "--quiet"];
+    for (flag, value) in [
+        ("--train-limit", "640"),
+        ("--test-limit", "200"),
+        ("--n-nodes", "16"),
+    ] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    let out = ok(&gfr(&args));
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix("saved "))
+        .and_then(|l| l.split(" and ").next())
+        .expect("saved line")
+        .to_string();
+    serde_json::from_slice(&std::fs::read(name).unwrap()).unwrap()
+}
+
+fn neurons(j: &Value) -> Vec<Value> {
+    j["final_neurons"].as_array().unwrap().clone()
+}
+
+#[test]
+fn freeze_flags_leave_the_frozen_parameters_unchanged() {
+    let dir = scratch("netfreeze");
+    let both = run(&dir, &["--epochs", "1", "--seed", "1"]);
+    let frozen_n = run(&dir, &["--epochs", "1", "--freeze-neurons"]);
+    let frozen_a = run(&dir, &["--epochs", "1", "--freeze-activations"]);
+    // parameter counts: α, β are 2·H·4, b and c are H + 2H
+    let t = |j: &Value| j["trainable_params"].as_u64().unwrap();
+    assert_eq!(both["total_params"], frozen_n["total_params"]);
+    assert_eq!(t(&both) - t(&frozen_n), 2 * 16 * 4);
+    assert_eq!(t(&both) - t(&frozen_a), 16 * 3);
+    for n in neurons(&frozen_n) {
+        assert_eq!(n["a"], serde_json::json!([[4.0, 0.0, 0.0, 0.0]]));
+        assert_eq!(n["b"], serde_json::json!([[0.0, 0.0, 0.0, 0.0]]));
+    }
+    assert!(
+        neurons(&frozen_n)
+            .iter()
+            .any(|n| n["g"]["poly_coeff"] != serde_json::json!([[0.0, 1.0]])),
+        "activations train"
+    );
+    for n in neurons(&frozen_a) {
+        assert_eq!(n["g"]["poly_coeff"], serde_json::json!([[0.0, 1.0]]));
+        assert_eq!(n["g"]["b"], serde_json::json!([0.0]));
+    }
+    assert!(
+        neurons(&frozen_a)
+            .iter()
+            .any(|n| n["a"] != serde_json::json!([[4.0, 0.0, 0.0, 0.0]])),
+        "neurons train"
+    );
+    // the seed's positional form, Python booleans in the file name
+    let j = run(&dir, &["1e-3", "1", "64", "16", "True", "True"]);
+    assert_eq!(
+        (
+            j["freeze_neurons"].as_bool(),
+            j["freeze_activations"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    assert!(
+        dir.join("gfr_l_16_True_True.json").exists() && dir.join("gfr_l_16_True_True.bpk").exists()
+    );
+    assert_eq!(t(&j), t(&both) - 2 * 16 * 4 - 16 * 3);
+
+    // the Burn record loads back into a network with the same neurons
+    use burn::module::Module;
+    let device = gfr::device::cpu();
+    let net = GfrNetwork::new(&vec![default_neuron(); 16], false, &device)
+        .load_file(dir.join("gfr_l_16_False_True.bpk"));
+    let alpha = net.neurons.to_params(0)[3].alpha.clone();
+    let saved: Vec<f64> = serde_json::from_value(neurons(&frozen_a)[3]["a"][0].clone()).unwrap();
+    for (x, y) in alpha.iter().zip(&saved) {
+        assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn trainable_neurons_train_stably() {
+    let dir = scratch("netstable");
+    let j = run(
+        &dir,
+        &[
+            "--epochs",
+            "4",
+            "--n-nodes",
+            "64",
+            "--lr",
+            "3e-3",
+            "--train-limit",
+            "2000",
+        ],
+    );
+    let h = j["history"].as_array().unwrap();
+    let loss: Vec<f64> = h
+        .iter()
+        .map(|e| e["train_loss"].as_f64().unwrap())
+        .collect();
+    assert!(loss.iter().all(|l| l.is_finite()), "{loss:?}");
+    assert!(loss[3] < loss[0] - 0.3, "loss falls: {loss:?}");
+    assert!(
+        j["final_test_accuracy_step1"].as_f64().unwrap() > 0.3,
+        "{j}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn baselines_and_saved_neurons() {
+    let dir = scratch("netbase");
+    for model in ["rnn", "lstm"] {
+        let j = run(&dir, &["--epochs", "1", "--model", model]);
+        assert_eq!(j["model"], model);
+        // matched to the GFR network's trainable count (1,082 at H = 16) within one hidden unit
+        let n = j["trainable_params"].as_u64().unwrap() as f64;
+        assert!((n - 1082.0).abs() / 1082.0 < 0.1, "{model}: {n}");
+    }
+    // neurons taken from a saved network, shuffled
+    let first = run(
+        &dir,
+        &["--epochs", "1", "--freeze-activations", "--seed", "3"],
+    );
+    let file = dir.join("gfr_l_16_False_True.json");
+    let again = run(
+        &dir,
+        &[
+            "--epochs",
+            "1",
+            "--neurons",
+            s(&file),
+            "--shuffle-neurons",
+            "--freeze-neurons",
+            "--freeze-activations",
+        ],
+    );
+    let mut a: Vec<String> = neurons(&first).iter().map(|n| n["a"].to_string()).collect();
+    let mut b: Vec<String> = neurons(&again).iter().map(|n| n["a"].to_string()).collect();
+    assert_ne!(a, b, "shuffled");
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same neurons, frozen");
+    let e = fails(&gfr(&[
+        "network",
+        "--neurons",
+        s(&dir.join("nope.json")),
+        "--save-dir",
+        s(&dir),
+    ]));
+    assert!(e.contains("nope.json"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn mnist_from_a_folder_and_corrupt_files() {
+    let dir = scratch("netmnist");
+    let mnist = dir.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-sample");
+    for f in std::fs::read_dir(&sample).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, mnist.join(f.file_name().unwrap())).unwrap();
+    }
+    let args = [
+        "network",
+        "--epochs",
+        "1",
+        "--n-nodes",
+        "8",
+        "--train-limit",
+        "128",
+        "--test-limit",
+        "64",
+        "--mnist-dir",
+        s(&mnist),
+        "--save-dir",
+        s(&dir),
+        "--quiet",
+    ];
+    let out = ok(&gfr(&args));
+    assert!(
+        out.contains(&format!("MNIST from {}", mnist.display())),
+        "{out}"
+    );
+    // a truncated (uncompressed) label file
+    std::fs::remove_file(mnist.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(
+        mnist.join("t10k-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 3, 232, 7, 2],
+    )
+    .unwrap();
+    let e = fails(&gfr(&args));
+    assert!(
+        e.contains("t10k-labels-idx1-ubyte") && e.contains("truncated"),
+        "{e}"
+    );
+    // a missing file is named
+    std::fs::remove_file(mnist.join("t10k-labels-idx1-ubyte")).unwrap();
+    let e = fails(&gfr(&args));
+    assert!(e.contains("t10k-labels-idx1-ubyte[.gz] is missing"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
