@@ -369,6 +369,14 @@ struct FitArgs {
     /// Random seed (activation restarts, group order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Fit N cells together in one batched model (each keeps its own parameters, optimizer
+    /// state, schedule, early stop and selection: the results are those of one-at-a-time).
+    #[arg(
+        long = "batch-cells",
+        visible_alias = "batch_cells",
+        default_value_t = 1
+    )]
+    batch_cells: usize,
     /// Fit only every N-th cell starting at K (`K/N`, 0 ≤ K < N), e.g. one Slurm array task.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(usize, usize)>,
@@ -938,17 +946,20 @@ fn preprocess(a: PreprocessArgs) -> Result<()> {
                 sweeps,
                 max_firing_rate,
             } => {
-                bar.println(format!(
-                    "cell {id}: {sweeps} sweeps, max firing rate {max_firing_rate:.3} ms⁻¹"
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "cell {id}: {sweeps} sweeps, max firing rate {max_firing_rate:.3} ms⁻¹"
+                    ),
+                );
                 done.push(id);
             }
             Outcome::Skipped(why) => {
-                bar.println(format!("cell {id}: skipped, {why}"));
+                say(&bar, format!("cell {id}: skipped, {why}"));
                 skipped.push((id, why));
             }
             Outcome::Failed(why) => {
-                bar.println(format!("cell {id}: FAILED, {why}"));
+                say(&bar, format!("cell {id}: FAILED, {why}"));
                 failed.push((id, why));
             }
         }
@@ -983,12 +994,15 @@ fn simulate(a: SimulateArgs) -> Result<()> {
         let id = a.first_id + k as u64;
         let cell = simulate_cell(id, k, a.seed, a.truth);
         cell.recording.save(&dir)?;
-        bar.println(format!(
-            "cell {id}: {} — {} sweeps, max rate {:.3} ms⁻¹",
-            cell.description,
-            cell.recording.sweeps.len(),
-            cell.recording.max_firing_rate
-        ));
+        say(
+            &bar,
+            format!(
+                "cell {id}: {} — {} sweeps, max rate {:.3} ms⁻¹",
+                cell.description,
+                cell.recording.sweeps.len(),
+                cell.recording.max_firing_rate
+            ),
+        );
         ids.push(id);
         bar.inc(1);
     }
@@ -1024,6 +1038,7 @@ fn fit(a: FitArgs) -> Result<()> {
         data_dir,
         device,
         seed: a.seed,
+        batch_cells: a.batch_cells.max(1),
     };
     opts.check()?;
     eprintln!(
@@ -1049,4 +1064,13 @@ fn fit(a: FitArgs) -> Result<()> {
         bail!("no cell was fitted");
     }
     Ok(())
+}
+
+/// A line above a progress bar, or on stderr when there is no terminal to draw the bar on.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }

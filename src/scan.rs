@@ -212,29 +212,101 @@ pub fn loss_and_grad(
     eps: f64,
 ) -> ScanOutput {
     let mut grads: Vec<NeuronGrads> = neurons.iter().map(NeuronGrads::zeros).collect();
-    let mut sweep_loss = Vec::with_capacity(batch.n_sweeps());
-    let mut rate = vec![0.0; batch.time];
-    let mut u = vec![0.0; batch.time];
-    for s in 0..batch.n_sweeps() {
-        let p = &neurons[batch.neuron[s]];
-        let len = batch.len[s];
-        let current = &batch.current[s * batch.time..s * batch.time + len];
-        let target = &batch.target[s * batch.time..s * batch.time + len];
-        forward_sweep(p, current, &mut rate[..len], &mut u[..len]);
-        sweep_loss.push(poisson_nll(&rate[..len], target, dt, eps));
-        backward_sweep(
-            p,
-            current,
-            target,
-            &rate[..len],
-            &u[..len],
-            batch.weight[s],
-            dt,
-            eps,
-            &mut grads[batch.neuron[s]],
-        );
-    }
+    let mut work = Work::new(batch.time);
+    let sweep_loss = (0..batch.n_sweeps())
+        .map(|s| {
+            let k = batch.neuron[s];
+            sweep_loss_and_grad(&neurons[k], batch, s, dt, eps, &mut grads[k], &mut work)
+        })
+        .collect();
     ScanOutput { sweep_loss, grads }
+}
+
+/// [`loss_and_grad`] for several cells at once without packing them into one batch: all
+/// sweeps of `batches[c]` run through `neurons[c]`. Returns each cell's sweep losses and
+/// gradients.
+pub fn loss_and_grad_cells(
+    neurons: &[NeuronParams],
+    batches: &[&SweepBatch],
+    dt: f64,
+    eps: f64,
+) -> Vec<(Vec<f64>, NeuronGrads)> {
+    assert_eq!(neurons.len(), batches.len(), "one batch per neuron");
+    let one_cell = |p: &NeuronParams, batch: &SweepBatch, work: &mut Work| {
+        let mut g = NeuronGrads::zeros(p);
+        let losses = (0..batch.n_sweeps())
+            .map(|s| sweep_loss_and_grad(p, batch, s, dt, eps, &mut g, work))
+            .collect();
+        (losses, g)
+    };
+    let max_time = batches.iter().map(|b| b.time).max().unwrap_or(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(neurons.len());
+    if threads <= 1 {
+        let mut work = Work::new(max_time);
+        return neurons
+            .iter()
+            .zip(batches)
+            .map(|(p, b)| one_cell(p, b, &mut work))
+            .collect();
+    }
+    // cells are independent: split them over the cores
+    let per = neurons.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = neurons
+            .chunks(per)
+            .zip(batches.chunks(per))
+            .map(|(ns, bs)| {
+                scope.spawn(move || {
+                    let mut work = Work::new(max_time);
+                    ns.iter()
+                        .zip(bs)
+                        .map(|(p, b)| one_cell(p, b, &mut work))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("scan thread"))
+            .collect()
+    })
+}
+
+/// Scratch buffers for one sweep's forward pass.
+struct Work {
+    rate: Vec<f64>,
+    u: Vec<f64>,
+}
+
+impl Work {
+    fn new(time: usize) -> Self {
+        Self {
+            rate: vec![0.0; time],
+            u: vec![0.0; time],
+        }
+    }
+}
+
+/// Forward and backward pass of sweep `s` of `batch` through `p`; adds its weighted gradient
+/// to `g` and returns its unweighted loss.
+fn sweep_loss_and_grad(
+    p: &NeuronParams,
+    batch: &SweepBatch,
+    s: usize,
+    dt: f64,
+    eps: f64,
+    g: &mut NeuronGrads,
+    work: &mut Work,
+) -> f64 {
+    let len = batch.len[s];
+    let current = &batch.current[s * batch.time..s * batch.time + len];
+    let target = &batch.target[s * batch.time..s * batch.time + len];
+    let (rate, u) = (&mut work.rate[..len], &mut work.u[..len]);
+    forward_sweep(p, current, rate, u);
+    backward_sweep(p, current, target, rate, u, batch.weight[s], dt, eps, g);
+    poisson_nll(rate, target, dt, eps)
 }
 
 #[allow(clippy::too_many_arguments)]

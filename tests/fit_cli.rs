@@ -288,3 +288,34 @@ fn finetune_starts_from_the_saved_neuron() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn batched_fitting_gives_the_one_at_a_time_results() {
+    let dir = scratch("batched");
+    let data = dir.join("data");
+    ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "4",
+        "--data-dir",
+        s(&data),
+        "--first-id",
+        "41",
+    ]));
+    let cfg = config(
+        &dir,
+        "two-runs.json",
+        r#"{"activation_epochs": 30, "activation_repeats": 2, "hparams": [{"lr": 0.01, "epochs": 15}, {"lr": 0.001, "epochs": 5}]}"#,
+    );
+    let (one, many) = (dir.join("one"), dir.join("many"));
+    ok(&fit(s(&cfg), &data, &one, &[]));
+    ok(&fit(s(&cfg), &data, &many, &["--batch-cells", "3"]));
+    for id in 41..=44 {
+        let a = FitResult::load(&one.join(format!("{id}.pickle"))).unwrap();
+        let b = FitResult::load(&many.join(format!("{id}.pickle"))).unwrap();
+        assert_eq!(a.params, b.params, "cell {id}");
+        assert_eq!((a.evr1, a.evr2), (b.evr1, b.evr2), "cell {id}");
+        assert_eq!(a.train_losses, b.train_losses, "cell {id}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -140,7 +140,9 @@ fn fit_dataset_and_network_figures() {
     ]));
     let svg = std::fs::read_to_string(figs.join("network_training.svg")).unwrap();
     assert!(
-        svg.matches("\na\n</text>").count() == 2 && svg.matches("\nb\n</text>").count() == 2 && svg.contains("epoch"),
+        svg.matches("\na\n</text>").count() == 2
+            && svg.matches("\nb\n</text>").count() == 2
+            && svg.contains("epoch"),
         "legend names both runs"
     );
     let e = fails(&gfr(&[

@@ -19,7 +19,7 @@ use serde::Serialize;
 pub use activation::{ACTIVATION_LR, ActivationData, fit_activation, initial_activation};
 pub use config::{FitConfig, RunConfig};
 pub use evr::{explained_variance, explained_variance_ratio};
-pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run};
+pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run, train_runs};
 
 use crate::data::pickle::{
     PyValue, PyValueExt, dict, float_list, int, read_pickle, write_atomic, write_pickle,
@@ -99,6 +99,8 @@ pub struct FitOptions {
     pub data_dir: DataDir,
     pub device: Device,
     pub seed: u64,
+    /// Cells fitted together in one batched model (`--batch-cells`); 1 = one at a time.
+    pub batch_cells: usize,
 }
 
 impl FitOptions {
@@ -114,6 +116,7 @@ impl FitOptions {
             data_dir,
             device,
             seed: 0,
+            batch_cells: 1,
         }
     }
 
@@ -165,13 +168,20 @@ pub trait FitProgress {
 
 impl FitProgress for () {}
 
-/// Fits one cell and returns its result, or `Err(reason)` for a skip / failure message.
-pub fn fit_cell_result(
+/// A cell ready for the filter fit: its grouped data, starting neuron and random stream.
+struct PreparedCell {
+    data: FitData,
+    start: NeuronParams,
+    rng: StdRng,
+}
+
+/// Groups a cell's data and fits its activation (or takes the saved neuron when finetuning).
+fn prepare_cell(
     cell: &CellRecording,
     opts: &FitOptions,
     previous: Option<&FitResult>,
     progress: &dyn FitProgress,
-) -> Result<FitResult, CellError> {
+) -> Result<PreparedCell, CellError> {
     let cfg = &opts.config;
     let data = FitData::from_cell(cell, opts.bin_size).map_err(CellError::Skip)?;
     if data.train.is_empty() {
@@ -200,43 +210,77 @@ pub fn fit_cell_result(
             NeuronParams::initial(opts.bin_size, g)
         }
     };
+    Ok(PreparedCell { data, start, rng })
+}
+
+/// Runs every config run on a batch of prepared cells (same number of training groups) and
+/// keeps, per cell, the run with the best validation EVR.
+fn fit_prepared(
+    cells: &mut [PreparedCell],
+    opts: &FitOptions,
+    progress: &dyn FitProgress,
+) -> Vec<Result<FitResult, CellError>> {
+    let cfg = &opts.config;
     let settings = RunSettings {
         eps: cfg.eps,
         l1: opts.l1,
         train_activation: !cfg.freeze_activation,
     };
-    let mut best: Option<RunResult> = None;
-    let mut diverged = 0;
+    let inits: Vec<NeuronParams> = cells.iter().map(|c| c.start.clone()).collect();
+    let mut best: Vec<Option<RunResult>> = vec![None; cells.len()];
     for (i, run) in cfg.hparams.iter().enumerate() {
         progress.run_started(i, cfg.hparams.len(), run.epochs);
-        match train_run(
-            &start,
+        let data: Vec<&FitData> = cells.iter().map(|c| &c.data).collect();
+        let mut rngs: Vec<StdRng> = cells.iter().map(|c| c.rng.clone()).collect();
+        let results = train_runs(
+            &inits,
             &data,
             run,
             &settings,
             &opts.device,
-            &mut rng,
+            &mut rngs,
             |e, l| progress.epoch(e, l),
-        ) {
-            Some(r) if best.as_ref().is_none_or(|b| better(r.evr1, b.evr1)) => best = Some(r),
-            Some(_) => {}
-            None => diverged += 1,
+        );
+        for (c, (r, rng)) in results.into_iter().zip(rngs).enumerate() {
+            cells[c].rng = rng;
+            if let Some(r) = r
+                && best[c].as_ref().is_none_or(|b| better(r.evr1, b.evr1))
+            {
+                best[c] = Some(r);
+            }
         }
     }
-    let Some(best) = best else {
-        return Err(CellError::Fail(format!(
-            "all {diverged} runs diverged (non-finite loss); nothing saved"
-        )));
-    };
-    let evr2 = data.test.evr(&best.params);
-    Ok(FitResult {
-        params: best.params,
-        evr1: best.evr1,
-        evr2,
-        train_losses: best.train_losses,
-        test_losses: best.test_losses,
-        bin_size: opts.bin_size,
-    })
+    best.into_iter()
+        .zip(cells.iter())
+        .map(|(b, cell)| {
+            let best = b.ok_or_else(|| {
+                CellError::Fail(format!(
+                    "all {} runs diverged (non-finite loss); nothing saved",
+                    cfg.hparams.len()
+                ))
+            })?;
+            let evr2 = cell.data.test.evr(&best.params);
+            Ok(FitResult {
+                params: best.params,
+                evr1: best.evr1,
+                evr2,
+                train_losses: best.train_losses,
+                test_losses: best.test_losses,
+                bin_size: opts.bin_size,
+            })
+        })
+        .collect()
+}
+
+/// Fits one cell and returns its result, or why it was skipped / failed.
+pub fn fit_cell_result(
+    cell: &CellRecording,
+    opts: &FitOptions,
+    previous: Option<&FitResult>,
+    progress: &dyn FitProgress,
+) -> Result<FitResult, CellError> {
+    let mut prepared = [prepare_cell(cell, opts, previous, progress)?];
+    fit_prepared(&mut prepared, opts, progress).remove(0)
 }
 
 /// The activation-fit points at `bin` ms. When no Long Square fires within its first bin
@@ -277,57 +321,93 @@ pub enum CellError {
 
 /// Loads, fits and saves one cell, never replacing a saved result with a worse one.
 pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress) -> CellReport {
+    fit_and_save_batch(&[cell_id], opts, progress).remove(0)
+}
+
+/// Loads, fits (together, in one batched model) and saves a batch of cells; never replaces a
+/// saved result with a worse one. A cell's `seconds` is the batch's time divided among its
+/// cells.
+pub fn fit_and_save_batch(
+    cell_ids: &[u64],
+    opts: &FitOptions,
+    progress: &dyn FitProgress,
+) -> Vec<CellReport> {
     let t0 = Instant::now();
-    let report = |status: &str, r: Option<&FitResult>, message: String| CellReport {
+    let report = |cell_id: u64, status: &str, r: Option<&FitResult>, message: String| CellReport {
         cell_id,
         status: status.to_string(),
         val_evr: r.map(|r| r.evr1),
         test_evr: r.map(|r| r.evr2),
         train_loss: r.map(FitResult::final_train_loss),
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds: 0.0,
         message,
     };
-    let path = opts.result_path(cell_id);
-    let previous = if path.exists() {
-        match FitResult::load(&path) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                progress.stage(&format!("ignoring unreadable previous result: {e:#}"));
-                None
+    let mut reports: Vec<Option<CellReport>> = vec![None; cell_ids.len()];
+    let mut previous: Vec<Option<FitResult>> = vec![None; cell_ids.len()];
+    // (index, prepared cell) of the cells that go on to the filter fit, by group count
+    let mut ready: std::collections::BTreeMap<usize, Vec<(usize, PreparedCell)>> =
+        Default::default();
+    for (i, &cell_id) in cell_ids.iter().enumerate() {
+        let path = opts.result_path(cell_id);
+        if path.exists() {
+            match FitResult::load(&path) {
+                Ok(p) => previous[i] = Some(p),
+                Err(e) => progress.stage(&format!("ignoring unreadable previous result: {e:#}")),
             }
         }
-    } else {
-        None
-    };
-    if previous.is_some() && !opts.config.retrain_model {
-        return report(
-            "skipped",
-            previous.as_ref(),
-            format!("{} exists and retrain_model is false", path.display()),
-        );
+        if previous[i].is_some() && !opts.config.retrain_model {
+            reports[i] = Some(report(
+                cell_id,
+                "skipped",
+                previous[i].as_ref(),
+                format!("{} exists and retrain_model is false", path.display()),
+            ));
+            continue;
+        }
+        let prepared = CellRecording::load(&opts.data_dir, cell_id)
+            .map_err(|e| CellError::Skip(format!("{e:#}")))
+            .and_then(|cell| prepare_cell(&cell, opts, previous[i].as_ref(), progress));
+        match prepared {
+            Ok(p) => ready.entry(p.data.train.len()).or_default().push((i, p)),
+            Err(CellError::Skip(m)) => reports[i] = Some(report(cell_id, "skipped", None, m)),
+            Err(CellError::Fail(m)) => reports[i] = Some(report(cell_id, "failed", None, m)),
+        }
     }
-    let cell = match CellRecording::load(&opts.data_dir, cell_id) {
-        Ok(c) => c,
-        Err(e) => return report("skipped", None, format!("{e:#}")),
-    };
-    match fit_cell_result(&cell, opts, previous.as_ref(), progress) {
-        Ok(new) => match previous {
-            Some(prev) if !better(new.evr1, prev.evr1) => report(
-                "kept-previous",
-                Some(&new),
-                format!(
-                    "saved result has evr1 {:.3} ≥ new {:.3}; kept it",
-                    prev.evr1, new.evr1
+    for (_, group) in ready {
+        let (idx, mut cells): (Vec<usize>, Vec<PreparedCell>) = group.into_iter().unzip();
+        for (i, result) in idx
+            .into_iter()
+            .zip(fit_prepared(&mut cells, opts, progress))
+        {
+            let cell_id = cell_ids[i];
+            let path = opts.result_path(cell_id);
+            reports[i] = Some(match (result, &previous[i]) {
+                (Ok(new), Some(prev)) if !better(new.evr1, prev.evr1) => report(
+                    cell_id,
+                    "kept-previous",
+                    Some(&new),
+                    format!(
+                        "saved result has evr1 {:.3} ≥ new {:.3}; kept it",
+                        prev.evr1, new.evr1
+                    ),
                 ),
-            ),
-            _ => match new.save(&path) {
-                Ok(()) => report("saved", Some(&new), path.display().to_string()),
-                Err(e) => report("failed", Some(&new), format!("{e:#}")),
-            },
-        },
-        Err(CellError::Skip(m)) => report("skipped", None, m),
-        Err(CellError::Fail(m)) => report("failed", None, m),
+                (Ok(new), _) => match new.save(&path) {
+                    Ok(()) => report(cell_id, "saved", Some(&new), path.display().to_string()),
+                    Err(e) => report(cell_id, "failed", Some(&new), format!("{e:#}")),
+                },
+                (Err(CellError::Skip(m)), _) => report(cell_id, "skipped", None, m),
+                (Err(CellError::Fail(m)), _) => report(cell_id, "failed", None, m),
+            });
+        }
     }
+    let seconds = t0.elapsed().as_secs_f64() / cell_ids.len().max(1) as f64;
+    reports
+        .into_iter()
+        .map(|r| CellReport {
+            seconds,
+            ..r.expect("every cell gets a report")
+        })
+        .collect()
 }
 
 struct Bars {
@@ -378,23 +458,32 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
         run: Default::default(),
     };
     let mut reports = Vec::new();
-    for &id in cell_ids {
-        cells.set_message(format!("cell {id}"));
-        let r = fit_and_save(id, opts, &bars);
-        let line = match (&r.val_evr, &r.test_evr) {
-            (Some(v), Some(t)) => format!(
-                "cell {id}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.1} s)",
-                r.status, r.seconds
+    for chunk in cell_ids.chunks(opts.batch_cells.max(1)) {
+        cells.set_message(match chunk {
+            [one] => format!("cell {one}"),
+            many => format!(
+                "cells {}…{} ({} together)",
+                many[0],
+                many[many.len() - 1],
+                many.len()
             ),
-            _ => format!("cell {id}: {} — {}", r.status, r.message),
-        };
-        if quiet {
-            eprintln!("{line}")
-        } else {
-            mp.println(line).ok();
+        });
+        for r in fit_and_save_batch(chunk, opts, &bars) {
+            let line = match (&r.val_evr, &r.test_evr) {
+                (Some(v), Some(t)) => format!(
+                    "cell {}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.1} s)",
+                    r.cell_id, r.status, r.seconds
+                ),
+                _ => format!("cell {}: {} — {}", r.cell_id, r.status, r.message),
+            };
+            if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!("{line}")
+            } else {
+                mp.println(line).ok();
+            }
+            reports.push(r);
+            cells.inc(1);
         }
-        reports.push(r);
-        cells.inc(1);
     }
     bars.epochs.finish_and_clear();
     cells.finish_and_clear();

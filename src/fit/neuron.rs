@@ -173,12 +173,12 @@ fn register_grad<const D: usize>(
     }
 }
 
-/// Turns scan gradients (plus the L1 term) into Burn gradients for the layer's trainable
-/// parameters.
+/// Turns per-neuron scan gradients (plus the L1 term) into Burn gradients for the layer's
+/// trainable parameters, one row per neuron.
 fn layer_grads(
     layer: &GfrLayer,
-    g: &NeuronGrads,
-    p: &NeuronParams,
+    g: &[NeuronGrads],
+    p: &[NeuronParams],
     l1: f64,
     device: &Device,
 ) -> GradientsParams {
@@ -191,31 +191,57 @@ fn layer_grads(
             0.0
         }
     };
-    let n = g.alpha.len();
+    let (rows, n, terms) = (g.len(), g[0].alpha.len(), g[0].coeffs.len());
+    let with_l1 = |grad: &[f64], w: &[f64]| -> Vec<f64> {
+        grad.iter()
+            .zip(w)
+            .map(|(g, w)| g + l1 * sign(*w))
+            .collect::<Vec<_>>()
+    };
     let alpha: Vec<f64> = g
-        .alpha
         .iter()
-        .zip(&p.alpha)
-        .map(|(g, a)| g + l1 * sign(*a))
+        .zip(p)
+        .flat_map(|(g, p)| with_l1(&g.alpha, &p.alpha))
         .collect();
     let beta: Vec<f64> = g
-        .beta
         .iter()
-        .zip(&p.beta)
-        .map(|(g, b)| g + l1 * sign(*b))
+        .zip(p)
+        .flat_map(|(g, p)| with_l1(&g.beta, &p.beta))
         .collect();
     let mut grads = GradientsParams::new();
-    register_grad(&mut grads, &layer.alpha, grad_tensor(alpha, [1, n], device));
-    register_grad(&mut grads, &layer.beta, grad_tensor(beta, [1, n], device));
+    register_grad(
+        &mut grads,
+        &layer.alpha,
+        grad_tensor(alpha, [rows, n], device),
+    );
+    register_grad(
+        &mut grads,
+        &layer.beta,
+        grad_tensor(beta, [rows, n], device),
+    );
     let act = &layer.activation;
-    let b = grad_tensor(vec![g.threshold], [1, 1], device).reshape([1]);
+    let b = grad_tensor(g.iter().map(|g| g.threshold).collect(), [rows, 1], device).reshape([rows]);
     register_grad(&mut grads, &act.threshold, b);
     register_grad(
         &mut grads,
         &act.coeffs,
-        grad_tensor(g.coeffs.clone(), [1, g.coeffs.len()], device),
+        grad_tensor(
+            g.iter().flat_map(|g| g.coeffs.clone()).collect(),
+            [rows, terms],
+            device,
+        ),
     );
     grads
+}
+
+/// Where one cell's run stands.
+enum CellRun {
+    Running {
+        train_losses: Vec<f64>,
+        test_losses: Vec<f64>,
+    },
+    Done(RunResult),
+    Diverged,
 }
 
 /// One run: a fresh Adam on a neuron starting at `init`; each epoch visits the training
@@ -228,59 +254,159 @@ pub fn train_run(
     settings: &RunSettings,
     device: &Device,
     rng: &mut StdRng,
-    mut on_epoch: impl FnMut(usize, f64),
+    on_epoch: impl FnMut(usize, f64),
 ) -> Option<RunResult> {
+    train_runs(
+        std::slice::from_ref(init),
+        &[data],
+        run,
+        settings,
+        device,
+        std::slice::from_mut(rng),
+        on_epoch,
+    )
+    .remove(0)
+}
+
+/// [`train_run`] for several cells at once: one layer with a row per cell and one Adam, which
+/// acts on every element separately, so each cell keeps its own parameters, optimizer state,
+/// group order (its own `rng`), early stop and divergence check — the results are those of
+/// fitting the cells one at a time. A cell that stops early keeps the snapshot taken then.
+/// Every cell must have the same number of training groups. `on_epoch` gets the epoch and
+/// the mean train loss of the cells still running.
+pub fn train_runs(
+    inits: &[NeuronParams],
+    data: &[&FitData],
+    run: &RunConfig,
+    settings: &RunSettings,
+    device: &Device,
+    rngs: &mut [StdRng],
+    mut on_epoch: impl FnMut(usize, f64),
+) -> Vec<Option<RunResult>> {
+    let cells = inits.len();
+    assert!(cells > 0 && data.len() == cells && rngs.len() == cells);
+    let groups = data[0].train.len();
+    assert!(
+        data.iter().all(|d| d.train.len() == groups),
+        "cells of one batch must have the same number of training groups"
+    );
     let ad = device.clone().autodiff();
-    let grad_device = device.clone();
-    let bin = init.bin_size;
+    let bin = inits[0].bin_size;
     let dt = bin as f64;
-    let mut layer = GfrLayer::new(std::slice::from_ref(init), &ad)
+    let mut layer = GfrLayer::new(inits, &ad)
         .with_trainable_filters(true)
         .with_trainable_activation(settings.train_activation);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let (mut train_losses, mut test_losses) = (Vec::new(), Vec::new());
-    let mut order: Vec<usize> = (0..data.train.len()).collect();
-    let mut params = init.clone();
+    let mut orders: Vec<Vec<usize>> = vec![(0..groups).collect(); cells];
+    let mut state: Vec<CellRun> = (0..cells)
+        .map(|_| CellRun::Running {
+            train_losses: Vec::new(),
+            test_losses: Vec::new(),
+        })
+        .collect();
+    let mut params = inits.to_vec();
     for epoch in 0..run.epochs {
-        order.shuffle(rng);
-        let mut epoch_loss = 0.0;
-        for &g in &order {
-            let batch = &data.train[g].1;
-            let out = scan::loss_and_grad(std::slice::from_ref(&params), batch, dt, settings.eps);
-            let loss = per_bin(&out.sweep_loss, batch);
-            let grads_ok = out.grads[0]
-                .alpha
-                .iter()
-                .chain(&out.grads[0].beta)
-                .all(|x| x.is_finite());
-            if !loss.is_finite() || !grads_ok {
-                return None;
-            }
-            epoch_loss += loss;
-            let grads = layer_grads(&layer, &out.grads[0], &params, settings.l1, &grad_device);
-            layer = optim.step(run.lr, layer, grads);
-            params = layer.to_params(bin).remove(0);
-        }
-        train_losses.push(epoch_loss / order.len() as f64);
-        let test_loss = batch_loss(&params, &data.test_batch, settings.eps);
-        if !test_loss.is_finite() {
-            return None;
-        }
-        test_losses.push(test_loss);
-        on_epoch(epoch, train_losses[epoch]);
-        let n = train_losses.len();
-        if n >= 3
-            && train_losses[n - 1] == train_losses[n - 2]
-            && train_losses[n - 2] == train_losses[n - 3]
-        {
+        if !state.iter().any(|s| matches!(s, CellRun::Running { .. })) {
             break;
         }
+        for c in 0..cells {
+            if matches!(state[c], CellRun::Running { .. }) {
+                orders[c].shuffle(&mut rngs[c]);
+            }
+        }
+        let mut epoch_loss = vec![0.0; cells];
+        for k in 0..groups {
+            let batches: Vec<&SweepBatch> =
+                (0..cells).map(|c| &data[c].train[orders[c][k]].1).collect();
+            let mut out = scan::loss_and_grad_cells(&params, &batches, dt, settings.eps);
+            for c in 0..cells {
+                let (losses, g) = &mut out[c];
+                let loss = per_bin(losses, batches[c]);
+                let finite =
+                    loss.is_finite() && g.alpha.iter().chain(&g.beta).all(|x| x.is_finite());
+                if !finite {
+                    if matches!(state[c], CellRun::Running { .. }) {
+                        state[c] = CellRun::Diverged;
+                    }
+                    // keep the cell's rows out of harm's way; its run is discarded
+                    g.alpha
+                        .iter_mut()
+                        .chain(g.beta.iter_mut())
+                        .chain(g.coeffs.iter_mut())
+                        .for_each(|x| *x = 0.0);
+                    g.threshold = 0.0;
+                }
+                epoch_loss[c] += loss;
+            }
+            let grads: Vec<NeuronGrads> = out.into_iter().map(|(_, g)| g).collect();
+            let bgrads = layer_grads(&layer, &grads, &params, settings.l1, device);
+            layer = optim.step(run.lr, layer, bgrads);
+            params = layer.to_params(bin);
+        }
+        let mut running_losses = Vec::new();
+        for c in 0..cells {
+            let CellRun::Running {
+                train_losses,
+                test_losses,
+            } = &mut state[c]
+            else {
+                continue;
+            };
+            train_losses.push(epoch_loss[c] / groups as f64);
+            let test_loss = batch_loss(&params[c], &data[c].test_batch, settings.eps);
+            if !test_loss.is_finite() {
+                state[c] = CellRun::Diverged;
+                continue;
+            }
+            test_losses.push(test_loss);
+            running_losses.push(train_losses[epoch]);
+            let n = train_losses.len();
+            let stalled = n >= 3
+                && train_losses[n - 1] == train_losses[n - 2]
+                && train_losses[n - 2] == train_losses[n - 3];
+            if stalled {
+                state[c] = finish(
+                    &params[c],
+                    data[c],
+                    std::mem::take(train_losses),
+                    std::mem::take(test_losses),
+                );
+            }
+        }
+        if !running_losses.is_empty() {
+            on_epoch(
+                epoch,
+                running_losses.iter().sum::<f64>() / running_losses.len() as f64,
+            );
+        }
     }
-    let evr1 = data.validation.evr(&params);
-    Some(RunResult {
-        params,
+    state
+        .into_iter()
+        .enumerate()
+        .map(|(c, s)| match s {
+            CellRun::Running {
+                train_losses,
+                test_losses,
+            } => match finish(&params[c], data[c], train_losses, test_losses) {
+                CellRun::Done(r) => Some(r),
+                _ => None,
+            },
+            CellRun::Done(r) => Some(r),
+            CellRun::Diverged => None,
+        })
+        .collect()
+}
+
+fn finish(
+    p: &NeuronParams,
+    data: &FitData,
+    train_losses: Vec<f64>,
+    test_losses: Vec<f64>,
+) -> CellRun {
+    CellRun::Done(RunResult {
+        params: p.clone(),
+        evr1: data.validation.evr(p),
         train_losses,
         test_losses,
-        evr1,
     })
 }
