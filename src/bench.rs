@@ -6,18 +6,19 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::data::DataDir;
-use crate::fit::{FitConfig, FitOptions, fit_and_save};
+use crate::fit::{FitConfig, FitOptions, fit_and_save_batch};
 use crate::simulate::{GroundTruth, simulate_cell};
 
 /// Results of a fitting benchmark.
 #[derive(Clone, Debug, Serialize)]
 pub struct FitBench {
     pub cells: usize,
+    pub batch_cells: usize,
     pub config: String,
     pub device: String,
     pub seconds_total: f64,
     pub seconds_per_cell: f64,
-    /// Seconds per epoch of the filter fit (all training groups once), averaged over cells.
+    /// Total seconds divided by the epochs of all cells' runs (activation fit included).
     pub seconds_per_epoch: f64,
     pub cells_per_hour: f64,
     pub median_test_evr: f64,
@@ -38,9 +39,10 @@ pub fn peak_memory_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Simulates `cells` AdEx cells into a scratch folder and fits them one after another.
+/// Simulates `cells` AdEx cells into a scratch folder and fits them, `batch_cells` at a time.
 pub fn bench_fit(
     cells: usize,
+    batch_cells: usize,
     config: FitConfig,
     device_name: &str,
     device: burn::tensor::Device,
@@ -55,23 +57,22 @@ pub fn bench_fit(
     }
     let opts = FitOptions {
         seed,
+        batch_cells: batch_cells.max(1),
         ..FitOptions::new(data, dir.join("params"), config.clone(), device)
     };
     let t0 = Instant::now();
+    let ids: Vec<u64> = (1..=cells as u64).collect();
     let mut evrs = Vec::new();
-    let mut epochs = 0usize;
-    for k in 0..cells {
-        let r = fit_and_save(k as u64 + 1, &opts, &());
-        if let Some(e) = r.test_evr {
-            evrs.push(e);
-        }
-        epochs += config.hparams.iter().map(|h| h.epochs).sum::<usize>();
+    for chunk in ids.chunks(opts.batch_cells) {
+        evrs.extend(fit_and_save_batch(chunk, &opts, &()).into_iter().filter_map(|r| r.test_evr));
     }
+    let epochs = cells * config.hparams.iter().map(|h| h.epochs).sum::<usize>();
     let total = t0.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
     evrs.sort_by(f64::total_cmp);
     Ok(FitBench {
         cells,
+        batch_cells: opts.batch_cells,
         config: config.config_name,
         device: device_name.to_string(),
         seconds_total: total,

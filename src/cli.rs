@@ -274,6 +274,9 @@ struct BenchArgs {
     device: Backend,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Cells fitted together (`gfr fit --batch-cells`).
+    #[arg(long = "batch-cells", default_value_t = 1)]
+    batch_cells: usize,
     /// Also write the numbers as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -885,8 +888,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         config.config_name,
         a.device.name()
     );
-    let b = gfr::bench::bench_fit(a.cells, config, a.device.name(), device, a.seed)?;
-    println!("cells               {}", b.cells);
+    let b = gfr::bench::bench_fit(a.cells, a.batch_cells, config, a.device.name(), device, a.seed)?;
+    println!("cells               {} ({} at a time)", b.cells, b.batch_cells);
     println!("seconds per cell    {:.3}", b.seconds_per_cell);
     println!("seconds per epoch   {:.5}", b.seconds_per_epoch);
     println!("cells per hour      {:.0}", b.cells_per_hour);
