@@ -64,7 +64,11 @@ pub fn bench_fit(
     let ids: Vec<u64> = (1..=cells as u64).collect();
     let mut evrs = Vec::new();
     for chunk in ids.chunks(opts.batch_cells) {
-        evrs.extend(fit_and_save_batch(chunk, &opts, &()).into_iter().filter_map(|r| r.test_evr));
+        evrs.extend(
+            fit_and_save_batch(chunk, &opts, &())
+                .into_iter()
+                .filter_map(|r| r.test_evr),
+        );
     }
     let epochs = cells * config.hparams.iter().map(|h| h.epochs).sum::<usize>();
     let total = t0.elapsed().as_secs_f64();

@@ -311,7 +311,8 @@ struct PreprocessArgs {
     /// Allen cell metadata table (column `specimen__id`).
     #[arg(long, default_value = "data/metadata.csv")]
     metadata: PathBuf,
-    /// Fetch missing NWB files from the Allen Brain Atlas API.
+    /// Fetch missing NWB files from the Allen Brain Atlas API (resumable), and without
+    /// --cell-ids list the cells from the API.
     #[arg(long)]
     download: bool,
     #[arg(long)]
@@ -888,8 +889,18 @@ fn bench(a: BenchArgs) -> Result<()> {
         config.config_name,
         a.device.name()
     );
-    let b = gfr::bench::bench_fit(a.cells, a.batch_cells, config, a.device.name(), device, a.seed)?;
-    println!("cells               {} ({} at a time)", b.cells, b.batch_cells);
+    let b = gfr::bench::bench_fit(
+        a.cells,
+        a.batch_cells,
+        config,
+        a.device.name(),
+        device,
+        a.seed,
+    )?;
+    println!(
+        "cells               {} ({} at a time)",
+        b.cells, b.batch_cells
+    );
     println!("seconds per cell    {:.3}", b.seconds_per_cell);
     println!("seconds per epoch   {:.5}", b.seconds_per_epoch);
     println!("cells per hour      {:.0}", b.cells_per_hour);
@@ -904,32 +915,67 @@ fn bench(a: BenchArgs) -> Result<()> {
 fn preprocess(a: PreprocessArgs) -> Result<()> {
     use gfr::data::preprocess::{Outcome, preprocess_cell};
     let data = DataDir::new(&a.data_dir);
+    let where_to_put = || {
+        format!(
+            "put the NWB files in {dir}/specimen_{{id}}/ephys.nwb (the Allen SDK's CellTypesCache layout) or {dir}/{{id}}.nwb",
+            dir = a.nwb_dir.display()
+        )
+    };
     let ids = match &a.cell_ids {
         Some(p) => read_cell_ids(p)?,
         None => {
-            let mut ids: Vec<u64> = gfr::dataset::read_cre_lines(&a.metadata)
-                .with_context(|| "without --cell-ids the cell list comes from --metadata")?
-                .into_keys()
-                .collect();
+            let (mut ids, source) = match a.download.then(gfr::data::download::list_cells) {
+                Some(Ok(ids)) => (ids, "the Allen Brain Atlas API".to_string()),
+                other => {
+                    if let Some(Err(e)) = other {
+                        eprintln!(
+                            "cannot list cells online ({e:#}); using {}",
+                            a.metadata.display()
+                        );
+                    }
+                    let ids: Vec<u64> = gfr::dataset::read_cre_lines(&a.metadata)
+                        .with_context(|| "without --cell-ids the cell list comes from --metadata")?
+                        .into_keys()
+                        .collect();
+                    (ids, a.metadata.display().to_string())
+                }
+            };
             ids.sort_unstable();
             write_cell_ids(&data.cell_ids(), &ids)?;
             eprintln!(
-                "{} cells from {}; ids written to {}",
+                "{} cells from {source}; ids written to {}",
                 ids.len(),
-                a.metadata.display(),
                 data.cell_ids().display()
             );
             ids
         }
     };
     if a.download {
-        bail!(
-            "--download: fetching from the Allen Brain Atlas API is not available in this build; \
-             download the NWB files with the Allen SDK (CellTypesCache) and put them in {}/specimen_{{id}}/ephys.nwb \
-             or {}/{{id}}.nwb",
-            a.nwb_dir.display(),
+        let missing: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| gfr::data::nwb::nwb_path(&a.nwb_dir, id).is_none())
+            .collect();
+        eprintln!(
+            "downloading {} missing NWB files into {}",
+            missing.len(),
             a.nwb_dir.display()
         );
+        let bar = ProgressBar::new(0);
+        if a.quiet {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        for (k, &id) in missing.iter().enumerate() {
+            if let Err(e) = gfr::data::download::download_nwb(&a.nwb_dir, id, &bar) {
+                if k == 0 {
+                    bar.finish_and_clear();
+                    // nothing came through: most likely offline
+                    bail!("--download: {e:#}\n{}", where_to_put());
+                }
+                say(&bar, format!("cell {id}: download failed: {e:#}"));
+            }
+        }
+        bar.finish_and_clear();
     }
     let bar = ProgressBar::new(ids.len() as u64);
     if a.quiet {

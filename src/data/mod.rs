@@ -1,6 +1,7 @@
 //! Data formats: binning of sweeps, the processed-data layout, and pickle I/O.
 
 pub mod binning;
+pub mod download;
 pub mod nwb;
 pub mod pickle;
 pub mod preprocess;

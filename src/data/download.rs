@@ -1,0 +1,128 @@
+//! Fetching recordings from the Allen Brain Atlas API (`gfr preprocess --download`): the cell
+//! list, and each cell's NWB file (the well-known file of type `NWBDownload`), resumable and
+//! written atomically into the Allen SDK cache layout `NWB_DIR/specimen_{id}/ephys.nwb`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The Allen Brain Atlas API.
+pub const API: &str = "https://api.brain-map.org";
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_resolve(Some(Duration::from_secs(10)))
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn query(agent: &ureq::Agent, criteria: &str) -> Result<Vec<serde_json::Value>> {
+    let url = format!("{API}/api/v2/data/query.json?criteria={criteria}");
+    let text = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the Allen Brain Atlas API ({API})"))?
+        .body_mut()
+        .read_to_string()
+        .context("reading the API's answer")?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).context("the API's answer is not JSON")?;
+    if v["success"] != serde_json::Value::Bool(true) {
+        bail!("the API refused the query: {}", v["msg"]);
+    }
+    Ok(v["msg"].as_array().cloned().unwrap_or_default())
+}
+
+/// Every cell id of the Allen Cell Types database, from the API.
+pub fn list_cells() -> Result<Vec<u64>> {
+    let rows = query(
+        &agent(),
+        "model::ApiCellTypesSpecimenDetail,rma::options[num_rows$eq'all']",
+    )?;
+    let mut ids: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["specimen__id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        bail!("the API listed no cells");
+    }
+    Ok(ids)
+}
+
+/// Downloads a cell's NWB file to `NWB_DIR/specimen_{id}/ephys.nwb` (resuming a partial
+/// `.part` file), unless it is already there. Returns the path.
+pub fn download_nwb(nwb_dir: &Path, cell_id: u64, bar: &ProgressBar) -> Result<PathBuf> {
+    let path = nwb_dir
+        .join(format!("specimen_{cell_id}"))
+        .join("ephys.nwb");
+    if path.is_file() {
+        return Ok(path);
+    }
+    let agent = agent();
+    let files = query(
+        &agent,
+        &format!(
+            "model::WellKnownFile,rma::criteria,[attachable_id$eq{cell_id}],well_known_file_type[name$eq'NWBDownload'],rma::options[num_rows$eq'all']"
+        ),
+    )?;
+    let link = files
+        .iter()
+        .find_map(|f| f["download_link"].as_str())
+        .with_context(|| format!("the API has no NWB file for cell {cell_id}"))?;
+    let dir = path.parent().unwrap();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let part = path.with_extension("nwb.part");
+    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let mut req = agent.get(&format!("{API}{link}"));
+    if have > 0 {
+        req = req.header("Range", &format!("bytes={have}-"));
+    }
+    let mut resp = req
+        .call()
+        .with_context(|| format!("downloading cell {cell_id}"))?;
+    let resumed = resp.status() == 206;
+    let remaining: Option<u64> = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let start = if resumed { have } else { 0 };
+    bar.set_style(
+        ProgressStyle::with_template("  cell {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap(),
+    );
+    bar.set_message(cell_id.to_string());
+    bar.set_length(start + remaining.unwrap_or(0));
+    bar.set_position(start);
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(&part)
+        .with_context(|| format!("cannot write {}", part.display()))?;
+    let mut reader = resp.body_mut().as_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).with_context(|| {
+            format!("download of cell {cell_id} interrupted (run again to resume)")
+        })?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .with_context(|| format!("cannot write {}", part.display()))?;
+        bar.inc(n as u64);
+    }
+    out.sync_all().ok();
+    drop(out);
+    std::fs::rename(&part, &path)
+        .with_context(|| format!("cannot move {} into place", path.display()))?;
+    Ok(path)
+}
