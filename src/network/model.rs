@@ -98,30 +98,32 @@ impl LineClassifier for GfrNetwork {
     fn readouts(&self, images: Tensor<3>, readouts: usize) -> Vec<Tensor<2>> {
         let [batch, time, _] = images.dims();
         let h = self.hidden();
+        let device = images.device();
+        // I_t = [x_t, r_{t−1}] · [s ⊙ W_in; c W_rec] + (s ⊙ b_in + c b_rec): one matmul per step,
+        // with the scales folded into the weights once per forward pass
         let scale = self.input_scale.val().reshape([1, h]);
         let biological = self.biological();
+        let (mut w_in, mut w_rec) = (self.input.weight.val(), self.recurrent.weight.val());
+        let zero = || Tensor::<2>::zeros([1, h], &device);
+        let mut b_in = self.input.bias.as_ref().map_or_else(zero, |b| b.val().reshape([1, h]));
+        let mut b_rec = self.recurrent.bias.as_ref().map_or_else(zero, |b| b.val().reshape([1, h]));
+        if biological {
+            w_in = w_in * scale.clone();
+            b_in = b_in * scale;
+        }
+        if self.recurrent_scale != 1.0 {
+            w_rec = w_rec * self.recurrent_scale;
+            b_rec = b_rec * self.recurrent_scale;
+        }
+        let weight = Tensor::cat(vec![w_in, w_rec], 0);
+        let bias = b_in + b_rec;
         let layer = self.neurons.prepare();
         let mut state = self.neurons.init_state(batch);
         let mut logits = Vec::with_capacity(readouts);
         for t in 0..time + readouts {
-            let mut recurrent = self.recurrent.forward(state.rate.clone());
-            if self.recurrent_scale != 1.0 {
-                recurrent = recurrent * self.recurrent_scale;
-            }
-            // at the readout steps the input is zero: W_in · 0 + b_in
-            let x = if t < time {
-                images
-                    .clone()
-                    .slice([0..batch, t..t + 1, 0..SIDE])
-                    .reshape([batch, SIDE])
-            } else {
-                Tensor::zeros([batch, SIDE], &images.device())
-            };
-            let mut input = self.input.forward(x);
-            if biological {
-                input = input * scale.clone();
-            }
-            let current = input + recurrent;
+            // at the readout steps the input is zero
+            let x = if t < time { images.clone().slice([0..batch, t..t + 1, 0..SIDE]).reshape([batch, SIDE]) } else { Tensor::zeros([batch, SIDE], &device) };
+            let current = Tensor::cat(vec![x, state.rate.clone()], 1).matmul(weight.clone()) + bias.clone();
             state = layer.step(state, current);
             if t >= time {
                 logits.push(self.output.forward(state.rate.clone()));

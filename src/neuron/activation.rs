@@ -83,14 +83,19 @@ impl PolynomialActivation {
         let c = self.coeffs.val();
         let terms = c.dims()[1];
         let c2 = c.clone() * c;
-        PreparedActivation {
-            threshold: self.threshold.val().reshape([1, n]),
-            inv_sigma: self.max_current.val().reshape([1, n]).recip(),
-            gamma: self.max_rate.val().reshape([1, n]),
-            c2: (0..terms)
-                .map(|k| c2.clone().slice([0..n, k..k + 1]).reshape([1, n]))
-                .collect(),
-        }
+        let row = |k: usize| c2.clone().slice([0..n, k..k + 1]).reshape([1, n]);
+        let threshold = self.threshold.val().reshape([1, n]);
+        let inv_sigma = self.max_current.val().reshape([1, n]).recip();
+        let gamma = self.max_rate.val().reshape([1, n]);
+        let gamma = (!gamma.clone().equal_elem(1.0).all().into_scalar::<bool>()).then_some(gamma);
+        let poly = if terms == 2 {
+            // degree 1: z = c₁² (x − b)/σ + c₀², an affine map of x
+            let slope = row(1) * inv_sigma;
+            Poly::Affine { offset: row(0) - threshold * slope.clone(), slope }
+        } else {
+            Poly::Horner { threshold, inv_sigma, c2: (0..terms).map(row).collect() }
+        };
+        PreparedActivation { poly, gamma }
     }
     /// The host-side parameters of every neuron.
     pub fn to_params(&self, bin_size: u32) -> Vec<ActivationParams> {
@@ -115,26 +120,36 @@ impl PolynomialActivation {
 /// [`PolynomialActivation`] with its constants reshaped to `[1, N]` rows.
 #[derive(Clone, Debug)]
 pub struct PreparedActivation {
-    threshold: Tensor<2>,
-    inv_sigma: Tensor<2>,
-    gamma: Tensor<2>,
-    /// c_k² for k = 0..=d.
-    c2: Vec<Tensor<2>>,
+    poly: Poly,
+    /// γ, or `None` when every γ is 1.
+    gamma: Option<Tensor<2>>,
+}
+
+#[derive(Clone, Debug)]
+enum Poly {
+    Affine { slope: Tensor<2>, offset: Tensor<2> },
+    Horner { threshold: Tensor<2>, inv_sigma: Tensor<2>, c2: Vec<Tensor<2>> },
 }
 
 impl PreparedActivation {
-    /// g(x) for `x` `[B, N]`, with the polynomial in Horner form.
+    /// g(x) for `x` `[B, N]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let v = (x - self.threshold.clone()) * self.inv_sigma.clone();
-        let d = self.c2.len() - 1;
-        let mut z = if d == 0 {
-            self.c2[0].clone() + v.zeros_like()
-        } else {
-            v.clone() * self.c2[d].clone() + self.c2[d - 1].clone()
+        let z = match &self.poly {
+            Poly::Affine { slope, offset } => x * slope.clone() + offset.clone(),
+            Poly::Horner { threshold, inv_sigma, c2 } => {
+                let v = (x - threshold.clone()) * inv_sigma.clone();
+                let d = c2.len() - 1;
+                let mut z = if d == 0 { c2[0].clone() + v.zeros_like() } else { v.clone() * c2[d].clone() + c2[d - 1].clone() };
+                for k in (0..d.saturating_sub(1)).rev() {
+                    z = z * v.clone() + c2[k].clone();
+                }
+                z
+            }
         };
-        for k in (0..d.saturating_sub(1)).rev() {
-            z = z * v.clone() + self.c2[k].clone();
+        let g = relu(z.tanh());
+        match &self.gamma {
+            Some(gamma) => g * gamma.clone(),
+            None => g,
         }
-        relu(z.tanh()) * self.gamma.clone()
     }
 }
