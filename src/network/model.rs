@@ -105,8 +105,16 @@ impl LineClassifier for GfrNetwork {
         let biological = self.biological();
         let (mut w_in, mut w_rec) = (self.input.weight.val(), self.recurrent.weight.val());
         let zero = || Tensor::<2>::zeros([1, h], &device);
-        let mut b_in = self.input.bias.as_ref().map_or_else(zero, |b| b.val().reshape([1, h]));
-        let mut b_rec = self.recurrent.bias.as_ref().map_or_else(zero, |b| b.val().reshape([1, h]));
+        let mut b_in = self
+            .input
+            .bias
+            .as_ref()
+            .map_or_else(zero, |b| b.val().reshape([1, h]));
+        let mut b_rec = self
+            .recurrent
+            .bias
+            .as_ref()
+            .map_or_else(zero, |b| b.val().reshape([1, h]));
         if biological {
             w_in = w_in * scale.clone();
             b_in = b_in * scale;
@@ -122,8 +130,16 @@ impl LineClassifier for GfrNetwork {
         let mut logits = Vec::with_capacity(readouts);
         for t in 0..time + readouts {
             // at the readout steps the input is zero
-            let x = if t < time { images.clone().slice([0..batch, t..t + 1, 0..SIDE]).reshape([batch, SIDE]) } else { Tensor::zeros([batch, SIDE], &device) };
-            let current = Tensor::cat(vec![x, state.rate.clone()], 1).matmul(weight.clone()) + bias.clone();
+            let x = if t < time {
+                images
+                    .clone()
+                    .slice([0..batch, t..t + 1, 0..SIDE])
+                    .reshape([batch, SIDE])
+            } else {
+                Tensor::zeros([batch, SIDE], &device)
+            };
+            let current =
+                Tensor::cat(vec![x, state.rate.clone()], 1).matmul(weight.clone()) + bias.clone();
             state = layer.step(state, current);
             if t >= time {
                 logits.push(self.output.forward(state.rate.clone()));

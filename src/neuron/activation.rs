@@ -91,9 +91,16 @@ impl PolynomialActivation {
         let poly = if terms == 2 {
             // degree 1: z = c₁² (x − b)/σ + c₀², an affine map of x
             let slope = row(1) * inv_sigma;
-            Poly::Affine { offset: row(0) - threshold * slope.clone(), slope }
+            Poly::Affine {
+                offset: row(0) - threshold * slope.clone(),
+                slope,
+            }
         } else {
-            Poly::Horner { threshold, inv_sigma, c2: (0..terms).map(row).collect() }
+            Poly::Horner {
+                threshold,
+                inv_sigma,
+                c2: (0..terms).map(row).collect(),
+            }
         };
         PreparedActivation { poly, gamma }
     }
@@ -127,8 +134,15 @@ pub struct PreparedActivation {
 
 #[derive(Clone, Debug)]
 enum Poly {
-    Affine { slope: Tensor<2>, offset: Tensor<2> },
-    Horner { threshold: Tensor<2>, inv_sigma: Tensor<2>, c2: Vec<Tensor<2>> },
+    Affine {
+        slope: Tensor<2>,
+        offset: Tensor<2>,
+    },
+    Horner {
+        threshold: Tensor<2>,
+        inv_sigma: Tensor<2>,
+        c2: Vec<Tensor<2>>,
+    },
 }
 
 impl PreparedActivation {
@@ -136,10 +150,18 @@ impl PreparedActivation {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let z = match &self.poly {
             Poly::Affine { slope, offset } => x * slope.clone() + offset.clone(),
-            Poly::Horner { threshold, inv_sigma, c2 } => {
+            Poly::Horner {
+                threshold,
+                inv_sigma,
+                c2,
+            } => {
                 let v = (x - threshold.clone()) * inv_sigma.clone();
                 let d = c2.len() - 1;
-                let mut z = if d == 0 { c2[0].clone() + v.zeros_like() } else { v.clone() * c2[d].clone() + c2[d - 1].clone() };
+                let mut z = if d == 0 {
+                    c2[0].clone() + v.zeros_like()
+                } else {
+                    v.clone() * c2[d].clone() + c2[d - 1].clone()
+                };
                 for k in (0..d.saturating_sub(1)).rev() {
                     z = z * v.clone() + c2[k].clone();
                 }
