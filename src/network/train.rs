@@ -130,7 +130,8 @@ pub fn train<M: LineClassifier>(
     s: &TrainSettings,
     device: &Device,
 ) -> (M, Vec<EpochStats>) {
-    let mut optim = AdamConfig::new().init();
+    // PyTorch's Adam defaults (ε = 1e-8), as the published code used
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
