@@ -531,6 +531,10 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 }
             };
             a.n_nodes = neurons.len();
+            let bins: Vec<(u32, u32)> = neurons
+                .iter()
+                .map(|p| (p.bin_size, p.activation.bin_size))
+                .collect();
             let net = GfrNetwork::new(&neurons, biological, &device).tap_neurons(|l| {
                 l.with_trainable_filters(!a.freeze_neurons)
                     .with_trainable_activation(!a.freeze_activations)
@@ -548,8 +552,16 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 a.n_nodes
             );
             let (net, history) = train(net, &train_set, &test_set, &settings, &device);
-            let neurons_py: Vec<serde_json::Value> =
-                net.neurons.to_params(0).iter().map(params_json).collect();
+            let neurons_py: Vec<serde_json::Value> = net
+                .neurons
+                .to_params(bins[0].0)
+                .into_iter()
+                .zip(&bins)
+                .map(|(mut p, &(bin, actv_bin))| {
+                    (p.bin_size, p.activation.bin_size) = (bin, actv_bin);
+                    params_json(&p)
+                })
+                .collect();
             save_network(&a.save_dir, &name, net)?;
             (
                 name,

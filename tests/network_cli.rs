@@ -215,3 +215,73 @@ fn mnist_from_a_folder_and_corrupt_files() {
     assert!(e.contains("t10k-labels-idx1-ubyte[.gz] is missing"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn biological_neurons_come_from_the_dataset() {
+    use gfr::dataset::{Dataset, DatasetRecord};
+    use gfr::neuron::{ActivationParams, NeuronParams};
+    let dir = scratch("netbio");
+    let mut ds = Dataset::default();
+    for (id, b) in [(1u64, 20.0), (2, 40.0), (3, 60.0)] {
+        let act = ActivationParams {
+            max_current: 300.0,
+            max_firing_rate: 0.2,
+            poly_coeff: vec![0.1, 1.5],
+            threshold: b,
+            bin_size: 20,
+        };
+        let r = gfr::fit::FitResult {
+            params: NeuronParams::initial(20, act),
+            evr1: 0.8,
+            evr2: 0.8,
+            train_losses: vec![0.3],
+            test_losses: vec![0.3],
+            bin_size: 20,
+        };
+        ds.insert(DatasetRecord::from_fit(id, &r, String::new()));
+    }
+    let path = dir.join("ds.pickle");
+    ds.save(&path).unwrap();
+    let j = run(
+        &dir,
+        &[
+            "--epochs",
+            "1",
+            "--n-nodes",
+            "6",
+            "--neurons",
+            "bio",
+            "--dataset",
+            s(&path),
+            "--freeze-neurons",
+            "--freeze-activations",
+        ],
+    );
+    assert_eq!(j["neurons"], "bio");
+    let thresholds: Vec<f64> = neurons(&j)
+        .iter()
+        .map(|n| n["g"]["b"][0].as_f64().unwrap())
+        .collect();
+    assert!(
+        thresholds.iter().all(|b| [20.0, 40.0, 60.0].contains(b)),
+        "{thresholds:?}"
+    );
+    assert!(
+        neurons(&j)
+            .iter()
+            .all(|n| n["bin_size"] == 20 && n["ds"].as_array().unwrap().len() == 8)
+    );
+    let e = fails(&gfr(&[
+        "network",
+        "--neurons",
+        "bio",
+        "--bio-pair",
+        "50/100",
+        "--dataset",
+        s(&path),
+        "--save-dir",
+        s(&dir),
+    ]));
+    assert!(e.contains("bin size 50, activation bin size 100"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
