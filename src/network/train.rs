@@ -103,6 +103,103 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
     n
 }
 
+/// Mean loss, correct count and gradients of one slice of a batch, computed on a fork of the
+/// model (fresh autodiff leaves, same parameter ids) so that slices on different threads build
+/// separate graphs.
+fn slice_grads<M: LineClassifier>(
+    model: M,
+    data: &Mnist,
+    idx: &[usize],
+    device: &Device,
+) -> (f64, usize, GradientsParams) {
+    let model = model.fork(device);
+    let (x, y) = batch_tensors(data, idx, device);
+    let logits = model.readouts(x, 1).remove(0);
+    let loss = CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(logits.clone(), y.clone());
+    let correct = logits
+        .argmax(1)
+        .reshape([idx.len()])
+        .equal(y)
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize;
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (loss.into_scalar::<f32>() as f64, correct, grads)
+}
+
+/// Weighted sum of several gradient sets of one module.
+struct WeightedSum<'a> {
+    parts: Vec<(f64, GradientsParams)>,
+    out: &'a mut GradientsParams,
+}
+
+impl ModuleVisitor for WeightedSum<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let sum = self
+            .parts
+            .iter_mut()
+            .filter_map(|(w, g)| g.remove::<D>(param.id).map(|g| g * *w))
+            .reduce(|a, b| a + b);
+        if let Some(sum) = sum {
+            self.out.register(param.id, sum);
+        }
+    }
+}
+
+/// Mean cross-entropy, correct count and gradients of a mini-batch. The batch is split over
+/// the cores (data parallel); the gradients are the slices' gradients weighted by their
+/// sizes, i.e. those of the whole batch's mean loss.
+pub fn batch_grads<M: LineClassifier>(
+    model: &M,
+    data: &Mnist,
+    idx: &[usize],
+    device: &Device,
+) -> (f64, usize, GradientsParams) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = if idx.len() >= 32 {
+        threads.min(idx.len() / 16).max(1)
+    } else {
+        1
+    };
+    if parts == 1 {
+        return slice_grads(model.clone(), data, idx, device);
+    }
+    let per = idx.len().div_ceil(parts);
+    let results: Vec<(usize, (f64, usize, GradientsParams))> = std::thread::scope(|scope| {
+        let handles: Vec<_> = idx
+            .chunks(per)
+            .map(|slice| {
+                let m = model.clone();
+                let device = device.clone();
+                scope.spawn(move || (slice.len(), slice_grads(m, data, slice, &device)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("training thread"))
+            .collect()
+    });
+    let n = idx.len() as f64;
+    let loss = results
+        .iter()
+        .map(|(k, (l, _, _))| *k as f64 * l)
+        .sum::<f64>()
+        / n;
+    let correct = results.iter().map(|(_, (_, c, _))| c).sum();
+    let mut grads = GradientsParams::new();
+    let parts = results
+        .into_iter()
+        .map(|(k, (_, _, g))| (k as f64 / n, g))
+        .collect();
+    model.visit(&mut WeightedSum {
+        parts,
+        out: &mut grads,
+    });
+    (loss, correct, grads)
+}
+
 /// Step-1 and vote accuracy of `model` on `data`.
 pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> (f64, f64) {
     let (mut step1, mut voted) = (0usize, 0usize);
@@ -132,7 +229,6 @@ pub fn train<M: LineClassifier>(
 ) -> (M, Vec<EpochStats>) {
     // PyTorch's Adam defaults (ε = 1e-8), as the published code used
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let batches = train.len().div_ceil(s.batch_size);
@@ -158,18 +254,9 @@ pub fn train<M: LineClassifier>(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         for chunk in order.chunks(s.batch_size) {
-            let (x, y) = batch_tensors(train, chunk, device);
-            let logits = model.readouts(x, 1).remove(0);
-            let loss = loss_fn.forward(logits.clone(), y.clone());
-            correct += logits
-                .argmax(1)
-                .reshape([chunk.len()])
-                .equal(y)
-                .int()
-                .sum()
-                .into_scalar::<i64>() as usize;
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
+            let (loss, batch_correct, mut grads) = batch_grads(&model, train, chunk, device);
+            loss_sum += loss * chunk.len() as f64;
+            correct += batch_correct;
             clip_global_norm(&model, &mut grads, CLIP_NORM);
             model = optim.step(s.lr, model, grads);
             bar.inc(1);
@@ -220,4 +307,55 @@ pub fn parameter_counts<M: Module>(model: &M) -> (usize, usize) {
     let mut c = Count(0, 0);
     model.visit(&mut c);
     (c.0, c.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{GfrNetwork, default_neuron, mnist};
+
+    /// Gradients of a mini-batch split over threads equal those of the whole batch.
+    #[test]
+    fn data_parallel_gradients_equal_whole_batch_gradients() {
+        let (train, _) = mnist::builtin_sample();
+        let device = crate::device::cpu().autodiff();
+        let net = GfrNetwork::new(&vec![default_neuron(); 12], false, &device);
+        let idx: Vec<usize> = (0..48).collect();
+        let (loss_a, correct_a, grads_a) = slice_grads(net.clone(), &train, &idx, &device);
+        // force a split into three slices of 16
+        let mut parts = Vec::new();
+        for slice in idx.chunks(16) {
+            let (l, c, g) = slice_grads(net.clone(), &train, slice, &device);
+            parts.push((l, c, (slice.len() as f64 / 48.0, g)));
+        }
+        let loss_b: f64 = parts.iter().map(|p| p.0 / 3.0).sum();
+        let correct_b: usize = parts.iter().map(|p| p.1).sum();
+        let mut grads_b = GradientsParams::new();
+        net.visit(&mut WeightedSum {
+            parts: parts.into_iter().map(|p| p.2).collect(),
+            out: &mut grads_b,
+        });
+        assert!((loss_a - loss_b).abs() < 1e-5, "{loss_a} vs {loss_b}");
+        assert_eq!(correct_a, correct_b);
+        let flat = |g: &GradientsParams| -> Vec<f32> {
+            let w = g.get::<2>(net.recurrent.weight.id).unwrap();
+            let a = g.get::<2>(net.neurons.alpha.id).unwrap();
+            [w, a]
+                .into_iter()
+                .flat_map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+                .collect()
+        };
+        let (a, b) = (flat(&grads_a), flat(&grads_b));
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(scale > 0.0);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-4 * scale, "{x} vs {y}");
+        }
+        // and the threaded path gives the same numbers
+        let (loss_c, correct_c, grads_c) = batch_grads(&net, &train, &idx, &device);
+        assert!((loss_a - loss_c).abs() < 1e-5 && correct_a == correct_c);
+        for (x, y) in a.iter().zip(&flat(&grads_c)) {
+            assert!((x - y).abs() <= 1e-4 * scale, "{x} vs {y}");
+        }
+    }
 }
