@@ -1,9 +1,8 @@
 //! Fitting the filters α, β (and optionally the activation) by backpropagation through time
 //! with the fused scan and Burn's Adam (spec §3, second stage).
 
-use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
@@ -11,7 +10,7 @@ use super::config::RunConfig;
 use super::evr::explained_variance_ratio;
 use crate::data::CellRecording;
 use crate::neuron::{GfrLayer, NeuronParams};
-use crate::scan::{self, NeuronGrads, SweepBatch};
+use crate::scan::{self, SweepBatch};
 
 /// Stimuli used for training; validation is on Noise 1 and testing on Noise 2.
 pub const TRAIN_STIMULI: [&str; 3] = ["Long Square", "Ramp", "Noise 1"];
@@ -153,85 +152,86 @@ pub struct RunSettings {
     pub train_activation: bool,
 }
 
-fn grad_tensor(values: Vec<f64>, shape: [usize; 2], device: &Device) -> Tensor<2> {
-    Tensor::from_data(
-        TensorData::new(
-            values.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
-            shape,
-        ),
-        device,
-    )
+/// Sweeps of several cells for one scan: time-major, one scan column per sweep.
+struct StepBatch {
+    /// P: `[1, T, S]` (pA).
+    current: Tensor<3>,
+    /// Recorded rate `[T, S]` (ms⁻¹) and valid-bin mask `[T, S]`.
+    target: Tensor<2>,
+    mask: Tensor<2>,
+    /// Loss weight of each sweep, `[1, S]`.
+    weight: Tensor<2>,
+    /// The cell (layer row) of each sweep, `[S]`.
+    rows: Tensor<1, Int>,
+    /// Valid bins of each sweep, `[1, S]`.
+    lengths: Tensor<2, Int>,
+    /// Each cell and its sweeps' columns.
+    spans: Vec<(usize, std::ops::Range<usize>)>,
 }
 
-fn register_grad<const D: usize>(
-    grads: &mut GradientsParams,
-    param: &Param<Tensor<D>>,
-    g: Tensor<D>,
-) {
-    if param.val().is_require_grad() {
-        grads.register(param.id, g);
+impl StepBatch {
+    /// `cells`: (layer row, sweeps) pairs.
+    fn new(cells: &[(usize, &SweepBatch)], device: &Device) -> Self {
+        let sweeps: usize = cells.iter().map(|(_, b)| b.n_sweeps()).sum();
+        let time = cells.iter().map(|(_, b)| b.time).max().unwrap_or(0);
+        let (mut current, mut target, mut mask) = (
+            vec![0.0f32; time * sweeps],
+            vec![0.0f32; time * sweeps],
+            vec![0.0f32; time * sweeps],
+        );
+        let (mut weight, mut rows, mut spans) = (Vec::new(), Vec::new(), Vec::new());
+        let mut lengths = Vec::new();
+        let mut col = 0;
+        for &(cell, b) in cells {
+            let start = col;
+            for s in 0..b.n_sweeps() {
+                for t in 0..b.len[s] {
+                    current[t * sweeps + col] = b.current[s * b.time + t] as f32;
+                    target[t * sweeps + col] = b.target[s * b.time + t] as f32;
+                    mask[t * sweeps + col] = 1.0;
+                }
+                weight.push(b.weight[s] as f32);
+                rows.push(cell as i64);
+                lengths.push(b.len[s] as i64);
+                col += 1;
+            }
+            spans.push((cell, start..col));
+        }
+        let t2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [time, sweeps]), device);
+        Self {
+            current: Tensor::from_data(TensorData::new(current, [1, time, sweeps]), device),
+            target: t2(target),
+            mask: t2(mask),
+            weight: Tensor::from_data(TensorData::new(weight, [1, sweeps]), device),
+            rows: Tensor::from_data(TensorData::new(rows, [sweeps]), device),
+            lengths: Tensor::from_data(TensorData::new(lengths, [1, sweeps]), device),
+            spans,
+        }
     }
 }
 
-/// Turns per-neuron scan gradients (plus the L1 term) into Burn gradients for the layer's
-/// trainable parameters, one row per neuron.
-fn layer_grads(
-    layer: &GfrLayer,
-    g: &[NeuronGrads],
-    p: &[NeuronParams],
-    l1: f64,
-    device: &Device,
-) -> GradientsParams {
-    let sign = |x: f64| {
-        if x > 0.0 {
-            1.0
-        } else if x < 0.0 {
-            -1.0
-        } else {
-            0.0
-        }
-    };
-    let (rows, n, terms) = (g.len(), g[0].alpha.len(), g[0].coeffs.len());
-    let with_l1 = |grad: &[f64], w: &[f64]| -> Vec<f64> {
-        grad.iter()
-            .zip(w)
-            .map(|(g, w)| g + l1 * sign(*w))
-            .collect::<Vec<_>>()
-    };
-    let alpha: Vec<f64> = g
-        .iter()
-        .zip(p)
-        .flat_map(|(g, p)| with_l1(&g.alpha, &p.alpha))
-        .collect();
-    let beta: Vec<f64> = g
-        .iter()
-        .zip(p)
-        .flat_map(|(g, p)| with_l1(&g.beta, &p.beta))
-        .collect();
-    let mut grads = GradientsParams::new();
-    register_grad(
-        &mut grads,
-        &layer.alpha,
-        grad_tensor(alpha, [rows, n], device),
-    );
-    register_grad(
-        &mut grads,
-        &layer.beta,
-        grad_tensor(beta, [rows, n], device),
-    );
-    let act = &layer.activation;
-    let b = grad_tensor(g.iter().map(|g| g.threshold).collect(), [rows, 1], device).reshape([rows]);
-    register_grad(&mut grads, &act.threshold, b);
-    register_grad(
-        &mut grads,
-        &act.coeffs,
-        grad_tensor(
-            g.iter().flat_map(|g| g.coeffs.clone()).collect(),
-            [rows, terms],
-            device,
-        ),
-    );
-    grads
+/// Poisson loss of every sweep (summed over its valid bins) and their weighted total, through
+/// the scan.
+fn sweep_losses(
+    neurons: &scan::ScanNeurons,
+    batch: &StepBatch,
+    dt: f64,
+    eps: f64,
+) -> (Tensor<2>, Tensor<1>) {
+    let [_, time, sweeps] = batch.current.dims();
+    let neurons = neurons.select(batch.rows.clone());
+    let rate = scan::scan(
+        &neurons,
+        batch.current.clone(),
+        None,
+        Some(batch.lengths.clone()),
+    )
+    .reshape([time, sweeps]);
+    let mu = rate * dt;
+    let nll = (mu.clone() - batch.target.clone() * dt * (mu + eps).log()) * batch.mask.clone();
+    let sweep_loss = nll.sum_dim(0);
+    let total = (sweep_loss.clone() * batch.weight.clone()).sum();
+    (sweep_loss, total)
 }
 
 /// Where one cell's run stands.
@@ -316,33 +316,41 @@ pub fn train_runs(
         }
         let mut epoch_loss = vec![0.0; cells];
         for k in 0..groups {
-            let batches: Vec<&SweepBatch> =
-                (0..cells).map(|c| &data[c].train[orders[c][k]].1).collect();
-            let mut out = scan::loss_and_grad_cells(&params, &batches, dt, settings.eps);
+            // cells at the same training group share a scan: their sweeps have similar
+            // lengths, so little is padded
+            let mut by_group: std::collections::BTreeMap<usize, Vec<(usize, &SweepBatch)>> =
+                Default::default();
             for c in 0..cells {
-                let (losses, g) = &mut out[c];
-                let loss = per_bin(losses, batches[c]);
-                let finite =
-                    loss.is_finite() && g.alpha.iter().chain(&g.beta).all(|x| x.is_finite());
-                if !finite {
-                    if matches!(state[c], CellRun::Running { .. }) {
-                        state[c] = CellRun::Diverged;
-                    }
-                    // keep the cell's rows out of harm's way; its run is discarded
-                    g.alpha
-                        .iter_mut()
-                        .chain(g.beta.iter_mut())
-                        .chain(g.coeffs.iter_mut())
-                        .for_each(|x| *x = 0.0);
-                    g.threshold = 0.0;
-                }
-                epoch_loss[c] += loss;
+                let g = orders[c][k];
+                by_group
+                    .entry(g)
+                    .or_default()
+                    .push((c, &data[c].train[g].1));
             }
-            let grads: Vec<NeuronGrads> = out.into_iter().map(|(_, g)| g).collect();
-            let bgrads = layer_grads(&layer, &grads, &params, settings.l1, device);
-            layer = optim.step(run.lr, layer, bgrads);
-            params = layer.to_params(bin);
+            let neurons = layer.scan_neurons();
+            let mut total = if settings.l1 != 0.0 {
+                (layer.alpha.val().abs().sum() + layer.beta.val().abs().sum()) * settings.l1
+            } else {
+                Tensor::zeros([1], &ad)
+            };
+            for group in by_group.values() {
+                let step = StepBatch::new(group, &ad);
+                let (sweep_loss, group_total) = sweep_losses(&neurons, &step, dt, settings.eps);
+                total = total + group_total;
+                let sweep_loss = crate::neuron::to_vec(sweep_loss);
+                for ((c, cols), (_, batch)) in step.spans.iter().zip(group) {
+                    let loss = per_bin(&sweep_loss[cols.clone()], batch);
+                    if !loss.is_finite() && matches!(state[*c], CellRun::Running { .. }) {
+                        // the cell's run is discarded; its rows do not touch the other cells'
+                        state[*c] = CellRun::Diverged;
+                    }
+                    epoch_loss[*c] += loss;
+                }
+            }
+            let grads = GradientsParams::from_grads(total.backward(), &layer);
+            layer = optim.step(run.lr, layer, grads);
         }
+        params = layer.to_params(bin);
         let mut running_losses = Vec::new();
         for c in 0..cells {
             let CellRun::Running {

@@ -123,29 +123,24 @@ impl LineClassifier for GfrNetwork {
             w_rec = w_rec * self.recurrent_scale;
             b_rec = b_rec * self.recurrent_scale;
         }
-        let weight = Tensor::cat(vec![w_in, w_rec], 0);
-        let bias = b_in + b_rec;
-        let layer = self.neurons.prepare();
-        let mut state = self.neurons.init_state(batch);
-        let mut logits = Vec::with_capacity(readouts);
-        for t in 0..time + readouts {
-            // at the readout steps the input is zero
-            let x = if t < time {
-                images
+        // P_t = x_t W_in + b_in + b_rec for every bin (x = 0 at the readout steps), then the
+        // fused scan runs the recurrence I_t = P_t + r_{t−1} W_rec through the neurons
+        let driven = images
+            .reshape([batch * time, SIDE])
+            .matmul(w_in)
+            .reshape([batch, time, h]);
+        let rest = Tensor::<3>::zeros([batch, readouts, h], &device);
+        let current = Tensor::cat(vec![driven, rest], 1) + (b_in + b_rec).unsqueeze::<3>();
+        let rates = self.neurons.scan(current, Some(w_rec));
+        (time..time + readouts)
+            .map(|t| {
+                let r = rates
                     .clone()
-                    .slice([0..batch, t..t + 1, 0..SIDE])
-                    .reshape([batch, SIDE])
-            } else {
-                Tensor::zeros([batch, SIDE], &device)
-            };
-            let current =
-                Tensor::cat(vec![x, state.rate.clone()], 1).matmul(weight.clone()) + bias.clone();
-            state = layer.step(state, current);
-            if t >= time {
-                logits.push(self.output.forward(state.rate.clone()));
-            }
-        }
-        logits
+                    .slice([0..batch, t..t + 1, 0..h])
+                    .reshape([batch, h]);
+                self.output.forward(r)
+            })
+            .collect()
     }
 }
 

@@ -173,7 +173,10 @@ pub fn batch_grads<M: LineClassifier>(
             .map(|slice| {
                 let m = model.clone();
                 let device = device.clone();
-                scope.spawn(move || (slice.len(), slice_grads(m, data, slice, &device)))
+                scope.spawn(move || {
+                    let grads = crate::scan::cpu::serial(|| slice_grads(m, data, slice, &device));
+                    (slice.len(), grads)
+                })
             })
             .collect();
         handles

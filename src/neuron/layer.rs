@@ -1,14 +1,15 @@
 //! A layer of GFR neurons as a Burn module: step and sequence functions (spec §1).
 //!
-//! This is the differentiable reference of the model. The cell fitter runs the same
-//! dynamics through the fused scan in [`crate::scan`], whose tests compare values and
-//! gradients against [`GfrLayer::sequence`]; the network steps through [`GfrLayer::step`].
+//! The cell fitter and the network run the layer through the fused scan ([`GfrLayer::scan`],
+//! [`crate::scan`]); [`GfrLayer::sequence`] steps plain tensor ops bin by bin and is the
+//! differentiable reference the scan is tested against.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
 use super::activation::{tensor1, tensor2, to_vec};
 use super::{NeuronParams, PolynomialActivation, RATE_HISTORY_SCALE};
+use crate::scan::ScanNeurons;
 
 /// N GFR neurons with n filters each, sharing the decay rates λ.
 #[derive(Module, Debug)]
@@ -114,7 +115,28 @@ impl GfrLayer {
         }
     }
 
-    /// Runs the layer from rest over `current` (pA), `[B, T, N]`; returns rates `[B, T, N]`.
+    /// The parameters as the fused scan takes them (rate-history scale folded into β).
+    pub fn scan_neurons(&self) -> ScanNeurons {
+        let act = &self.activation;
+        ScanNeurons {
+            alpha: self.alpha.val(),
+            beta: self.beta.val() * self.history_scale,
+            decay: self.decay.val(),
+            coeffs: act.coeffs.val(),
+            threshold: act.threshold.val(),
+            max_current: act.max_current.val(),
+            max_rate: act.max_rate.val(),
+        }
+    }
+
+    /// Runs the layer from rest over `current` (pA) `[B, T, N]` with the fused scan; returns
+    /// rates `[B, T, N]`. With `recurrent` W `[N, N]` each bin's input is P_t + r_{t−1} W.
+    pub fn scan(&self, current: Tensor<3>, recurrent: Option<Tensor<2>>) -> Tensor<3> {
+        crate::scan::scan(&self.scan_neurons(), current, recurrent, None)
+    }
+
+    /// Runs the layer from rest over `current` (pA), `[B, T, N]`, step by step with plain
+    /// tensor ops: the reference the fused scan is tested against. Returns rates `[B, T, N]`.
     pub fn sequence(&self, current: Tensor<3>) -> Tensor<3> {
         let [batch, time, n_neurons] = current.dims();
         let mut state = self.init_state(batch);

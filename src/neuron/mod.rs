@@ -12,6 +12,7 @@ mod params;
 
 pub use activation::PolynomialActivation;
 pub(crate) use activation::tensor1 as activation_tensor1;
+pub(crate) use activation::to_vec;
 pub use layer::{GfrLayer, GfrState, PreparedLayer, poisson_nll};
 pub use params::{ActivationParams, NeuronParams};
 

@@ -1,0 +1,438 @@
+//! The scan on the host: forward and backward (BPTT) over `f64` buffers, split over the cores.
+//!
+//! Layout: sequences are row-major `[B, T, N]` (batch, time bin, neuron); neuron parameters
+//! are one row per neuron. The recurrence of spec §1, with an optional recurrent weight W
+//! (`[N, N]`, presynaptic row k, postsynaptic column j):
+//!
+//! ```text
+//! I_t = P_t + r_{t−1} W                      (total input current, pA)
+//! h_t = (1 − λ) ⊙ h_{t−1} + α I_t + β r_{t−1}  (β already carries the history scale)
+//! u_t = mean_i h_t[i],  r_t = g(u_t)
+//! ```
+//!
+//! The backward pass runs the adjoint recurrence in reverse, with a_t = ∂L/∂h_t and
+//! J_t = ∂L/∂I_t:
+//!
+//! ```text
+//! R_t = ∂L/∂r_t (from outside) + Σ_i β_i a_{t+1}[i] + (J_{t+1} Wᵀ)
+//! a_t = (1 − λ) ⊙ a_{t+1} + R_t g'(u_t) / n,   J_t = Σ_i α_i a_t[i]
+//! ∂L/∂α_i = Σ_t a_t[i] I_t,   ∂L/∂β_i = Σ_t a_t[i] r_{t−1},   ∂L/∂P_t = J_t
+//! ```
+//!
+//! ∂L/∂W = Σ_t r_{t−1}ᵀ J_t is one matmul, left to the caller.
+
+use std::ops::Range;
+
+/// Neuron parameters of a scan, one row per neuron (N neurons, n filters, K coefficients).
+#[derive(Clone, Copy, Debug)]
+pub struct HostNeurons<'a> {
+    /// α, `[N, n]`.
+    pub alpha: &'a [f64],
+    /// Effective rate-history weights (h += β r), `[N, n]`.
+    pub beta: &'a [f64],
+    /// 1 − λ, `[n]`.
+    pub decay: &'a [f64],
+    /// c, `[N, K]`.
+    pub coeffs: &'a [f64],
+    /// b (pA), σ (pA), γ (ms⁻¹), `[N]` each.
+    pub threshold: &'a [f64],
+    pub max_current: &'a [f64],
+    pub max_rate: &'a [f64],
+}
+
+impl HostNeurons<'_> {
+    pub fn n_neurons(&self) -> usize {
+        self.threshold.len()
+    }
+    pub fn n_filters(&self) -> usize {
+        self.decay.len()
+    }
+    pub fn n_coeffs(&self) -> usize {
+        self.coeffs.len() / self.n_neurons().max(1)
+    }
+}
+
+/// Shape of a scan: batch, time bins, neurons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub time: usize,
+    pub neurons: usize,
+}
+
+impl Dims {
+    fn len(&self) -> usize {
+        self.batch * self.time * self.neurons
+    }
+    fn at(&self, b: usize, t: usize, j: usize) -> usize {
+        (b * self.time + t) * self.neurons + j
+    }
+}
+
+/// What the forward pass keeps for the backward pass, each `[B, T, N]`.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// r_t (ms⁻¹).
+    pub rates: Vec<f64>,
+    /// u_t = mean_i h_t[i], the activation's input (pA).
+    pub act_in: Vec<f64>,
+    /// I_t, the total input current (pA).
+    pub total: Vec<f64>,
+    /// ∂r/∂z = γ (1 − tanh² z) where the neuron fires, else 0.
+    pub slope: Vec<f64>,
+}
+
+/// Gradients of a scan.
+#[derive(Clone, Debug, Default)]
+pub struct HostGrads {
+    /// ∂L/∂P, `[B, T, N]`.
+    pub current: Vec<f64>,
+    pub alpha: Vec<f64>,
+    pub beta: Vec<f64>,
+    pub coeffs: Vec<f64>,
+    pub threshold: Vec<f64>,
+}
+
+/// g(u) and the pieces its derivatives need, for neuron j.
+struct Act {
+    rate: f64,
+    /// ∂r/∂z (0 where the rectifier is off).
+    dr_dz: f64,
+    /// v = (u − b)/σ.
+    v: f64,
+}
+
+#[inline]
+fn activation(nrn: &HostNeurons, j: usize, u: f64) -> Act {
+    let k = nrn.n_coeffs();
+    let v = (u - nrn.threshold[j]) / nrn.max_current[j];
+    let mut z = 0.0;
+    let mut pw = 1.0;
+    for &c in &nrn.coeffs[j * k..(j + 1) * k] {
+        z += c * c * pw;
+        pw *= v;
+    }
+    let th = z.tanh();
+    let gamma = nrn.max_rate[j];
+    if th > 0.0 {
+        Act {
+            rate: gamma * th,
+            dr_dz: gamma * (1.0 - th * th),
+            v,
+        }
+    } else {
+        Act {
+            rate: 0.0,
+            dr_dz: 0.0,
+            v,
+        }
+    }
+}
+
+thread_local! {
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the scans of this thread kept on this thread: for callers that already
+/// split their work over the cores (the network's data-parallel mini-batches).
+pub fn serial<T>(f: impl FnOnce() -> T) -> T {
+    let before = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(before));
+    out
+}
+
+/// Work split: batch rows and a neuron range per task. With a recurrent weight the neurons of
+/// a row are coupled, so tasks split rows only.
+fn tasks(dims: Dims, recurrent: bool) -> Vec<(Range<usize>, Range<usize>)> {
+    let workers = if SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let work = dims.len() * if recurrent { dims.neurons } else { 1 };
+    if workers == 1 || work < 20_000 {
+        return vec![(0..dims.batch, 0..dims.neurons)];
+    }
+    let split = |n: usize| -> Vec<Range<usize>> {
+        let parts = workers.min(n).max(1);
+        (0..parts)
+            .map(|p| p * n / parts..(p + 1) * n / parts)
+            .filter(|r| !r.is_empty())
+            .collect()
+    };
+    if recurrent || dims.batch >= workers {
+        split(dims.batch)
+            .into_iter()
+            .map(|b| (b, 0..dims.neurons))
+            .collect()
+    } else {
+        split(dims.neurons)
+            .into_iter()
+            .map(|j| (0..dims.batch, j))
+            .collect()
+    }
+}
+
+/// Runs `f` on every task, in parallel when there are several.
+fn run_tasks<T: Send>(
+    tasks: &[(Range<usize>, Range<usize>)],
+    f: impl Fn(Range<usize>, Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    if tasks.len() == 1 {
+        let (b, j) = tasks[0].clone();
+        return vec![f(b, j)];
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = tasks
+            .iter()
+            .map(|(b, j)| {
+                let (b, j, f) = (b.clone(), j.clone(), &f);
+                s.spawn(move || f(b, j))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("scan worker panicked"))
+            .collect()
+    })
+}
+
+/// Forward pass over `current` (P, `[B, T, N]`); `lengths`: valid bins per sequence `[B, N]`
+/// (later bins keep rate 0); `recurrent`: W, `[N, N]`.
+pub fn forward(
+    nrn: &HostNeurons,
+    current: &[f64],
+    dims: Dims,
+    lengths: &[usize],
+    recurrent: Option<&[f64]>,
+) -> Trace {
+    assert_eq!(current.len(), dims.len(), "current has the wrong size");
+    assert_eq!(
+        lengths.len(),
+        dims.batch * dims.neurons,
+        "one length per sequence"
+    );
+    assert_eq!(
+        nrn.n_neurons(),
+        dims.neurons,
+        "one parameter row per neuron"
+    );
+    let n = nrn.n_filters();
+    let parts = run_tasks(&tasks(dims, recurrent.is_some()), |rows, cols| {
+        let width = cols.len();
+        let size = rows.len() * dims.time * width;
+        let mut out = Trace {
+            rates: vec![0.0; size],
+            act_in: vec![0.0; size],
+            total: vec![0.0; size],
+            slope: vec![0.0; size],
+        };
+        let mut h = vec![0.0; width * n];
+        let mut r_prev = vec![0.0; dims.neurons];
+        let mut input = vec![0.0; width];
+        for (bl, b) in rows.clone().enumerate() {
+            h.iter_mut().for_each(|x| *x = 0.0);
+            r_prev.iter_mut().for_each(|x| *x = 0.0);
+            for t in 0..dims.time {
+                let row = dims.at(b, t, 0);
+                input.copy_from_slice(&current[row + cols.start..row + cols.end]);
+                if let Some(w) = recurrent {
+                    // I_j += Σ_k r_{t−1}[k] W[k, j]
+                    for (k, &r) in r_prev.iter().enumerate() {
+                        if r != 0.0 {
+                            let wk = &w[k * dims.neurons + cols.start..k * dims.neurons + cols.end];
+                            for (i, &wkj) in input.iter_mut().zip(wk) {
+                                *i += r * wkj;
+                            }
+                        }
+                    }
+                }
+                let base = (bl * dims.time + t) * width;
+                for (jl, j) in cols.clone().enumerate() {
+                    if t >= lengths[b * dims.neurons + j] {
+                        continue;
+                    }
+                    let i_t = input[jl];
+                    let hj = &mut h[jl * n..(jl + 1) * n];
+                    let (a, bta) = (
+                        &nrn.alpha[j * n..(j + 1) * n],
+                        &nrn.beta[j * n..(j + 1) * n],
+                    );
+                    let mut sum = 0.0;
+                    for i in 0..n {
+                        hj[i] = nrn.decay[i] * hj[i] + a[i] * i_t + bta[i] * r_prev[j];
+                        sum += hj[i];
+                    }
+                    let u = sum / n as f64;
+                    let act = activation(nrn, j, u);
+                    out.rates[base + jl] = act.rate;
+                    out.slope[base + jl] = act.dr_dz;
+                    out.act_in[base + jl] = u;
+                    out.total[base + jl] = i_t;
+                }
+                for (jl, j) in cols.clone().enumerate() {
+                    r_prev[j] = out.rates[base + jl];
+                }
+            }
+        }
+        (rows, cols, out)
+    });
+    let mut trace = Trace {
+        rates: vec![0.0; dims.len()],
+        act_in: vec![0.0; dims.len()],
+        total: vec![0.0; dims.len()],
+        slope: vec![0.0; dims.len()],
+    };
+    for (rows, cols, part) in parts {
+        let width = cols.len();
+        for (bl, b) in rows.enumerate() {
+            for t in 0..dims.time {
+                let src = (bl * dims.time + t) * width;
+                let dst = dims.at(b, t, cols.start);
+                trace.rates[dst..dst + width].copy_from_slice(&part.rates[src..src + width]);
+                trace.act_in[dst..dst + width].copy_from_slice(&part.act_in[src..src + width]);
+                trace.total[dst..dst + width].copy_from_slice(&part.total[src..src + width]);
+                trace.slope[dst..dst + width].copy_from_slice(&part.slope[src..src + width]);
+            }
+        }
+    }
+    trace
+}
+
+/// Backward pass: `grad_rates` is ∂L/∂r, `[B, T, N]`; `trace` comes from [`forward`].
+pub fn backward(
+    nrn: &HostNeurons,
+    dims: Dims,
+    lengths: &[usize],
+    recurrent: Option<&[f64]>,
+    trace: &Trace,
+    grad_rates: &[f64],
+) -> HostGrads {
+    assert_eq!(grad_rates.len(), dims.len(), "∂L/∂r has the wrong size");
+    let (n, kk, nn) = (nrn.n_filters(), nrn.n_coeffs(), dims.neurons);
+    let parts = run_tasks(&tasks(dims, recurrent.is_some()), |rows, cols| {
+        let width = cols.len();
+        let mut g = HostGrads {
+            current: vec![0.0; rows.len() * dims.time * width],
+            alpha: vec![0.0; width * n],
+            beta: vec![0.0; width * n],
+            coeffs: vec![0.0; width * kk],
+            threshold: vec![0.0; width],
+        };
+        let mut a = vec![0.0; width * n];
+        // J_{t+1} over all neurons (only needed with a recurrent weight)
+        let mut j_next = vec![0.0; nn];
+        let mut j_cur = vec![0.0; nn];
+        for (bl, b) in rows.clone().enumerate() {
+            a.iter_mut().for_each(|x| *x = 0.0);
+            j_next.iter_mut().for_each(|x| *x = 0.0);
+            for t in (0..dims.time).rev() {
+                for (jl, j) in cols.clone().enumerate() {
+                    if t >= lengths[b * nn + j] {
+                        j_cur[j] = 0.0;
+                        continue;
+                    }
+                    let at = dims.at(b, t, j);
+                    let aj = &mut a[jl * n..(jl + 1) * n];
+                    let (al, bt) = (
+                        &nrn.alpha[j * n..(j + 1) * n],
+                        &nrn.beta[j * n..(j + 1) * n],
+                    );
+                    // R_t = ∂L/∂r_t + Σ_i β_i a_{t+1}[i] + Σ_m J_{t+1}[m] W[j, m]
+                    let mut r = grad_rates[at];
+                    for i in 0..n {
+                        r += bt[i] * aj[i];
+                    }
+                    if let Some(w) = recurrent {
+                        let wj = &w[j * nn..(j + 1) * nn];
+                        r += dot(wj, &j_next);
+                    }
+                    let mut e = 0.0;
+                    let act = Act {
+                        rate: trace.rates[at],
+                        dr_dz: if r != 0.0 { trace.slope[at] } else { 0.0 },
+                        v: (trace.act_in[at] - nrn.threshold[j]) / nrn.max_current[j],
+                    };
+                    if act.dr_dz != 0.0 {
+                        // ∂r/∂v = γ(1 − tanh²) Σ_k k c_k² v^{k−1};  ∂r/∂c_k = γ(1 − tanh²) 2 c_k v^k
+                        let c = &nrn.coeffs[j * kk..(j + 1) * kk];
+                        let (mut dz_dv, mut pw) = (0.0, 1.0);
+                        for (k, &ck) in c.iter().enumerate() {
+                            g.coeffs[jl * kk + k] += r * act.dr_dz * 2.0 * ck * pw;
+                            if k + 1 < kk {
+                                dz_dv += (k + 1) as f64 * c[k + 1] * c[k + 1] * pw;
+                            }
+                            pw *= act.v;
+                        }
+                        e = r * act.dr_dz * dz_dv / nrn.max_current[j];
+                        g.threshold[jl] -= e;
+                    }
+                    let i_t = trace.total[at];
+                    let r_prev = if t > 0 {
+                        trace.rates[dims.at(b, t - 1, j)]
+                    } else {
+                        0.0
+                    };
+                    let mut jj = 0.0;
+                    let share = e / n as f64;
+                    for i in 0..n {
+                        aj[i] = nrn.decay[i] * aj[i] + share;
+                        g.alpha[jl * n + i] += aj[i] * i_t;
+                        g.beta[jl * n + i] += aj[i] * r_prev;
+                        jj += al[i] * aj[i];
+                    }
+                    g.current[(bl * dims.time + t) * width + jl] = jj;
+                    j_cur[j] = jj;
+                }
+                std::mem::swap(&mut j_next, &mut j_cur);
+            }
+        }
+        (rows, cols, g)
+    });
+    let mut out = HostGrads {
+        current: vec![0.0; dims.len()],
+        alpha: vec![0.0; nn * n],
+        beta: vec![0.0; nn * n],
+        coeffs: vec![0.0; nn * kk],
+        threshold: vec![0.0; nn],
+    };
+    for (rows, cols, part) in parts {
+        let width = cols.len();
+        for (bl, b) in rows.enumerate() {
+            for t in 0..dims.time {
+                let src = (bl * dims.time + t) * width;
+                let dst = dims.at(b, t, cols.start);
+                out.current[dst..dst + width].copy_from_slice(&part.current[src..src + width]);
+            }
+        }
+        let add = |dst: &mut [f64], src: &[f64], per: usize| {
+            for (d, s) in dst[cols.start * per..cols.end * per].iter_mut().zip(src) {
+                *d += s;
+            }
+        };
+        add(&mut out.alpha, &part.alpha, n);
+        add(&mut out.beta, &part.beta, n);
+        add(&mut out.coeffs, &part.coeffs, kk);
+        add(&mut out.threshold, &part.threshold, 1);
+    }
+    out
+}
+
+/// Σ x_i y_i with eight independent partial sums, so that the compiler vectorises it.
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f64 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xc.zip(yc) {
+        for i in 0..8 {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}

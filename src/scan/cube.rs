@@ -1,0 +1,424 @@
+//! The scan as CubeCL kernels (wgpu backend). One unit per (sequence, neuron) runs the whole
+//! time loop; with a recurrent weight the N neurons of a sequence share one cube and exchange
+//! r_{t−1} (forward) or J_{t+1} (backward) through shared memory at every bin.
+
+use burn::backend::Cube;
+use burn::backend::ops::{FloatTensorOps, IntTensorOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Shape, Slice, TensorMetadata};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use super::op::{ScanGrads, ScanKernels, ScanParts};
+
+/// Units per cube when neurons are independent.
+const UNITS: u32 = 128;
+
+/// tanh(Σ_k c_k² v^k) and v = (u − b)/σ for neuron j; its rate is γ max(0, tanh).
+/// `params` rows: [α (n), β (n), c (K), b, σ, γ].
+#[cube]
+fn activation<F: Float>(u: F, j: usize, params: &Tensor<F>, nf: usize, kk: usize) -> (F, F) {
+    let row = j * params.shape(1);
+    let v = (u - params[row + 2 * nf + kk]) / params[row + 2 * nf + kk + 1];
+    let mut z = F::new(0.0);
+    let mut pw = F::new(1.0);
+    for k in 0..kk {
+        let c = params[row + 2 * nf + k];
+        z += c * c * pw;
+        pw *= v;
+    }
+    // tanh saturates long before ±15; the clamp keeps exp-based tanh finite on every driver
+    if z > F::new(15.0) {
+        z = F::new(15.0);
+    }
+    if z < F::new(-15.0) {
+        z = F::new(-15.0);
+    }
+    (z.tanh(), v)
+}
+
+#[cube(launch)]
+fn scan_forward_kernel<F: Float>(
+    current: &Tensor<F>,
+    recurrent: &Tensor<F>,
+    params: &Tensor<F>,
+    decay: &Tensor<F>,
+    lengths: &Tensor<F>,
+    rates: &mut Tensor<F>,
+    act_in: &mut Tensor<F>,
+    total: &mut Tensor<F>,
+    slope: &mut Tensor<F>,
+    h: &mut Tensor<F>,
+    #[comptime] shared_len: usize,
+    #[comptime] coupled: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let b = CUBE_POS_Y as usize;
+    let j = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let time = current.shape(1);
+    let nn = current.shape(2);
+    let nf = decay.shape(0);
+    let kk = params.shape(1) - 2 * nf - 3;
+    let row = j * params.shape(1);
+    let active = j < nn;
+    let mut shared_r = Shared::<[F]>::new_slice(shared_len);
+    if coupled {
+        if active {
+            shared_r[j] = F::new(0.0);
+        }
+        sync_cube();
+    }
+    let hb = (b * nn + j) * nf;
+    let mut len = 0usize;
+    if active {
+        len = u32::cast_from(lengths[b * nn + j]) as usize;
+        for i in 0..nf {
+            h[hb + i] = F::new(0.0);
+        }
+    }
+    let mut r_own = F::new(0.0);
+    for t in 0..time {
+        if active && t >= len {
+            let at = (b * time + t) * nn + j;
+            rates[at] = F::new(0.0);
+            act_in[at] = F::new(0.0);
+            total[at] = F::new(0.0);
+            slope[at] = F::new(0.0);
+            r_own = F::new(0.0);
+        }
+        if active && t < len {
+            let at = (b * time + t) * nn + j;
+            let mut i_t = current[at];
+            if coupled {
+                for k in 0..nn {
+                    i_t += shared_r[k] * recurrent[k * nn + j];
+                }
+            }
+            let mut sum = F::new(0.0);
+            for i in 0..nf {
+                let v = decay[i] * h[hb + i] + params[row + i] * i_t + params[row + nf + i] * r_own;
+                h[hb + i] = v;
+                sum += v;
+            }
+            let u = sum / F::cast_from(nf as u32);
+            let (th, _v) = activation::<F>(u, j, params, nf, kk);
+            let gamma = params[row + 2 * nf + kk + 2];
+            let mut r = F::new(0.0);
+            let mut d = F::new(0.0);
+            if th > F::new(0.0) {
+                r = gamma * th;
+                d = gamma * (F::new(1.0) - th * th);
+            }
+            slope[at] = d;
+            rates[at] = r;
+            act_in[at] = u;
+            total[at] = i_t;
+            r_own = r;
+        }
+        if coupled {
+            sync_cube();
+            if active {
+                shared_r[j] = r_own;
+            }
+            sync_cube();
+        }
+    }
+}
+
+#[cube(launch)]
+fn scan_backward_kernel<F: Float>(
+    recurrent: &Tensor<F>,
+    params: &Tensor<F>,
+    decay: &Tensor<F>,
+    rates: &Tensor<F>,
+    act_in: &Tensor<F>,
+    total: &Tensor<F>,
+    slope: &Tensor<F>,
+    grad_rates: &Tensor<F>,
+    lengths: &Tensor<F>,
+    d_current: &mut Tensor<F>,
+    d_params: &mut Tensor<F>,
+    adj: &mut Tensor<F>,
+    #[comptime] shared_len: usize,
+    #[comptime] coupled: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let b = CUBE_POS_Y as usize;
+    let j = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let time = rates.shape(1);
+    let nn = rates.shape(2);
+    let nf = decay.shape(0);
+    let kk = params.shape(1) - 2 * nf - 3;
+    let row = j * params.shape(1);
+    // per-sequence gradient rows: [dα (n), dβ (n), dc (K), db]
+    let gw = d_params.shape(2);
+    let g = (b * nn + j) * gw;
+    let active = j < nn;
+    let mut shared_j = Shared::<[F]>::new_slice(shared_len);
+    if coupled {
+        if active {
+            shared_j[j] = F::new(0.0);
+        }
+        sync_cube();
+    }
+    let ab = (b * nn + j) * nf;
+    let mut len = 0usize;
+    if active {
+        len = u32::cast_from(lengths[b * nn + j]) as usize;
+        for i in 0..nf {
+            adj[ab + i] = F::new(0.0);
+        }
+        for k in 0..gw {
+            d_params[g + k] = F::new(0.0);
+        }
+    }
+    for step in 0..time {
+        let t = time - 1 - step;
+        let mut jj = F::new(0.0);
+        if active && t >= len {
+            d_current[(b * time + t) * nn + j] = F::new(0.0);
+        }
+        if active && t < len {
+            let at = (b * time + t) * nn + j;
+            // R_t = ∂L/∂r_t + Σ_i β_i a_{t+1}[i] + Σ_m W[j, m] J_{t+1}[m]
+            let mut r = grad_rates[at];
+            for i in 0..nf {
+                r += params[row + nf + i] * adj[ab + i];
+            }
+            if coupled {
+                for m in 0..nn {
+                    r += recurrent[j * nn + m] * shared_j[m];
+                }
+            }
+            let v = (act_in[at] - params[row + 2 * nf + kk]) / params[row + 2 * nf + kk + 1];
+            let dr_dz = slope[at];
+            let mut e = F::new(0.0);
+            if dr_dz != F::new(0.0) {
+                let mut dz_dv = F::new(0.0);
+                let mut pw = F::new(1.0);
+                for k in 0..kk {
+                    let ck = params[row + 2 * nf + k];
+                    let at_c = g + 2 * nf + k;
+                    d_params[at_c] = d_params[at_c] + r * dr_dz * F::new(2.0) * ck * pw;
+                    if k + 1 < kk {
+                        let c1 = params[row + 2 * nf + k + 1];
+                        dz_dv += F::cast_from((k + 1) as u32) * c1 * c1 * pw;
+                    }
+                    pw *= v;
+                }
+                e = r * dr_dz * dz_dv / params[row + 2 * nf + kk + 1];
+                d_params[g + 2 * nf + kk] = d_params[g + 2 * nf + kk] - e;
+            }
+            let i_t = total[at];
+            let mut r_prev = F::new(0.0);
+            if t > 0 {
+                r_prev = rates[at - nn];
+            }
+            let share = e / F::cast_from(nf as u32);
+            for i in 0..nf {
+                let av = decay[i] * adj[ab + i] + share;
+                adj[ab + i] = av;
+                d_params[g + i] = d_params[g + i] + av * i_t;
+                d_params[g + nf + i] = d_params[g + nf + i] + av * r_prev;
+                jj += params[row + i] * av;
+            }
+            d_current[at] = jj;
+        }
+        if coupled {
+            sync_cube();
+            if active {
+                shared_j[j] = jj;
+            }
+            sync_cube();
+        }
+    }
+}
+
+/// Launch geometry: (cube dim, cube count, shared length, coupled).
+fn geometry(
+    x: &ScanParts<Cube>,
+    batch: usize,
+    neurons: usize,
+) -> (CubeDim, CubeCount, usize, bool) {
+    match x.recurrent {
+        Some(_) => (
+            CubeDim::new_1d(neurons as u32),
+            CubeCount::Static(1, batch as u32, 1),
+            neurons,
+            true,
+        ),
+        None => {
+            let units = (neurons as u32).min(UNITS).max(1);
+            (
+                CubeDim::new_1d(units),
+                CubeCount::Static((neurons as u32).div_ceil(units), batch as u32, 1),
+                1,
+                false,
+            )
+        }
+    }
+}
+
+/// Whether one cube can hold every neuron of a sequence (needed with a recurrent weight).
+fn fits(x: &ScanParts<Cube>) -> bool {
+    let neurons = x.current.shape().dims::<3>()[2];
+    x.recurrent.is_none()
+        || neurons as u32
+            <= x.current
+                .client
+                .properties()
+                .hardware
+                .max_cube_dim
+                .0
+                .min(1024)
+}
+
+fn contiguous(x: &ScanParts<Cube>) -> ScanParts<Cube> {
+    let c = |t: &CubeTensor| into_contiguous(t.clone());
+    ScanParts {
+        current: c(&x.current),
+        alpha: c(&x.alpha),
+        beta: c(&x.beta),
+        decay: c(&x.decay),
+        coeffs: c(&x.coeffs),
+        threshold: c(&x.threshold),
+        max_current: c(&x.max_current),
+        max_rate: c(&x.max_rate),
+        recurrent: x.recurrent.as_ref().map(c),
+        lengths: into_contiguous(x.lengths.clone()),
+    }
+}
+
+fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
+}
+
+impl ScanKernels for Cube {
+    fn scan_forward(x: &ScanParts<Self>) -> [FloatTensor<Self>; 4] {
+        if !fits(x) {
+            return super::op::host_forward(x);
+        }
+        let x = contiguous(x);
+        let [batch, time, neurons] = x.current.shape().dims::<3>();
+        let nf = x.decay.shape().dims::<1>()[0];
+        let shape = x.current.shape();
+        let out = [(); 4].map(|_| empty(&x.current, shape.clone()));
+        let h = empty(&x.current, Shape::new([batch, neurons, nf]));
+        if batch * time * neurons == 0 {
+            return out;
+        }
+        let (dim, count, shared, coupled) = geometry(&x, batch, neurons);
+        let params = pack(&x);
+        let w = x.recurrent.clone().unwrap_or_else(|| x.decay.clone());
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(x.current.dtype);
+        scan_forward_kernel::launch(
+            &x.current.client,
+            count,
+            dim,
+            x.current.clone().into_tensor_arg(),
+            w.into_tensor_arg(),
+            params.into_tensor_arg(),
+            x.decay.clone().into_tensor_arg(),
+            lengths(&x).into_tensor_arg(),
+            out[0].clone().into_tensor_arg(),
+            out[1].clone().into_tensor_arg(),
+            out[2].clone().into_tensor_arg(),
+            out[3].clone().into_tensor_arg(),
+            h.into_tensor_arg(),
+            shared,
+            coupled,
+            dtype,
+        );
+        out
+    }
+
+    fn scan_backward(
+        x: &ScanParts<Self>,
+        saved: &[FloatTensor<Self>; 4],
+        grad_rates: FloatTensor<Self>,
+    ) -> ScanGrads<Self> {
+        if !fits(x) {
+            return super::op::host_backward(x, saved, grad_rates);
+        }
+        let x = contiguous(x);
+        let saved = saved.clone().map(into_contiguous);
+        let grad_rates = into_contiguous(grad_rates);
+        let [batch, _, neurons] = x.current.shape().dims::<3>();
+        let nf = x.decay.shape().dims::<1>()[0];
+        let kk = x.coeffs.shape().dims::<2>()[1];
+        let d_current = empty(&x.current, x.current.shape());
+        let width = 2 * nf + kk + 1;
+        let d_params = empty(&x.current, Shape::new([batch, neurons, width]));
+        let adj = empty(&x.current, Shape::new([batch, neurons, nf]));
+        let (dim, count, shared, coupled) = geometry(&x, batch, neurons);
+        let params = pack(&x);
+        let w = x.recurrent.clone().unwrap_or_else(|| x.decay.clone());
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(x.current.dtype);
+        scan_backward_kernel::launch(
+            &x.current.client,
+            count,
+            dim,
+            w.into_tensor_arg(),
+            params.into_tensor_arg(),
+            x.decay.clone().into_tensor_arg(),
+            saved[0].clone().into_tensor_arg(),
+            saved[1].clone().into_tensor_arg(),
+            saved[2].clone().into_tensor_arg(),
+            saved[3].clone().into_tensor_arg(),
+            grad_rates.into_tensor_arg(),
+            lengths(&x).into_tensor_arg(),
+            d_current.clone().into_tensor_arg(),
+            d_params.clone().into_tensor_arg(),
+            adj.into_tensor_arg(),
+            shared,
+            coupled,
+            dtype,
+        );
+        // per-sequence partial sums → sums over the batch, then the rows split by parameter
+        let summed = Self::float_reshape(
+            Self::float_sum_dim(d_params, 0),
+            Shape::new([neurons, width]),
+        );
+        let part = |from: usize, to: usize, shape: Shape| {
+            let cols = Self::float_slice(
+                summed.clone(),
+                &[Slice::from(0..neurons), Slice::from(from..to)],
+            );
+            Self::float_reshape(into_contiguous(cols), shape)
+        };
+        ScanGrads {
+            current: d_current,
+            alpha: part(0, nf, x.alpha.shape()),
+            beta: part(nf, 2 * nf, x.beta.shape()),
+            coeffs: part(2 * nf, 2 * nf + kk, x.coeffs.shape()),
+            threshold: part(2 * nf + kk, width, x.threshold.shape()),
+        }
+    }
+}
+
+/// Valid bins per sequence as floats `[B, N]` (exact below 2²⁴).
+fn lengths(x: &ScanParts<Cube>) -> CubeTensor {
+    into_contiguous(Cube::int_into_float(
+        x.lengths.clone(),
+        x.current.dtype.into(),
+    ))
+}
+
+/// One row per neuron: [α (n), β (n), c (K), b, σ, γ] — one binding instead of six.
+fn pack(x: &ScanParts<Cube>) -> CubeTensor {
+    let neurons = x.alpha.shape().dims::<2>()[0];
+    let column = |t: &CubeTensor| Cube::float_reshape(t.clone(), Shape::new([neurons, 1]));
+    into_contiguous(Cube::float_cat(
+        vec![
+            x.alpha.clone(),
+            x.beta.clone(),
+            x.coeffs.clone(),
+            column(&x.threshold),
+            column(&x.max_current),
+            column(&x.max_rate),
+        ],
+        1,
+    ))
+}

@@ -1,0 +1,389 @@
+//! The scan as a Burn backend extension: one operation, `gfr_scan`, with a CPU implementation
+//! (ndarray: [`super::cpu`]), a CubeCL kernel (wgpu: [`super::cube`]) and a handwritten backward
+//! pass registered with Burn's autodiff, so that modules calling it stay ordinary Burn modules.
+#![allow(deprecated)] // burn-ndarray is gfr's CPU backend
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{
+    Autodiff, Backend, ExtensionType, NdArray, Shape, Slice, TensorData, TensorMetadata,
+    backend_extension,
+};
+
+use super::cpu;
+
+/// The recurrent input weight W `[N, N]` (I_t = P_t + r_{t−1} W), or none.
+#[derive(ExtensionType)]
+pub enum Recurrence<B: Backend> {
+    None,
+    Dense(FloatTensor<B>),
+}
+
+/// Inputs of a scan over B sequences of T bins through N neurons with n filters and K
+/// polynomial coefficients.
+#[derive(ExtensionType)]
+pub struct ScanInputs<B: Backend> {
+    /// P: input current (pA), `[B, T, N]`.
+    pub current: FloatTensor<B>,
+    /// α, `[N, n]`.
+    pub alpha: FloatTensor<B>,
+    /// Effective rate-history weights (h += β r), `[N, n]`.
+    pub beta: FloatTensor<B>,
+    /// 1 − λ, `[n]`; constant.
+    pub decay: FloatTensor<B>,
+    /// c, `[N, K]`.
+    pub coeffs: FloatTensor<B>,
+    /// b (pA), `[N]`.
+    pub threshold: FloatTensor<B>,
+    /// σ (pA) and γ (ms⁻¹), `[N]`; constants.
+    pub max_current: FloatTensor<B>,
+    pub max_rate: FloatTensor<B>,
+    #[extension_type]
+    pub recurrent: Recurrence<B>,
+    /// Valid bins of each sequence, `[B, N]`: later bins keep rate 0 and get no gradient.
+    pub lengths: IntTensor<B>,
+}
+
+/// The fused GFR scan: firing rates (ms⁻¹) `[B, T, N]` from rest.
+#[backend_extension(NdArray, Cube, Autodiff)]
+pub trait GfrScanBackend: Backend {
+    fn gfr_scan(#[extension_type] inputs: ScanInputs<Self>) -> FloatTensor<Self>;
+}
+
+/// The primitive forward and backward passes of a backend.
+pub trait ScanKernels: Backend {
+    /// Rates, activation inputs u, total currents I and slopes ∂r/∂z, each `[B, T, N]`.
+    fn scan_forward(inputs: &ScanParts<Self>) -> [FloatTensor<Self>; 4];
+    /// Gradients from ∂L/∂rates; `saved` is what [`ScanKernels::scan_forward`] returned.
+    fn scan_backward(
+        inputs: &ScanParts<Self>,
+        saved: &[FloatTensor<Self>; 4],
+        grad_rates: FloatTensor<Self>,
+    ) -> ScanGrads<Self>;
+}
+
+/// [`ScanInputs`] of one concrete backend, kept for the backward pass.
+#[derive(Clone, Debug)]
+pub struct ScanParts<B: Backend> {
+    pub current: FloatTensor<B>,
+    pub alpha: FloatTensor<B>,
+    pub beta: FloatTensor<B>,
+    pub decay: FloatTensor<B>,
+    pub coeffs: FloatTensor<B>,
+    pub threshold: FloatTensor<B>,
+    pub max_current: FloatTensor<B>,
+    pub max_rate: FloatTensor<B>,
+    pub recurrent: Option<FloatTensor<B>>,
+    pub lengths: IntTensor<B>,
+}
+
+impl<B: Backend> From<ScanInputs<B>> for ScanParts<B> {
+    fn from(x: ScanInputs<B>) -> Self {
+        Self {
+            current: x.current,
+            alpha: x.alpha,
+            beta: x.beta,
+            decay: x.decay,
+            coeffs: x.coeffs,
+            threshold: x.threshold,
+            max_current: x.max_current,
+            max_rate: x.max_rate,
+            recurrent: match x.recurrent {
+                Recurrence::None => None,
+                Recurrence::Dense(w) => Some(w),
+            },
+            lengths: x.lengths,
+        }
+    }
+}
+
+/// Gradients of the trainable inputs (∂L/∂W is formed from ∂L/∂P by the autodiff step).
+pub struct ScanGrads<B: Backend> {
+    /// ∂L/∂P, `[B, T, N]`.
+    pub current: FloatTensor<B>,
+    pub alpha: FloatTensor<B>,
+    pub beta: FloatTensor<B>,
+    pub coeffs: FloatTensor<B>,
+    pub threshold: FloatTensor<B>,
+}
+
+/// Host copies of tensors, for the host implementation.
+pub trait HostData: Backend {
+    fn to_host(t: &FloatTensor<Self>) -> Vec<f64>;
+}
+
+impl HostData for NdArray {
+    /// Reads the array in place (ndarray's `into_data` copies element by element when the
+    /// array is shared, as the autodiff graph's tensors are).
+    fn to_host(t: &FloatTensor<Self>) -> Vec<f64> {
+        use burn_ndarray::NdArrayTensor;
+        match t {
+            NdArrayTensor::F32(s) => {
+                let v = s.view();
+                match v.as_slice() {
+                    Some(x) => x.iter().map(|&x| f64::from(x)).collect(),
+                    None => v.iter().map(|&x| f64::from(x)).collect(),
+                }
+            }
+            NdArrayTensor::F64(s) => s.view().iter().copied().collect(),
+            _ => read_generic::<Self>(t),
+        }
+    }
+}
+
+impl HostData for burn::backend::Cube {
+    fn to_host(t: &FloatTensor<Self>) -> Vec<f64> {
+        read_generic::<Self>(t)
+    }
+}
+
+fn read_generic<B: Backend>(t: &FloatTensor<B>) -> Vec<f64> {
+    burn_std::future::block_on(B::float_into_data(t.clone()))
+        .expect("scan: reading a tensor")
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("scan: float data")
+}
+
+fn read<B: HostData>(t: &FloatTensor<B>) -> Vec<f64> {
+    B::to_host(t)
+}
+
+fn write<B: Backend>(v: Vec<f64>, shape: Shape, like: &FloatTensor<B>) -> FloatTensor<B> {
+    let dtype = like.dtype();
+    let data = TensorData::new(v, shape).convert_dtype(dtype);
+    B::float_from_data(data, &like.device())
+}
+
+/// Host copies of a scan's inputs.
+struct HostParts {
+    current: Vec<f64>,
+    alpha: Vec<f64>,
+    beta: Vec<f64>,
+    decay: Vec<f64>,
+    coeffs: Vec<f64>,
+    threshold: Vec<f64>,
+    max_current: Vec<f64>,
+    max_rate: Vec<f64>,
+    recurrent: Option<Vec<f64>>,
+    lengths: Vec<usize>,
+    dims: cpu::Dims,
+}
+
+impl HostParts {
+    fn read<B: HostData>(x: &ScanParts<B>) -> Self {
+        let [batch, time, neurons] = x.current.shape().dims::<3>();
+        Self {
+            current: read::<B>(&x.current),
+            alpha: read::<B>(&x.alpha),
+            beta: read::<B>(&x.beta),
+            decay: read::<B>(&x.decay),
+            coeffs: read::<B>(&x.coeffs),
+            threshold: read::<B>(&x.threshold),
+            max_current: read::<B>(&x.max_current),
+            max_rate: read::<B>(&x.max_rate),
+            recurrent: x.recurrent.as_ref().map(read::<B>),
+            lengths: burn_std::future::block_on(B::int_into_data(x.lengths.clone()))
+                .expect("scan: reading the lengths")
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .expect("scan: integer lengths")
+                .into_iter()
+                .map(|l| l.max(0) as usize)
+                .collect(),
+            dims: cpu::Dims {
+                batch,
+                time,
+                neurons,
+            },
+        }
+    }
+
+    fn neurons(&self) -> cpu::HostNeurons<'_> {
+        cpu::HostNeurons {
+            alpha: &self.alpha,
+            beta: &self.beta,
+            decay: &self.decay,
+            coeffs: &self.coeffs,
+            threshold: &self.threshold,
+            max_current: &self.max_current,
+            max_rate: &self.max_rate,
+        }
+    }
+}
+
+/// The host implementation, for backends without a kernel of their own.
+pub(super) fn host_forward<B: HostData>(x: &ScanParts<B>) -> [FloatTensor<B>; 4] {
+    let h = HostParts::read(x);
+    let trace = cpu::forward(
+        &h.neurons(),
+        &h.current,
+        h.dims,
+        &h.lengths,
+        h.recurrent.as_deref(),
+    );
+    let shape = x.current.shape();
+    [trace.rates, trace.act_in, trace.total, trace.slope]
+        .map(|v| write::<B>(v, shape.clone(), &x.current))
+}
+
+pub(super) fn host_backward<B: HostData>(
+    x: &ScanParts<B>,
+    saved: &[FloatTensor<B>; 4],
+    grad_rates: FloatTensor<B>,
+) -> ScanGrads<B> {
+    let h = HostParts::read(x);
+    let trace = cpu::Trace {
+        rates: read::<B>(&saved[0]),
+        act_in: read::<B>(&saved[1]),
+        total: read::<B>(&saved[2]),
+        slope: read::<B>(&saved[3]),
+    };
+    let g = cpu::backward(
+        &h.neurons(),
+        h.dims,
+        &h.lengths,
+        h.recurrent.as_deref(),
+        &trace,
+        &read::<B>(&grad_rates),
+    );
+    ScanGrads {
+        current: write::<B>(g.current, x.current.shape(), &x.current),
+        alpha: write::<B>(g.alpha, x.alpha.shape(), &x.alpha),
+        beta: write::<B>(g.beta, x.beta.shape(), &x.beta),
+        coeffs: write::<B>(g.coeffs, x.coeffs.shape(), &x.coeffs),
+        threshold: write::<B>(g.threshold, x.threshold.shape(), &x.threshold),
+    }
+}
+
+impl ScanKernels for NdArray {
+    fn scan_forward(inputs: &ScanParts<Self>) -> [FloatTensor<Self>; 4] {
+        host_forward(inputs)
+    }
+    fn scan_backward(
+        inputs: &ScanParts<Self>,
+        saved: &[FloatTensor<Self>; 4],
+        grad_rates: FloatTensor<Self>,
+    ) -> ScanGrads<Self> {
+        host_backward(inputs, saved, grad_rates)
+    }
+}
+
+impl GfrScanBackend for NdArray {
+    fn gfr_scan(inputs: ScanInputs<Self>) -> FloatTensor<Self> {
+        let [rates, ..] = Self::scan_forward(&inputs.into());
+        rates
+    }
+}
+
+impl GfrScanBackend for burn::backend::Cube {
+    fn gfr_scan(inputs: ScanInputs<Self>) -> FloatTensor<Self> {
+        let [rates, ..] = Self::scan_forward(&inputs.into());
+        rates
+    }
+}
+
+/// The backward step: parents are P, α, β, c, b and W (P again when there is no W).
+#[derive(Debug)]
+struct ScanBackward;
+
+impl<B: Backend + ScanKernels> Backward<B, 6> for ScanBackward {
+    type State = (ScanParts<B>, [FloatTensor<B>; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [
+            p_current,
+            p_alpha,
+            p_beta,
+            p_coeffs,
+            p_threshold,
+            p_recurrent,
+        ] = ops.parents;
+        let grad_rates = grads.consume::<B>(&ops.node);
+        let (inputs, saved) = ops.state;
+        let g = B::scan_backward(&inputs, &saved, grad_rates);
+        if let (Some(node), Some(_)) = (p_recurrent, &inputs.recurrent) {
+            // ∂L/∂W = Σ_{b,t} r_{t−1}ᵀ J_t
+            let [batch, time, neurons] = saved[0].shape().dims::<3>();
+            if time > 1 {
+                let prev = B::float_slice(
+                    saved[0].clone(),
+                    &[
+                        Slice::from(0..batch),
+                        Slice::from(0..time - 1),
+                        Slice::from(0..neurons),
+                    ],
+                );
+                let next = B::float_slice(
+                    g.current.clone(),
+                    &[
+                        Slice::from(0..batch),
+                        Slice::from(1..time),
+                        Slice::from(0..neurons),
+                    ],
+                );
+                let rows = Shape::new([batch * (time - 1), neurons]);
+                let prev = B::float_swap_dims(B::float_reshape(prev, rows.clone()), 0, 1);
+                let next = B::float_reshape(next, rows);
+                grads.register::<B>(node.id, B::float_matmul(prev, next));
+            } else if let Some(w) = &inputs.recurrent {
+                // a single bin: r_{−1} = 0, so W gets no gradient
+                grads.register::<B>(node.id, B::float_mul_scalar(w.clone(), 0.0.into()));
+            }
+        }
+        for (node, grad) in [
+            (p_current, g.current),
+            (p_alpha, g.alpha),
+            (p_beta, g.beta),
+            (p_coeffs, g.coeffs),
+            (p_threshold, g.threshold),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + ScanKernels, C: CheckpointStrategy> GfrScanBackend for Autodiff<B, C> {
+    fn gfr_scan(inputs: ScanInputs<Self>) -> FloatTensor<Self> {
+        let w_node = match &inputs.recurrent {
+            Recurrence::Dense(w) => w.node(),
+            Recurrence::None => inputs.current.node(),
+        };
+        let prep = ScanBackward
+            .prepare::<C>([
+                inputs.current.node(),
+                inputs.alpha.node(),
+                inputs.beta.node(),
+                inputs.coeffs.node(),
+                inputs.threshold.node(),
+                w_node,
+            ])
+            .compute_bound()
+            .stateful();
+        let parts = ScanParts::<B> {
+            current: inputs.current.into_primitive(),
+            alpha: inputs.alpha.into_primitive(),
+            beta: inputs.beta.into_primitive(),
+            decay: inputs.decay.into_primitive(),
+            coeffs: inputs.coeffs.into_primitive(),
+            threshold: inputs.threshold.into_primitive(),
+            max_current: inputs.max_current.into_primitive(),
+            max_rate: inputs.max_rate.into_primitive(),
+            recurrent: match inputs.recurrent {
+                Recurrence::None => None,
+                Recurrence::Dense(w) => Some(w.into_primitive()),
+            },
+            lengths: inputs.lengths,
+        };
+        let saved = B::scan_forward(&parts);
+        let rates = saved[0].clone();
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((parts, saved), rates),
+            OpsKind::UnTracked(prep) => prep.finish(rates),
+        }
+    }
+}
