@@ -124,9 +124,18 @@ struct NetworkArgs {
     shuffle_neurons: bool,
     #[arg(long, value_enum, default_value_t = ModelKind::Gfr)]
     model: ModelKind,
-    /// Folder with MNIST IDX files; when it has none, the built-in 6,000/1,000-digit sample.
+    /// Folder with MNIST IDX files. When they are not there, gfr downloads them there; when
+    /// that fails (offline), it uses the built-in 6,000/1,000-digit sample.
     #[arg(long = "mnist-dir", default_value = "data/mnist")]
     mnist_dir: PathBuf,
+    /// s in the rate-history term s · β̃ · f (β̃ = 1000 β / s): the same function, but Adam moves
+    /// the feedback gain by about s · lr per step. 1000 is the published parameterisation,
+    /// which explodes with trainable neurons.
+    #[arg(long = "history-scale", default_value_t = gfr::network::HISTORY_SCALE)]
+    history_scale: f64,
+    /// Do not try to download MNIST when --mnist-dir is empty (use the built-in sample)
+    #[arg(long)]
+    offline: bool,
     /// Use only the first N training digits.
     #[arg(long = "train-limit")]
     train_limit: Option<usize>,
@@ -475,7 +484,7 @@ fn network(mut a: NetworkArgs) -> Result<()> {
     if a.batch_size == 0 || a.n_nodes == 0 || a.epochs == 0 {
         bail!("--batch-size, --n-nodes and --epochs must be at least 1");
     }
-    let (mut train_set, mut test_set, source) = mnist::load(&a.mnist_dir)?;
+    let (mut train_set, mut test_set, source) = mnist::load(&a.mnist_dir, a.offline)?;
     match &source {
         MnistSource::Dir(d) => eprintln!(
             "MNIST from {}: {} training, {} test digits",
@@ -483,8 +492,8 @@ fn network(mut a: NetworkArgs) -> Result<()> {
             train_set.len(),
             test_set.len()
         ),
-        MnistSource::BuiltInSample => eprintln!(
-            "no MNIST files in {} (gfr does not download: put train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
+        MnistSource::BuiltInSample { why } => eprintln!(
+            "no MNIST files in {} ({why}; or put train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
              t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] there); using the built-in SAMPLE of real MNIST: \
              {} training, {} test digits",
             a.mnist_dir.display(),
@@ -535,10 +544,18 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 .iter()
                 .map(|p| (p.bin_size, p.activation.bin_size))
                 .collect();
-            let net = GfrNetwork::new(&neurons, biological, &device).tap_neurons(|l| {
-                l.with_trainable_filters(!a.freeze_neurons)
-                    .with_trainable_activation(!a.freeze_activations)
-            });
+            if !(a.history_scale > 0.0 && a.history_scale.is_finite()) {
+                bail!(
+                    "--history-scale {}: must be a positive number",
+                    a.history_scale
+                );
+            }
+            let net = GfrNetwork::new(&neurons, biological, &device)
+                .with_history_scale(a.history_scale)
+                .tap_neurons(|l| {
+                    l.with_trainable_filters(!a.freeze_neurons)
+                        .with_trainable_activation(!a.freeze_activations)
+                });
             let name = format!(
                 "gfr_l_{}_{}_{}",
                 a.n_nodes,
@@ -565,7 +582,7 @@ fn network(mut a: NetworkArgs) -> Result<()> {
             save_network(&a.save_dir, &name, net)?;
             (
                 name,
-                serde_json::json!({"model": "gfr", "neurons": a.neurons, "trainable_params": trainable, "total_params": total,
+                serde_json::json!({"model": "gfr", "neurons": a.neurons, "history_scale": a.history_scale, "trainable_params": trainable, "total_params": total,
                 "history": history, "final_neurons": neurons_py}),
             )
         }
@@ -610,7 +627,7 @@ fn network(mut a: NetworkArgs) -> Result<()> {
     let extra = serde_json::json!({
         "lr": a.lr, "epochs": a.epochs, "batch_size": a.batch_size, "n_nodes": a.n_nodes,
         "freeze_neurons": a.freeze_neurons, "freeze_activations": a.freeze_activations, "seed": a.seed,
-        "device": a.device.name(), "mnist": match &source { MnistSource::Dir(d) => d.display().to_string(), MnistSource::BuiltInSample => "built-in sample".into() },
+        "device": a.device.name(), "mnist": match &source { MnistSource::Dir(d) => d.display().to_string(), MnistSource::BuiltInSample { .. } => "built-in sample".into() },
         "n_train": train_set.len(), "n_test": test_set.len(),
         "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
         "final_test_accuracy_step1": last["test_accuracy_step1"], "final_test_accuracy_vote": last["test_accuracy_vote"],

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// Runs `gfr network` on a small slice of the built-in sample; `extra` overrides the defaults.
 fn run(dir: &std::path::Path, extra: &[&str]) -> Value {
-    let mut args = vec!["network", "--save-dir", s(dir), "--quiet"];
+    let mut args = vec!["network", "--save-dir", s(dir), "--quiet", "--offline"];
     for (flag, value) in [
         ("--train-limit", "640"),
         ("--test-limit", "200"),
@@ -94,19 +94,17 @@ fn freeze_flags_leave_the_frozen_parameters_unchanged() {
 #[test]
 fn trainable_neurons_train_stably() {
     let dir = scratch("netstable");
-    let j = run(
-        &dir,
-        &[
-            "--epochs",
-            "4",
-            "--n-nodes",
-            "64",
-            "--lr",
-            "3e-3",
-            "--train-limit",
-            "2000",
-        ],
-    );
+    let args = [
+        "--epochs",
+        "4",
+        "--n-nodes",
+        "64",
+        "--lr",
+        "3e-3",
+        "--train-limit",
+        "2000",
+    ];
+    let j = run(&dir, &args);
     let h = j["history"].as_array().unwrap();
     let loss: Vec<f64> = h
         .iter()
@@ -117,6 +115,14 @@ fn trainable_neurons_train_stably() {
     assert!(
         j["final_test_accuracy_step1"].as_f64().unwrap() > 0.3,
         "{j}"
+    );
+    assert_eq!(j["history_scale"], 10.0);
+    // the published parameterisation (1000 · β · f with β trained directly) does not learn
+    let published = run(&dir, &[&args[..], &["--history-scale", "1000"]].concat());
+    let acc = published["final_test_accuracy_step1"].as_f64().unwrap();
+    assert!(
+        acc < 0.25,
+        "history scale 1000 should stay near chance: {acc}"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -166,17 +172,9 @@ fn baselines_and_saved_neurons() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
-fn mnist_from_a_folder_and_corrupt_files() {
-    let dir = scratch("netmnist");
-    let mnist = dir.join("mnist");
-    std::fs::create_dir_all(&mnist).unwrap();
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-sample");
-    for f in std::fs::read_dir(&sample).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, mnist.join(f.file_name().unwrap())).unwrap();
-    }
-    let args = [
+/// One epoch of a tiny network on the MNIST files in `mnist`.
+fn tiny_run<'a>(mnist: &'a std::path::Path, save: &'a std::path::Path) -> [&'a str; 14] {
+    [
         "network",
         "--epochs",
         "1",
@@ -187,11 +185,24 @@ fn mnist_from_a_folder_and_corrupt_files() {
         "--test-limit",
         "64",
         "--mnist-dir",
-        s(&mnist),
+        s(mnist),
         "--save-dir",
-        s(&dir),
+        s(save),
         "--quiet",
-    ];
+    ]
+}
+
+#[test]
+fn mnist_from_a_folder_and_corrupt_files() {
+    let dir = scratch("netmnist");
+    let mnist = dir.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-sample");
+    for f in std::fs::read_dir(&sample).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, mnist.join(f.file_name().unwrap())).unwrap();
+    }
+    let args = tiny_run(&mnist, &dir);
     let out = ok(&gfr(&args));
     assert!(
         out.contains(&format!("MNIST from {}", mnist.display())),
@@ -209,10 +220,25 @@ fn mnist_from_a_folder_and_corrupt_files() {
         e.contains("t10k-labels-idx1-ubyte") && e.contains("truncated"),
         "{e}"
     );
-    // a missing file is named
+    // a missing file is named (offline, or when its download fails)
     std::fs::remove_file(mnist.join("t10k-labels-idx1-ubyte")).unwrap();
-    let e = fails(&gfr(&args));
+    let mut offline = args.to_vec();
+    offline.push("--offline");
+    let e = fails(&gfr(&offline));
     assert!(e.contains("t10k-labels-idx1-ubyte[.gz] is missing"), "{e}");
+    // an empty folder, offline: the built-in sample, labelled as such
+    let empty = dir.join("empty");
+    let mut sample_args = offline.clone();
+    let at = sample_args
+        .iter()
+        .position(|a| *a == "--mnist-dir")
+        .unwrap();
+    sample_args[at + 1] = s(&empty);
+    let out = ok(&gfr(&sample_args));
+    assert!(
+        out.contains("built-in SAMPLE") && out.contains("--offline"),
+        "{out}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -283,5 +309,72 @@ fn biological_neurons_come_from_the_dataset() {
         s(&dir),
     ]));
     assert!(e.contains("bin size 50, activation bin size 100"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An empty --mnist-dir is filled by a download (here from a local mirror serving the sample's
+/// files over HTTP, through GFR_MNIST_MIRROR), and the run reads the downloaded files.
+#[test]
+fn mnist_is_downloaded_into_an_empty_folder() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch("netdownload");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-sample");
+    let server = std::thread::spawn(move || {
+        let mut served = 0;
+        for stream in listener.incoming().take(4) {
+            let mut stream = stream.unwrap();
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            reader.read_line(&mut line).unwrap();
+            // drain the headers
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+            }
+            let name = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .trim_start_matches('/');
+            let body = std::fs::read(sample.join(name)).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream.write_all(&body).unwrap();
+            served += 1;
+        }
+        served
+    });
+    let mnist = dir.join("mnist");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gfr"))
+        .args(tiny_run(&mnist, &dir))
+        .env("GFR_MNIST_MIRROR", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("downloading"), "{text}");
+    assert!(
+        text.contains(&format!("MNIST from {}", mnist.display())),
+        "{text}"
+    );
+    assert_eq!(server.join().unwrap(), 4);
+    for stem in ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        assert!(
+            mnist.join(format!("{stem}.gz")).is_file(),
+            "{stem}.gz downloaded"
+        );
+        assert!(
+            !mnist.join(format!("{stem}.gz.part")).exists(),
+            "no .part left"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

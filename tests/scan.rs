@@ -39,7 +39,7 @@ fn tensor<const D: usize>(v: &[f64], shape: [usize; D], device: &Device) -> Tens
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap()
         .into_iter()
         .map(f64::from)
@@ -47,7 +47,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 }
 
 fn host_int(t: Tensor<2, burn::tensor::Int>) -> Vec<i64> {
-    t.into_data().convert::<i64>().to_vec::<i64>().unwrap()
+    t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()
 }
 
 /// Rates and the gradients of Σ G ⊙ rates, via `run(layer, P, W)`.

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// The Allen Brain Atlas API.
 pub const API: &str = "https://api.brain-map.org";
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_resolve(Some(Duration::from_secs(10)))
         .timeout_connect(Some(Duration::from_secs(10)))
@@ -76,17 +76,35 @@ pub fn download_nwb(nwb_dir: &Path, cell_id: u64, bar: &ProgressBar) -> Result<P
         .iter()
         .find_map(|f| f["download_link"].as_str())
         .with_context(|| format!("the API has no NWB file for cell {cell_id}"))?;
-    let dir = path.parent().unwrap();
+    fetch(
+        &agent,
+        &format!("{API}{link}"),
+        &path,
+        &cell_id.to_string(),
+        bar,
+    )
+    .with_context(|| format!("downloading cell {cell_id}"))?;
+    Ok(path)
+}
+
+/// Downloads `url` to `path` through `path.part` (resumed when a partial file is there) and
+/// renames it into place, showing progress on `bar` labelled `label`.
+pub fn fetch(
+    agent: &ureq::Agent,
+    url: &str,
+    path: &Path,
+    label: &str,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let part = path.with_extension("nwb.part");
+    let part = PathBuf::from(format!("{}.part", path.display()));
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-    let mut req = agent.get(&format!("{API}{link}"));
+    let mut req = agent.get(url);
     if have > 0 {
         req = req.header("Range", &format!("bytes={have}-"));
     }
-    let mut resp = req
-        .call()
-        .with_context(|| format!("downloading cell {cell_id}"))?;
+    let mut resp = req.call().with_context(|| format!("cannot fetch {url}"))?;
     let resumed = resp.status() == 206;
     let remaining: Option<u64> = resp
         .headers()
@@ -94,10 +112,10 @@ pub fn download_nwb(nwb_dir: &Path, cell_id: u64, bar: &ProgressBar) -> Result<P
         .and_then(|v| v.to_str().ok()?.parse().ok());
     let start = if resumed { have } else { 0 };
     bar.set_style(
-        ProgressStyle::with_template("  cell {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+        ProgressStyle::with_template("  {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap(),
     );
-    bar.set_message(cell_id.to_string());
+    bar.set_message(label.to_string());
     bar.set_length(start + remaining.unwrap_or(0));
     bar.set_position(start);
     let mut out = std::fs::OpenOptions::new()
@@ -110,9 +128,9 @@ pub fn download_nwb(nwb_dir: &Path, cell_id: u64, bar: &ProgressBar) -> Result<P
     let mut reader = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader.read(&mut buf).with_context(|| {
-            format!("download of cell {cell_id} interrupted (run again to resume)")
-        })?;
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("download of {label} interrupted (run again to resume)"))?;
         if n == 0 {
             break;
         }
@@ -122,7 +140,7 @@ pub fn download_nwb(nwb_dir: &Path, cell_id: u64, bar: &ProgressBar) -> Result<P
     }
     out.sync_all().ok();
     drop(out);
-    std::fs::rename(&part, &path)
+    std::fs::rename(&part, path)
         .with_context(|| format!("cannot move {} into place", path.display()))?;
-    Ok(path)
+    Ok(())
 }

@@ -41,8 +41,10 @@ impl Mnist {
 #[derive(Clone, Debug, PartialEq)]
 pub enum MnistSource {
     Dir(PathBuf),
-    /// The 6,000 / 1,000-digit sample built into the binary.
-    BuiltInSample,
+    /// The 6,000 / 1,000-digit sample built into the binary, and why it was used.
+    BuiltInSample {
+        why: String,
+    },
 }
 
 const SAMPLE_TRAIN_IMAGES: &[u8] =
@@ -140,12 +142,7 @@ fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
 
 /// Reads (train, test) from `dir`, or `None` when the folder holds no MNIST files at all.
 pub fn load_dir(dir: &Path) -> Result<Option<(Mnist, Mnist)>> {
-    let stems = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ];
+    let stems = FILES;
     let found: Vec<Option<PathBuf>> = stems.iter().map(|s| find(dir, s)).collect();
     if found.iter().all(Option::is_none) {
         return Ok(None);
@@ -179,16 +176,92 @@ pub fn builtin_sample() -> (Mnist, Mnist) {
     (train, test)
 }
 
-/// MNIST from `dir`; when it holds none, the built-in sample (gfr cannot download here:
-/// the project's machines reach package registries only).
-pub fn load(dir: &Path) -> Result<(Mnist, Mnist, MnistSource)> {
-    match load_dir(dir)? {
-        Some((train, test)) => Ok((train, test, MnistSource::Dir(dir.to_path_buf()))),
-        None => {
-            let (train, test) = builtin_sample();
-            Ok((train, test, MnistSource::BuiltInSample))
+/// Mirrors of the MNIST IDX files (PyTorch's and TensorFlow's), tried in order.
+pub const MIRRORS: [&str; 2] = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist",
+    "https://storage.googleapis.com/cvdf-datasets/mnist",
+];
+
+const FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// Downloads the four MNIST files (gzipped) into `dir`, each through a `.part` file renamed
+/// into place; the first mirror that answers is used. The environment variable
+/// `GFR_MNIST_MIRROR` (a URL holding the four `.gz` files) replaces the built-in mirrors.
+pub fn download(dir: &Path) -> Result<()> {
+    let agent = crate::data::download::agent();
+    let custom = std::env::var("GFR_MNIST_MIRROR").ok();
+    let mirrors: Vec<&str> = match &custom {
+        Some(m) => vec![m.trim_end_matches('/')],
+        None => MIRRORS.to_vec(),
+    };
+    let mut last = None;
+    for mirror in mirrors {
+        let mut ok = true;
+        for stem in FILES {
+            if find(dir, stem).is_some() {
+                continue;
+            }
+            let path = dir.join(format!("{stem}.gz"));
+            let bar = indicatif::ProgressBar::new(0);
+            let fetched = crate::data::download::fetch(
+                &agent,
+                &format!("{mirror}/{stem}.gz"),
+                &path,
+                stem,
+                &bar,
+            );
+            bar.finish_and_clear();
+            if let Err(e) = fetched {
+                last = Some(e);
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return Ok(());
         }
     }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no MNIST mirror answered")))
+}
+
+/// MNIST from `dir`. When it holds none: downloaded into `dir` (unless `offline`), and when
+/// that fails (no network), the built-in sample, with the reason.
+pub fn load(dir: &Path, offline: bool) -> Result<(Mnist, Mnist, MnistSource)> {
+    let present = FILES.iter().filter(|s| find(dir, s).is_some()).count();
+    if present == FILES.len() || (present > 0 && offline) {
+        // a partial folder offline: load_dir names the missing file
+        if let Some((train, test)) = load_dir(dir)? {
+            return Ok((train, test, MnistSource::Dir(dir.to_path_buf())));
+        }
+    }
+    let why = if offline {
+        "--offline".to_string()
+    } else {
+        eprintln!("MNIST is not (all) in {}: downloading it", dir.display());
+        match download(dir) {
+            Ok(()) => {
+                let (train, test) = load_dir(dir)?.with_context(|| {
+                    format!("{}: the download left no MNIST files", dir.display())
+                })?;
+                return Ok((train, test, MnistSource::Dir(dir.to_path_buf())));
+            }
+            Err(e) if present > 0 => {
+                let missing = FILES.iter().find(|s| find(dir, s).is_none()).unwrap();
+                bail!(
+                    "{}: {missing}[.gz] is missing, and downloading it failed: {e:#}",
+                    dir.display()
+                );
+            }
+            Err(e) => format!("download failed: {e:#}"),
+        }
+    };
+    let (train, test) = builtin_sample();
+    Ok((train, test, MnistSource::BuiltInSample { why }))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod train;
 
 pub use mnist::{Mnist, MnistSource};
 pub use model::{
-    GfrNetwork, LineClassifier, LstmNetwork, RnnNetwork, default_neuron, matched_hidden_sizes,
+    GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, RnnNetwork, default_neuron,
+    matched_hidden_sizes,
 };
 pub use train::{EpochStats, TrainSettings, clip_global_norm, evaluate, parameter_counts, train};

@@ -43,6 +43,12 @@ pub fn default_neuron() -> NeuronParams {
     }
 }
 
+/// The network's rate-history scale s: the layer steps with s · β̃ · f, β̃ = 1000 β / s (the
+/// same function as the published 1000 · β · f). With s = 1000 (the published form) trainable
+/// neurons explode; s = 10 trains the feedback fastest without it (measured over s = 0.1 … 100,
+/// see the README). `gfr network --history-scale` changes it.
+pub const HISTORY_SCALE: f64 = 10.0;
+
 /// I_t = in_scale ⊙ (W_in x_t + b_in) + rec_scale · (W_rec r_{t−1} + b_rec);
 /// r_t = GFR layer(I_t); y_t = W_out r_t + b_out.
 #[derive(Module, Debug)]
@@ -59,7 +65,8 @@ pub struct GfrNetwork {
 
 impl GfrNetwork {
     /// `biological`: the input scaling of spec §5 (σ-scaled input, W_in ~ N(1.5, 3²), 1/H
-    /// recurrence). The rate-history term is reparameterised (history scale 1) for stable
+    /// recurrence). The rate-history term is reparameterised (history scale [`HISTORY_SCALE`])
+    /// for stable
     /// training; the neurons' function is unchanged.
     pub fn new(neurons: &[NeuronParams], biological: bool, device: &Device) -> Self {
         let h = neurons.len();
@@ -82,7 +89,7 @@ impl GfrNetwork {
             input: input.init(device),
             recurrent: LinearConfig::new(h, h).init(device),
             output: LinearConfig::new(h, CLASSES).init(device),
-            neurons: GfrLayer::new(neurons, device).with_history_scale(1.0),
+            neurons: GfrLayer::new(neurons, device).with_history_scale(HISTORY_SCALE),
             input_scale: Param::from_tensor(crate::neuron::activation_tensor1(&scale, device))
                 .set_require_grad(false),
             recurrent_scale: if biological { 1.0 / h as f64 } else { 1.0 },
@@ -292,6 +299,12 @@ pub fn pad_degrees(neurons: &mut [NeuronParams]) {
 }
 
 impl GfrNetwork {
+    /// The same network with the rate-history term reparameterised at scale `s` (see
+    /// [`HISTORY_SCALE`]); the function is unchanged.
+    pub fn with_history_scale(self, s: f64) -> Self {
+        self.tap_neurons(|l| l.with_history_scale(s))
+    }
+
     /// Applies `f` to the hidden layer (e.g. to freeze parts of it).
     pub fn tap_neurons(mut self, f: impl FnOnce(GfrLayer) -> GfrLayer) -> Self {
         self.neurons = f(self.neurons);
