@@ -11,6 +11,10 @@ use gfr::device::Backend;
 use gfr::fit::{FitConfig, FitOptions, fit_cells, summary_table};
 use gfr::simulate::{GroundTruth, simulate_cell};
 
+/// Cells fitted together by default: batching changes no result and saves about a third of
+/// the time (`gfr bench`).
+const DEFAULT_BATCH_CELLS: usize = 16;
+
 #[derive(Parser)]
 #[command(
     name = "gfr",
@@ -284,7 +288,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Cells fitted together (`gfr fit --batch-cells`).
-    #[arg(long = "batch-cells", default_value_t = 1)]
+    #[arg(long = "batch-cells", default_value_t = DEFAULT_BATCH_CELLS)]
     batch_cells: usize,
     /// Also write the numbers as JSON here.
     #[arg(long)]
@@ -383,11 +387,12 @@ struct FitArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fit N cells together in one batched model (each keeps its own parameters, optimizer
-    /// state, schedule, early stop and selection: the results are those of one-at-a-time).
+    /// state, schedule, early stop and selection: the results are those of one-at-a-time;
+    /// 1 fits one cell at a time).
     #[arg(
         long = "batch-cells",
         visible_alias = "batch_cells",
-        default_value_t = 1
+        default_value_t = DEFAULT_BATCH_CELLS
     )]
     batch_cells: usize,
     /// Fit only every N-th cell starting at K (`K/N`, 0 ≤ K < N), e.g. one Slurm array task.

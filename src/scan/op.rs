@@ -173,10 +173,15 @@ struct HostParts {
 }
 
 impl HostParts {
-    fn read<B: HostData>(x: &ScanParts<B>) -> Self {
+    /// The backward pass needs the shapes of P but not its values (`with_current` false).
+    fn read<B: HostData>(x: &ScanParts<B>, with_current: bool) -> Self {
         let [batch, time, neurons] = x.current.shape().dims::<3>();
         Self {
-            current: read::<B>(&x.current),
+            current: if with_current {
+                read::<B>(&x.current)
+            } else {
+                Vec::new()
+            },
             alpha: read::<B>(&x.alpha),
             beta: read::<B>(&x.beta),
             decay: read::<B>(&x.decay),
@@ -216,7 +221,7 @@ impl HostParts {
 
 /// The host implementation, for backends without a kernel of their own.
 pub(super) fn host_forward<B: HostData>(x: &ScanParts<B>) -> [FloatTensor<B>; 4] {
-    let h = HostParts::read(x);
+    let h = HostParts::read(x, true);
     let trace = cpu::forward(
         &h.neurons(),
         &h.current,
@@ -234,7 +239,7 @@ pub(super) fn host_backward<B: HostData>(
     saved: &[FloatTensor<B>; 4],
     grad_rates: FloatTensor<B>,
 ) -> ScanGrads<B> {
-    let h = HostParts::read(x);
+    let h = HostParts::read(x, false);
     let trace = cpu::Trace {
         rates: read::<B>(&saved[0]),
         act_in: read::<B>(&saved[1]),
