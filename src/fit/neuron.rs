@@ -228,7 +228,10 @@ fn sweep_losses(
     )
     .reshape([time, sweeps]);
     let mu = rate * dt;
-    let nll = (mu.clone() - batch.target.clone() * dt * (mu + eps).log()) * batch.mask.clone();
+    // padded bins (rate and target 0) take log 1, so that ε = 0 gives no 0 · ln 0 there
+    let padded = batch.mask.clone().equal_elem(0.0);
+    let log_mu = (mu.clone() + eps).mask_fill(padded, 1.0).log();
+    let nll = (mu - batch.target.clone() * dt * log_mu) * batch.mask.clone();
     let sweep_loss = nll.sum_dim(0);
     let total = (sweep_loss.clone() * batch.weight.clone()).sum();
     (sweep_loss, total)
@@ -320,12 +323,15 @@ pub fn train_runs(
             // lengths, so little is padded
             let mut by_group: std::collections::BTreeMap<usize, Vec<(usize, &SweepBatch)>> =
                 Default::default();
+            // (cells that stopped or diverged are left out: their results are final)
             for c in 0..cells {
-                let g = orders[c][k];
-                by_group
-                    .entry(g)
-                    .or_default()
-                    .push((c, &data[c].train[g].1));
+                if matches!(state[c], CellRun::Running { .. }) {
+                    let g = orders[c][k];
+                    by_group
+                        .entry(g)
+                        .or_default()
+                        .push((c, &data[c].train[g].1));
+                }
             }
             let neurons = layer.scan_neurons();
             let mut total = if settings.l1 != 0.0 {

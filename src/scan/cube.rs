@@ -261,18 +261,16 @@ fn geometry(
     }
 }
 
-/// Whether one cube can hold every neuron of a sequence (needed with a recurrent weight).
+/// Whether the launch fits the device: with a recurrent weight one cube must hold every
+/// neuron of a sequence, and the batch is the cube count's second dimension. Otherwise the
+/// host implementation runs.
 fn fits(x: &ScanParts<Cube>) -> bool {
-    let neurons = x.current.shape().dims::<3>()[2];
-    x.recurrent.is_none()
-        || neurons as u32
-            <= x.current
-                .client
-                .properties()
-                .hardware
-                .max_cube_dim
-                .0
-                .min(1024)
+    let [batch, _, neurons] = x.current.shape().dims::<3>();
+    let hw = &x.current.client.properties().hardware;
+    let units = hw.max_cube_dim.0.min(hw.max_units_per_cube);
+    batch as u64 <= hw.max_cube_count.1 as u64
+        && (x.recurrent.is_none() || neurons as u64 <= units as u64)
+        && (neurons as u32).div_ceil(UNITS) <= hw.max_cube_count.0
 }
 
 fn contiguous(x: &ScanParts<Cube>) -> ScanParts<Cube> {
@@ -345,7 +343,18 @@ impl ScanKernels for Cube {
         let x = contiguous(x);
         let saved = saved.clone().map(into_contiguous);
         let grad_rates = into_contiguous(grad_rates);
-        let [batch, _, neurons] = x.current.shape().dims::<3>();
+        let [batch, time, neurons] = x.current.shape().dims::<3>();
+        if batch * time * neurons == 0 {
+            // nothing ran: every gradient is zero
+            let zeros = |t: &CubeTensor| Self::float_mul_scalar(t.clone(), 0.0.into());
+            return ScanGrads {
+                current: zeros(&x.current),
+                alpha: zeros(&x.alpha),
+                beta: zeros(&x.beta),
+                coeffs: zeros(&x.coeffs),
+                threshold: zeros(&x.threshold),
+            };
+        }
         let nf = x.decay.shape().dims::<1>()[0];
         let kk = x.coeffs.shape().dims::<2>()[1];
         let d_current = empty(&x.current, x.current.shape());
