@@ -205,6 +205,9 @@ pub fn batch_grads<M: LineClassifier>(
 
 /// Step-1 and vote accuracy of `model` on `data`.
 pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> (f64, f64) {
+    // without autodiff: no graph, no saved states
+    let model = model.valid();
+    let device = &device.clone().without_autodiff();
     let (mut step1, mut voted) = (0usize, 0usize);
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(500) {
