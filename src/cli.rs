@@ -567,6 +567,13 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 py_bool(a.freeze_neurons),
                 py_bool(a.freeze_activations)
             );
+            if silent_readout(&net, &train_set, &device) {
+                eprintln!(
+                    "warning: every hidden neuron is silent at the readout step for the first training digits, \
+                     so no gradient reaches the input weights and training cannot start \
+                     (biological neurons whose thresholds the σ/28-scaled input does not reach; see the README)"
+                );
+            }
             let (trainable, total) = parameter_counts(&net);
             let (rnn_h, lstm_h) = matched_hidden_sizes(trainable);
             eprintln!(

@@ -9,4 +9,6 @@ pub use model::{
     GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, RnnNetwork, default_neuron,
     matched_hidden_sizes,
 };
-pub use train::{EpochStats, TrainSettings, clip_global_norm, evaluate, parameter_counts, train};
+pub use train::{
+    EpochStats, TrainSettings, clip_global_norm, evaluate, parameter_counts, silent_readout, train,
+};

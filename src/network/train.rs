@@ -203,6 +203,23 @@ pub fn batch_grads<M: LineClassifier>(
     (loss, correct, grads)
 }
 
+/// Whether the first readout is the same for the first 256 digits of `data`: the hidden layer
+/// is silent at the readout step, so no gradient reaches the input weights and training
+/// cannot start (e.g. biological neurons whose thresholds the scaled input never reaches).
+pub fn silent_readout<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> bool {
+    let model = model.valid();
+    let device = &device.clone().without_autodiff();
+    let idx: Vec<usize> = (0..data.len().min(256)).collect();
+    if idx.len() < 2 {
+        return false;
+    }
+    let (x, _) = batch_tensors(data, &idx, device);
+    let logits = model.readouts(x, 1).remove(0);
+    let first = logits.clone().slice([0..1, 0..super::model::CLASSES]);
+    let spread = (logits - first).abs().max().into_scalar::<f32>();
+    spread < 1e-6
+}
+
 /// Step-1 and vote accuracy of `model` on `data`.
 pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> (f64, f64) {
     // without autodiff: no graph, no saved states
@@ -319,6 +336,18 @@ pub fn parameter_counts<M: Module>(model: &M) -> (usize, usize) {
 mod tests {
     use super::*;
     use crate::network::{GfrNetwork, default_neuron, mnist};
+
+    #[test]
+    fn a_silent_readout_is_detected() {
+        let device = crate::device::cpu();
+        let (train, _) = mnist::builtin_sample();
+        let net = GfrNetwork::new(&vec![default_neuron(); 8], false, &device);
+        assert!(!silent_readout(&net, &train, &device));
+        let mut deaf = default_neuron();
+        deaf.activation.threshold = 1e6;
+        let net = GfrNetwork::new(&vec![deaf; 8], false, &device);
+        assert!(silent_readout(&net, &train, &device));
+    }
 
     /// Gradients of a mini-batch split over threads equal those of the whole batch.
     #[test]
