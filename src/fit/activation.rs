@@ -108,7 +108,10 @@ pub fn initial_activation(
 }
 
 /// Fits the activation: `repeats` restarts of `epochs` full-batch Adam steps (lr 0.05) on the
-/// Poisson loss through Burn's autodiff on `device`; keeps the lowest final loss.
+/// Poisson loss through Burn's autodiff on `device`; keeps the lowest final loss. The restarts
+/// train together, one activation row each (Adam acts on every element separately, so each
+/// restart is the run it would be alone).
+#[allow(clippy::too_many_arguments)]
 pub fn fit_activation(
     data: &ActivationData,
     degree: usize,
@@ -121,26 +124,30 @@ pub fn fit_activation(
 ) -> Result<(ActivationParams, f64)> {
     let ad = device.clone().autodiff();
     let n = data.current.len();
-    let to_col = |v: &[f64]| {
-        Tensor::<2>::from_data(
-            TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [n, 1]),
-            &ad,
-        )
+    let repeats = repeats.max(1);
+    // every restart sees all points: `[n, repeats]`
+    let to_cols = |v: &[f64]| {
+        let cols: Vec<f32> = v
+            .iter()
+            .flat_map(|&x| std::iter::repeat_n(x as f32, repeats))
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(cols, [n, repeats]), &ad)
     };
-    let (x, y) = (to_col(&data.current), to_col(&data.rate));
+    let (x, y) = (to_cols(&data.current), to_cols(&data.rate));
     let dt = data.bin_size as f64;
+    let inits: Vec<ActivationParams> = (0..repeats)
+        .map(|_| initial_activation(data, degree, max_rate, rng))
+        .collect();
+    let mut g = PolynomialActivation::new(&inits.iter().collect::<Vec<_>>(), &ad);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    for _ in 0..epochs {
+        let mu = g.forward(x.clone()) * dt;
+        let loss = (mu.clone() - y.clone() * dt * (mu + eps).log()).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &g);
+        g = optim.step(ACTIVATION_LR, g, grads);
+    }
     let mut best: Option<(ActivationParams, f64)> = None;
-    for _ in 0..repeats {
-        let init = initial_activation(data, degree, max_rate, rng);
-        let mut g = PolynomialActivation::new(&[&init], &ad);
-        let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-        for _ in 0..epochs {
-            let mu = g.forward(x.clone()) * dt;
-            let loss = (mu.clone() - y.clone() * dt * (mu + eps).log()).sum();
-            let grads = GradientsParams::from_grads(loss.backward(), &g);
-            g = optim.step(ACTIVATION_LR, g, grads);
-        }
-        let fitted = g.to_params(data.bin_size).remove(0);
+    for fitted in g.to_params(data.bin_size) {
         let loss = data.loss(&fitted, eps);
         if loss.is_finite()
             && fitted.poly_coeff.iter().all(|c| c.is_finite())
