@@ -1,10 +1,14 @@
 //! gfr — Generalized Firing Rate neurons on Burn.
 //!
 //! * [`neuron`] — the GFR neuron: parameters, activation, and the layer as Burn modules.
-//! * [`scan`] — the fused forward/backward scan used for fitting.
+//! * [`scan`] — the fused GFR scan (one Burn operation: host and CubeCL kernels, handwritten
+//!   backward) that the cell fitter and the network both run their neurons through.
 //! * [`data`] — sweeps, binning, the processed-data layout and pickle I/O.
 //! * [`simulate`] — the built-in synthetic cells.
 //! * [`fit`] — fitting one GFR neuron per cell, EVR, and result files.
+//! * [`dataset`] — the dataset of fitted neurons (pickle / JSON).
+//! * [`network`] — networks of GFR neurons on line-by-line MNIST, and RNN / LSTM baselines.
+//! * [`plot`], [`bench`] — figures and benchmarks.
 //! * [`device`] — choosing the CPU (ndarray) or GPU (wgpu) backend at run time.
 
 pub use burn;
