@@ -112,6 +112,8 @@ pub fn bench_network(
     use crate::network::{GfrNetwork, TrainSettings, default_neuron, mnist, train};
     let (train_set, test_set) = mnist::builtin_sample();
     let device = device.autodiff();
+    // the same initial network every run
+    device.seed(0);
     let net = GfrNetwork::new(&vec![default_neuron(); n_nodes], false, &device);
     let settings = TrainSettings {
         lr: 1e-3,

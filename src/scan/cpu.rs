@@ -220,48 +220,50 @@ pub fn forward(
     );
     let n = nrn.n_filters();
     let parts = run_tasks(&tasks(dims, recurrent.is_some()), |rows, cols| {
-        let width = cols.len();
-        let size = rows.len() * dims.time * width;
+        let (nb, width, nn) = (rows.len(), cols.len(), dims.neurons);
+        let size = nb * dims.time * width;
         let mut out = Trace {
             rates: vec![0.0; size],
             act_in: vec![0.0; size],
             total: vec![0.0; size],
             slope: vec![0.0; size],
         };
-        let mut h = vec![0.0; width * n];
-        let mut r_prev = vec![0.0; dims.neurons];
-        let mut input = vec![0.0; width];
-        for (bl, b) in rows.clone().enumerate() {
-            h.iter_mut().for_each(|x| *x = 0.0);
-            r_prev.iter_mut().for_each(|x| *x = 0.0);
-            for t in 0..dims.time {
+        let mut h = vec![0.0; nb * width * n];
+        // r_{t−1} of every neuron, per row: `[nb, N]`
+        let mut r_prev = vec![0.0; nb * nn];
+        let mut input = vec![0.0; nb * width];
+        for t in 0..dims.time {
+            for (bl, b) in rows.clone().enumerate() {
                 let row = dims.at(b, t, 0);
-                input.copy_from_slice(&current[row + cols.start..row + cols.end]);
-                if let Some(w) = recurrent {
-                    // I_j += Σ_k r_{t−1}[k] W[k, j]
-                    for (k, &r) in r_prev.iter().enumerate() {
-                        if r != 0.0 {
-                            let wk = &w[k * dims.neurons + cols.start..k * dims.neurons + cols.end];
-                            for (i, &wkj) in input.iter_mut().zip(wk) {
-                                *i += r * wkj;
-                            }
-                        }
-                    }
-                }
+                input[bl * width..(bl + 1) * width]
+                    .copy_from_slice(&current[row + cols.start..row + cols.end]);
+            }
+            if let Some(w) = recurrent {
+                // I += r_{t−1} W for every row of the task at once
+                gemm(
+                    (nb, nn, width),
+                    (&r_prev, nn, 1),
+                    (&w[cols.start..], nn, 1),
+                    1.0,
+                    (&mut input, width),
+                );
+            }
+            for (bl, b) in rows.clone().enumerate() {
                 let base = (bl * dims.time + t) * width;
                 for (jl, j) in cols.clone().enumerate() {
-                    if t >= lengths[b * dims.neurons + j] {
+                    if t >= lengths[b * nn + j] {
                         continue;
                     }
-                    let i_t = input[jl];
-                    let hj = &mut h[jl * n..(jl + 1) * n];
+                    let i_t = input[bl * width + jl];
+                    let hj = &mut h[(bl * width + jl) * n..(bl * width + jl + 1) * n];
                     let (a, bta) = (
                         &nrn.alpha[j * n..(j + 1) * n],
                         &nrn.beta[j * n..(j + 1) * n],
                     );
+                    let r_own = r_prev[bl * nn + j];
                     let mut sum = 0.0;
                     for i in 0..n {
-                        hj[i] = nrn.decay[i] * hj[i] + a[i] * i_t + bta[i] * r_prev[j];
+                        hj[i] = nrn.decay[i] * hj[i] + a[i] * i_t + bta[i] * r_own;
                         sum += hj[i];
                     }
                     let u = sum / n as f64;
@@ -272,7 +274,7 @@ pub fn forward(
                     out.total[base + jl] = i_t;
                 }
                 for (jl, j) in cols.clone().enumerate() {
-                    r_prev[j] = out.rates[base + jl];
+                    r_prev[bl * nn + j] = out.rates[base + jl];
                 }
             }
         }
@@ -312,41 +314,46 @@ pub fn backward(
     assert_eq!(grad_rates.len(), dims.len(), "∂L/∂r has the wrong size");
     let (n, kk, nn) = (nrn.n_filters(), nrn.n_coeffs(), dims.neurons);
     let parts = run_tasks(&tasks(dims, recurrent.is_some()), |rows, cols| {
-        let width = cols.len();
+        let (nb, width) = (rows.len(), cols.len());
         let mut g = HostGrads {
-            current: vec![0.0; rows.len() * dims.time * width],
+            current: vec![0.0; nb * dims.time * width],
             alpha: vec![0.0; width * n],
             beta: vec![0.0; width * n],
             coeffs: vec![0.0; width * kk],
             threshold: vec![0.0; width],
         };
-        let mut a = vec![0.0; width * n];
-        // J_{t+1} over all neurons (only needed with a recurrent weight)
-        let mut j_next = vec![0.0; nn];
-        let mut j_cur = vec![0.0; nn];
-        for (bl, b) in rows.clone().enumerate() {
-            a.iter_mut().for_each(|x| *x = 0.0);
-            j_next.iter_mut().for_each(|x| *x = 0.0);
-            for t in (0..dims.time).rev() {
+        let mut a = vec![0.0; nb * width * n];
+        // J_{t+1} of every neuron per row, and its recurrent share J_{t+1} Wᵀ (with W only)
+        let mut j_next = vec![0.0; nb * nn];
+        let mut j_cur = vec![0.0; nb * nn];
+        let mut fed_back = vec![0.0; nb * width];
+        for t in (0..dims.time).rev() {
+            if let Some(w) = recurrent {
+                // fed_back[b, j] = Σ_m J_{t+1}[b, m] W[j, m]
+                gemm(
+                    (nb, nn, width),
+                    (&j_next, nn, 1),
+                    (&w[cols.start * nn..], 1, nn),
+                    0.0,
+                    (&mut fed_back, width),
+                );
+            }
+            for (bl, b) in rows.clone().enumerate() {
                 for (jl, j) in cols.clone().enumerate() {
                     if t >= lengths[b * nn + j] {
-                        j_cur[j] = 0.0;
+                        j_cur[bl * nn + j] = 0.0;
                         continue;
                     }
                     let at = dims.at(b, t, j);
-                    let aj = &mut a[jl * n..(jl + 1) * n];
+                    let aj = &mut a[(bl * width + jl) * n..(bl * width + jl + 1) * n];
                     let (al, bt) = (
                         &nrn.alpha[j * n..(j + 1) * n],
                         &nrn.beta[j * n..(j + 1) * n],
                     );
                     // R_t = ∂L/∂r_t + Σ_i β_i a_{t+1}[i] + Σ_m J_{t+1}[m] W[j, m]
-                    let mut r = grad_rates[at];
+                    let mut r = grad_rates[at] + fed_back[bl * width + jl];
                     for i in 0..n {
                         r += bt[i] * aj[i];
-                    }
-                    if let Some(w) = recurrent {
-                        let wj = &w[j * nn..(j + 1) * nn];
-                        r += dot(wj, &j_next);
                     }
                     let mut e = 0.0;
                     let act = Act {
@@ -383,10 +390,10 @@ pub fn backward(
                         jj += al[i] * aj[i];
                     }
                     g.current[(bl * dims.time + t) * width + jl] = jj;
-                    j_cur[j] = jj;
+                    j_cur[bl * nn + j] = jj;
                 }
-                std::mem::swap(&mut j_next, &mut j_cur);
             }
+            std::mem::swap(&mut j_next, &mut j_cur);
         }
         (rows, cols, g)
     });
@@ -419,20 +426,45 @@ pub fn backward(
     out
 }
 
-/// Σ x_i y_i with eight independent partial sums, so that the compiler vectorises it.
-fn dot(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f64 = xc
-        .remainder()
-        .iter()
-        .zip(yc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in xc.zip(yc) {
-        for i in 0..8 {
-            acc[i] += a[i] * b[i];
-        }
+/// C ← A B + β C for row-major C `[m, n]` (row stride `ldc`), with A `[m, k]` and B `[k, n]`
+/// given as (slice, row stride, column stride).
+fn gemm(
+    (m, k, n): (usize, usize, usize),
+    (a, rsa, csa): (&[f64], usize, usize),
+    (b, rsb, csb): (&[f64], usize, usize),
+    beta: f64,
+    (c, ldc): (&mut [f64], usize),
+) {
+    if m == 0 || n == 0 {
+        return;
     }
-    acc.iter().sum::<f64>() + tail
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        k == 0 || a.len() > last(m, k, rsa, csa),
+        "gemm: A too short"
+    );
+    assert!(
+        k == 0 || b.len() > last(k, n, rsb, csb),
+        "gemm: B too short"
+    );
+    assert!(c.len() > last(m, n, ldc, 1), "gemm: C too short");
+    // SAFETY: the asserts above keep every index matrixmultiply touches inside the slices.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        );
+    }
 }

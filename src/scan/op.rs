@@ -8,7 +8,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{
-    Autodiff, Backend, ExtensionType, NdArray, Shape, Slice, TensorData, TensorMetadata,
+    Autodiff, Backend, DType, ExtensionType, NdArray, Shape, Slice, TensorData, TensorMetadata,
     backend_extension,
 };
 
@@ -152,8 +152,10 @@ fn read<B: HostData>(t: &FloatTensor<B>) -> Vec<f64> {
 }
 
 fn write<B: Backend>(v: Vec<f64>, shape: Shape, like: &FloatTensor<B>) -> FloatTensor<B> {
-    let dtype = like.dtype();
-    let data = TensorData::new(v, shape).convert_dtype(dtype);
+    let data = match like.dtype() {
+        DType::F32 => TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), shape),
+        dtype => TensorData::new(v, shape).convert_dtype(dtype),
+    };
     B::float_from_data(data, &like.device())
 }
 
