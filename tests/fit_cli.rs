@@ -308,7 +308,7 @@ fn batched_fitting_gives_the_one_at_a_time_results() {
         r#"{"activation_epochs": 30, "activation_repeats": 2, "hparams": [{"lr": 0.01, "epochs": 15}, {"lr": 0.001, "epochs": 5}]}"#,
     );
     let (one, many) = (dir.join("one"), dir.join("many"));
-    ok(&fit(s(&cfg), &data, &one, &[]));
+    ok(&fit(s(&cfg), &data, &one, &["--batch-cells", "1"]));
     ok(&fit(s(&cfg), &data, &many, &["--batch-cells", "3"]));
     for id in 41..=44 {
         let a = FitResult::load(&one.join(format!("{id}.pickle"))).unwrap();

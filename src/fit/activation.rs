@@ -108,9 +108,7 @@ pub fn initial_activation(
 }
 
 /// Fits the activation: `repeats` restarts of `epochs` full-batch Adam steps (lr 0.05) on the
-/// Poisson loss through Burn's autodiff on `device`; keeps the lowest final loss. The restarts
-/// train together, one activation row each (Adam acts on every element separately, so each
-/// restart is the run it would be alone).
+/// Poisson loss through Burn's autodiff on `device`; keeps the lowest final loss.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_activation(
     data: &ActivationData,
@@ -122,45 +120,91 @@ pub fn fit_activation(
     device: &Device,
     rng: &mut StdRng,
 ) -> Result<(ActivationParams, f64)> {
+    fit_activations(
+        &mut [(data, max_rate, rng)],
+        degree,
+        epochs,
+        repeats,
+        eps,
+        device,
+    )
+    .remove(0)
+}
+
+/// [`fit_activation`] for several cells at once, each given as (data, γ, its random stream).
+/// Every restart of every cell is one activation row trained in one model; Adam acts on each
+/// element separately and padded points are masked, so each restart is the run it would be
+/// alone.
+pub fn fit_activations(
+    cells: &mut [(&ActivationData, f64, &mut StdRng)],
+    degree: usize,
+    epochs: usize,
+    repeats: usize,
+    eps: f64,
+    device: &Device,
+) -> Vec<Result<(ActivationParams, f64)>> {
     let ad = device.clone().autodiff();
-    let n = data.current.len();
     let repeats = repeats.max(1);
-    // every restart sees all points: `[n, repeats]`
-    let to_cols = |v: &[f64]| {
-        let cols: Vec<f32> = v
-            .iter()
-            .flat_map(|&x| std::iter::repeat_n(x as f32, repeats))
-            .collect();
-        Tensor::<2>::from_data(TensorData::new(cols, [n, repeats]), &ad)
-    };
-    let (x, y) = (to_cols(&data.current), to_cols(&data.rate));
-    let dt = data.bin_size as f64;
-    let inits: Vec<ActivationParams> = (0..repeats)
-        .map(|_| initial_activation(data, degree, max_rate, rng))
-        .collect();
+    let points = cells.iter().map(|c| c.0.current.len()).max().unwrap_or(0);
+    let cols = cells.len() * repeats;
+    // `[points, cols]`: column c · repeats + k is restart k of cell c
+    let (mut x, mut y, mut mask) = (
+        vec![0.0f32; points * cols],
+        vec![0.0f32; points * cols],
+        vec![0.0f32; points * cols],
+    );
+    let mut dt = vec![0.0f32; cols];
+    let mut inits = Vec::with_capacity(cols);
+    for (c, (data, max_rate, rng)) in cells.iter_mut().enumerate() {
+        for k in 0..repeats {
+            let col = c * repeats + k;
+            for (p, (&xi, &yi)) in data.current.iter().zip(&data.rate).enumerate() {
+                x[p * cols + col] = xi as f32;
+                y[p * cols + col] = yi as f32;
+                mask[p * cols + col] = 1.0;
+            }
+            dt[col] = data.bin_size as f32;
+            inits.push(initial_activation(data, degree, *max_rate, rng));
+        }
+    }
+    if cols == 0 {
+        return Vec::new();
+    }
+    let grid = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [points, cols]), &ad);
+    let (x, y, mask) = (grid(x), grid(y), grid(mask));
+    let dt = Tensor::<2>::from_data(TensorData::new(dt, [1, cols]), &ad);
+    let padded = mask.clone().equal_elem(0.0);
     let mut g = PolynomialActivation::new(&inits.iter().collect::<Vec<_>>(), &ad);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     for _ in 0..epochs {
-        let mu = g.forward(x.clone()) * dt;
-        let loss = (mu.clone() - y.clone() * dt * (mu + eps).log()).sum();
+        let mu = g.forward(x.clone()) * dt.clone();
+        let log_mu = (mu.clone() + eps).mask_fill(padded.clone(), 1.0).log();
+        let loss = ((mu - y.clone() * dt.clone() * log_mu) * mask.clone()).sum();
         let grads = GradientsParams::from_grads(loss.backward(), &g);
         g = optim.step(ACTIVATION_LR, g, grads);
     }
-    let mut best: Option<(ActivationParams, f64)> = None;
-    for fitted in g.to_params(data.bin_size) {
-        let loss = data.loss(&fitted, eps);
-        if loss.is_finite()
-            && fitted.poly_coeff.iter().all(|c| c.is_finite())
-            && fitted.threshold.is_finite()
-            && best.as_ref().is_none_or(|b| loss < b.1)
-        {
-            best = Some((fitted, loss));
-        }
-    }
-    match best {
-        Some(b) => Ok(b),
-        None => bail!("activation fit diverged (non-finite loss) in every restart"),
-    }
+    let fitted = g.to_params(0);
+    cells
+        .iter()
+        .enumerate()
+        .map(|(c, (data, _, _))| {
+            let mut best: Option<(ActivationParams, f64)> = None;
+            for mut candidate in fitted[c * repeats..(c + 1) * repeats].iter().cloned() {
+                candidate.bin_size = data.bin_size;
+                let loss = data.loss(&candidate, eps);
+                if loss.is_finite()
+                    && candidate.poly_coeff.iter().all(|c| c.is_finite())
+                    && candidate.threshold.is_finite()
+                    && best.as_ref().is_none_or(|b| loss < b.1)
+                {
+                    best = Some((candidate, loss));
+                }
+            }
+            best.ok_or_else(|| {
+                anyhow::anyhow!("activation fit diverged (non-finite loss) in every restart")
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

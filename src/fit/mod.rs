@@ -16,7 +16,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
-pub use activation::{ACTIVATION_LR, ActivationData, fit_activation, initial_activation};
+pub use activation::{
+    ACTIVATION_LR, ActivationData, fit_activation, fit_activations, initial_activation,
+};
 pub use config::{FitConfig, RunConfig};
 pub use evr::{explained_variance, explained_variance_ratio};
 pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run, train_runs};
@@ -175,13 +177,26 @@ struct PreparedCell {
     rng: StdRng,
 }
 
-/// Groups a cell's data and fits its activation (or takes the saved neuron when finetuning).
-fn prepare_cell(
+/// Where a cell's filter fit starts: a saved neuron (finetune) or a fresh activation fit.
+enum Start {
+    Saved(NeuronParams),
+    FitActivation { data: ActivationData, max_rate: f64 },
+}
+
+/// A loaded cell before its activation fit.
+struct LoadedCell {
+    data: FitData,
+    start: Start,
+    rng: StdRng,
+}
+
+/// Groups a cell's data and decides where its fit starts.
+fn load_cell(
     cell: &CellRecording,
     opts: &FitOptions,
     previous: Option<&FitResult>,
     progress: &dyn FitProgress,
-) -> Result<PreparedCell, CellError> {
+) -> Result<LoadedCell, CellError> {
     let cfg = &opts.config;
     let data = FitData::from_cell(cell, opts.bin_size).map_err(CellError::Skip)?;
     if data.train.is_empty() {
@@ -189,28 +204,63 @@ fn prepare_cell(
             "no training sweeps (Long Square, Ramp, Noise 1)".into(),
         ));
     }
-    let mut rng =
-        StdRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let rng = StdRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let start = match previous.filter(|p| cfg.finetune && p.params.bin_size == opts.bin_size) {
-        Some(prev) => prev.params.clone(),
-        None => {
-            progress.stage("activation");
-            let act_data = activation_data(cell, opts.activation_bin_size, progress)?;
-            let (g, _) = fit_activation(
-                &act_data,
-                opts.degree,
-                cell.max_firing_rate,
-                cfg.activation_epochs,
-                cfg.activation_repeats,
-                cfg.eps,
-                &opts.device,
-                &mut rng,
-            )
-            .map_err(|e| CellError::Fail(e.to_string()))?;
-            NeuronParams::initial(opts.bin_size, g)
-        }
+        Some(prev) => Start::Saved(prev.params.clone()),
+        None => Start::FitActivation {
+            data: activation_data(cell, opts.activation_bin_size, progress)?,
+            max_rate: cell.max_firing_rate,
+        },
     };
-    Ok(PreparedCell { data, start, rng })
+    Ok(LoadedCell { data, start, rng })
+}
+
+/// Fits the activations of the loaded cells together (one row per restart of each cell).
+fn prepare_cells(
+    cells: Vec<LoadedCell>,
+    opts: &FitOptions,
+    progress: &dyn FitProgress,
+) -> Vec<Result<PreparedCell, CellError>> {
+    let cfg = &opts.config;
+    let mut cells = cells;
+    let mut problems: Vec<(&ActivationData, f64, &mut StdRng)> = Vec::new();
+    for cell in cells.iter_mut() {
+        if let Start::FitActivation { data, max_rate } = &cell.start {
+            problems.push((data, *max_rate, &mut cell.rng));
+        }
+    }
+    if !problems.is_empty() {
+        progress.stage("activation");
+    }
+    let mut fitted = fit_activations(
+        &mut problems,
+        opts.degree,
+        cfg.activation_epochs,
+        cfg.activation_repeats,
+        cfg.eps,
+        &opts.device,
+    )
+    .into_iter();
+    cells
+        .into_iter()
+        .map(|cell| {
+            let start = match cell.start {
+                Start::Saved(p) => p,
+                Start::FitActivation { .. } => {
+                    let (g, _) = fitted
+                        .next()
+                        .expect("one activation per cell")
+                        .map_err(|e| CellError::Fail(e.to_string()))?;
+                    NeuronParams::initial(opts.bin_size, g)
+                }
+            };
+            Ok(PreparedCell {
+                data: cell.data,
+                start,
+                rng: cell.rng,
+            })
+        })
+        .collect()
 }
 
 /// Runs every config run on a batch of prepared cells (same number of training groups) and
@@ -279,8 +329,9 @@ pub fn fit_cell_result(
     previous: Option<&FitResult>,
     progress: &dyn FitProgress,
 ) -> Result<FitResult, CellError> {
-    let mut prepared = [prepare_cell(cell, opts, previous, progress)?];
-    fit_prepared(&mut prepared, opts, progress).remove(0)
+    let loaded = load_cell(cell, opts, previous, progress)?;
+    let prepared = prepare_cells(vec![loaded], opts, progress).remove(0)?;
+    fit_prepared(&mut [prepared], opts, progress).remove(0)
 }
 
 /// The activation-fit points at `bin` ms. When no Long Square fires within its first bin
@@ -347,6 +398,7 @@ pub fn fit_and_save_batch(
     // (index, prepared cell) of the cells that go on to the filter fit, by group count
     let mut ready: std::collections::BTreeMap<usize, Vec<(usize, PreparedCell)>> =
         Default::default();
+    let mut loaded: Vec<(usize, LoadedCell)> = Vec::new();
     for (i, &cell_id) in cell_ids.iter().enumerate() {
         let path = opts.result_path(cell_id);
         if path.exists() {
@@ -364,9 +416,19 @@ pub fn fit_and_save_batch(
             ));
             continue;
         }
-        let prepared = CellRecording::load(&opts.data_dir, cell_id)
+        let loaded_cell = CellRecording::load(&opts.data_dir, cell_id)
             .map_err(|e| CellError::Skip(format!("{e:#}")))
-            .and_then(|cell| prepare_cell(&cell, opts, previous[i].as_ref(), progress));
+            .and_then(|cell| load_cell(&cell, opts, previous[i].as_ref(), progress));
+        match loaded_cell {
+            Ok(c) => loaded.push((i, c)),
+            Err(CellError::Skip(m)) => reports[i] = Some(report(cell_id, "skipped", None, m)),
+            Err(CellError::Fail(m)) => reports[i] = Some(report(cell_id, "failed", None, m)),
+        }
+    }
+    // the activations of the whole batch are fitted together
+    let (idx, cells): (Vec<usize>, Vec<LoadedCell>) = loaded.into_iter().unzip();
+    for (i, prepared) in idx.into_iter().zip(prepare_cells(cells, opts, progress)) {
+        let cell_id = cell_ids[i];
         match prepared {
             Ok(p) => ready.entry(p.data.train.len()).or_default().push((i, p)),
             Err(CellError::Skip(m)) => reports[i] = Some(report(cell_id, "skipped", None, m)),
@@ -471,7 +533,7 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
         for r in fit_and_save_batch(chunk, opts, &bars) {
             let line = match (&r.val_evr, &r.test_evr) {
                 (Some(v), Some(t)) => format!(
-                    "cell {}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.1} s)",
+                    "cell {}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.2} s)",
                     r.cell_id, r.status, r.seconds
                 ),
                 _ => format!("cell {}: {} — {}", r.cell_id, r.status, r.message),
@@ -501,7 +563,7 @@ pub fn summary_table(reports: &[CellReport]) -> String {
     );
     for r in reports {
         s += &format!(
-            "{:>12}  {:>14}  {:>8}  {:>8}  {:>10}  {:>8.1}\n",
+            "{:>12}  {:>14}  {:>8}  {:>8}  {:>10}  {:>8.2}\n",
             r.cell_id,
             r.status,
             f(r.val_evr),
