@@ -312,18 +312,19 @@ fn biological_neurons_come_from_the_dataset() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// An empty --mnist-dir is filled by a download (here from a local mirror serving the sample's
-/// files over HTTP, through GFR_MNIST_MIRROR), and the run reads the downloaded files.
-#[test]
-fn mnist_is_downloaded_into_an_empty_folder() {
+/// A local MNIST mirror on 127.0.0.1 serving the sample's files over HTTP for `requests`
+/// connections; files not in `serves` get 404. Returns the port and the number of files sent.
+fn mirror(
+    serves: &'static [&'static str],
+    requests: usize,
+) -> (u16, std::thread::JoinHandle<usize>) {
     use std::io::{BufRead, BufReader, Write};
-    let dir = scratch("netdownload");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-sample");
     let server = std::thread::spawn(move || {
-        let mut served = 0;
-        for stream in listener.incoming().take(4) {
+        let mut sent = 0;
+        for stream in listener.incoming().take(requests) {
             let mut stream = stream.unwrap();
             let mut line = String::new();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -341,40 +342,72 @@ fn mnist_is_downloaded_into_an_empty_folder() {
                 .nth(1)
                 .unwrap()
                 .trim_start_matches('/');
-            let body = std::fs::read(sample.join(name)).unwrap();
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .unwrap();
-            stream.write_all(&body).unwrap();
-            served += 1;
+            if serves.iter().any(|s| name.starts_with(s)) {
+                let body = std::fs::read(sample.join(name)).unwrap();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .unwrap();
+                stream.write_all(&body).unwrap();
+                sent += 1;
+            } else {
+                write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+            }
         }
-        served
+        sent
     });
+    (port, server)
+}
+
+/// An empty --mnist-dir is filled by a download (from a local mirror, through
+/// GFR_MNIST_MIRROR), and the run reads the downloaded files. A download that fails part-way
+/// leaves the folder empty (the run uses the built-in sample, saying why), and the next run
+/// completes it.
+#[test]
+fn mnist_is_downloaded_into_an_empty_folder() {
+    let dir = scratch("netdownload");
     let mnist = dir.join("mnist");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gfr"))
-        .args(tiny_run(&mnist, &dir))
-        .env("GFR_MNIST_MIRROR", format!("http://127.0.0.1:{port}"))
-        .output()
-        .unwrap();
-    let text = ok(&out);
+    let run = |port: u16| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gfr"))
+            .args(tiny_run(&mnist, &dir))
+            .env("GFR_MNIST_MIRROR", format!("http://127.0.0.1:{port}"))
+            .output()
+            .unwrap()
+    };
+    // the mirror has the training files only
+    let (port, server) = mirror(&["train-"], 3);
+    let text = ok(&run(port));
+    assert!(
+        text.contains("download failed") && text.contains("built-in SAMPLE"),
+        "{text}"
+    );
+    assert_eq!(server.join().unwrap(), 2);
+    let in_folder = |stem: &str| mnist.join(format!("{stem}.gz")).is_file();
+    assert!(
+        !in_folder("train-images-idx3-ubyte"),
+        "nothing moves in before all files are there"
+    );
+    // the next run fetches only what is missing
+    let (port, server) = mirror(&["t10k-"], 2);
+    let text = ok(&run(port));
     assert!(text.contains("downloading"), "{text}");
     assert!(
         text.contains(&format!("MNIST from {}", mnist.display())),
         "{text}"
     );
-    assert_eq!(server.join().unwrap(), 4);
+    assert_eq!(server.join().unwrap(), 2);
     for stem in ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
-        assert!(
-            mnist.join(format!("{stem}.gz")).is_file(),
-            "{stem}.gz downloaded"
-        );
-        assert!(
-            !mnist.join(format!("{stem}.gz.part")).exists(),
-            "no .part left"
-        );
+        assert!(in_folder(stem), "{stem}.gz downloaded");
     }
+    assert!(
+        !mnist.join(".download").exists(),
+        "the staging folder is removed"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -297,7 +297,7 @@ fn host_gradients_match_finite_differences() {
     };
     let grads = cpu::backward(&nrn, dims, &lengths, Some(&w), &trace, &g);
     // ∂L/∂W[k, j] = Σ_{b,t} r_{t−1}[k] J_t[j]
-    let mut dw = vec![0.0; N * N];
+    let mut dw = [0.0; N * N];
     for b in 0..dims.batch {
         for t in 1..dims.time {
             for k in 0..N {

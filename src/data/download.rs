@@ -104,7 +104,15 @@ pub fn fetch(
     if have > 0 {
         req = req.header("Range", &format!("bytes={have}-"));
     }
-    let mut resp = req.call().with_context(|| format!("cannot fetch {url}"))?;
+    let mut resp = match req.call() {
+        // the partial file is already whole (or not this file): start over
+        Err(ureq::Error::StatusCode(416)) if have > 0 => {
+            std::fs::remove_file(&part)
+                .with_context(|| format!("cannot remove {}", part.display()))?;
+            return fetch(agent, url, path, label, bar);
+        }
+        r => r.with_context(|| format!("cannot fetch {url}"))?,
+    };
     let resumed = resp.status() == 206;
     let remaining: Option<u64> = resp
         .headers()

@@ -164,6 +164,8 @@ pub struct CellReport {
 /// Progress callbacks of a cell fit (no-ops by default).
 pub trait FitProgress {
     fn stage(&self, _msg: &str) {}
+    /// A remark about one cell, worth a line of its own.
+    fn note(&self, _msg: &str) {}
     fn run_started(&self, _run: usize, _runs: usize, _epochs: usize) {}
     fn epoch(&self, _epoch: usize, _train_loss: f64) {}
 }
@@ -350,8 +352,9 @@ fn activation_data(
         && let Ok(wide) = ActivationData::from_cell(cell, 100)
         && fires(&wide)
     {
-        progress.stage(&format!(
-            "no Long Square fires in its first {bin} ms; activation fitted at 100 ms"
+        progress.note(&format!(
+            "cell {}: no Long Square fires in its first {bin} ms; activation fitted at 100 ms",
+            cell.cell_id
         ));
         return Ok(wide);
     }
@@ -481,6 +484,9 @@ struct Bars {
 impl FitProgress for Bars {
     fn stage(&self, msg: &str) {
         self.epochs.set_message(msg.to_string());
+    }
+    fn note(&self, msg: &str) {
+        self.epochs.println(msg);
     }
     fn run_started(&self, run: usize, runs: usize, epochs: usize) {
         self.epochs.reset();

@@ -189,44 +189,79 @@ const FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte",
 ];
 
-/// Downloads the four MNIST files (gzipped) into `dir`, each through a `.part` file renamed
-/// into place; the first mirror that answers is used. The environment variable
-/// `GFR_MNIST_MIRROR` (a URL holding the four `.gz` files) replaces the built-in mirrors.
+/// Downloads the MNIST files missing from `dir` (gzipped), trying each mirror in turn. Each
+/// file arrives under `dir/.download/` (a `.part` file per mirror, resumed on the next run from
+/// that mirror), is checked as an IDX file, and the files move into `dir` only when every
+/// missing one is there, so a failed download never leaves `dir` half filled. The
+/// environment variable `GFR_MNIST_MIRROR` (a URL holding the four `.gz` files) replaces the
+/// built-in mirrors.
 pub fn download(dir: &Path) -> Result<()> {
     let agent = crate::data::download::agent();
-    let custom = std::env::var("GFR_MNIST_MIRROR").ok();
+    let custom = std::env::var("GFR_MNIST_MIRROR")
+        .ok()
+        .filter(|m| !m.trim().is_empty());
     let mirrors: Vec<&str> = match &custom {
-        Some(m) => vec![m.trim_end_matches('/')],
+        Some(m) => vec![m.trim().trim_end_matches('/')],
         None => MIRRORS.to_vec(),
     };
+    let missing: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|stem| find(dir, stem).is_none())
+        .collect();
+    let staging = dir.join(".download");
     let mut last = None;
     for mirror in mirrors {
-        let mut ok = true;
-        for stem in FILES {
-            if find(dir, stem).is_some() {
-                continue;
+        let name: String = mirror
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let fetched = missing.iter().try_for_each(|stem| {
+            let done = staging.join(format!("{stem}.gz"));
+            if done.is_file() {
+                return Ok(());
             }
-            let path = dir.join(format!("{stem}.gz"));
+            let path = staging.join(&name).join(format!("{stem}.gz"));
             let bar = indicatif::ProgressBar::new(0);
-            let fetched = crate::data::download::fetch(
-                &agent,
-                &format!("{mirror}/{stem}.gz"),
-                &path,
-                stem,
-                &bar,
-            );
+            let url = format!("{mirror}/{stem}.gz");
+            let got = crate::data::download::fetch(&agent, &url, &path, stem, &bar);
             bar.finish_and_clear();
-            if let Err(e) = fetched {
-                last = Some(e);
-                ok = false;
-                break;
+            got?;
+            // a file that is not what it should be is removed, to be fetched again
+            check_file(&path, stem).inspect_err(|_| {
+                let _ = std::fs::remove_file(&path);
+            })?;
+            std::fs::rename(&path, &done)
+                .with_context(|| format!("cannot move {} into place", done.display()))
+        });
+        match fetched {
+            Ok(()) => {
+                for stem in &missing {
+                    let file = format!("{stem}.gz");
+                    std::fs::rename(staging.join(&file), dir.join(&file))
+                        .with_context(|| format!("cannot move {file} into {}", dir.display()))?;
+                }
+                let _ = std::fs::remove_dir_all(&staging);
+                return Ok(());
             }
-        }
-        if ok {
-            return Ok(());
+            Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no MNIST mirror answered")))
+}
+
+/// Parses a downloaded IDX file (images or labels, by its name).
+fn check_file(path: &Path, stem: &str) -> Result<()> {
+    let name = path.display().to_string();
+    let bytes = gunzip_if_needed(
+        std::fs::read(path).with_context(|| format!("cannot read {name}"))?,
+        &name,
+    )?;
+    if stem.contains("images") {
+        parse_images(&bytes, &name).map(|_| ())
+    } else {
+        parse_labels(&bytes, &name).map(|_| ())
+    }
 }
 
 /// MNIST from `dir`. When it holds none: downloaded into `dir` (unless `offline`), and when

@@ -56,13 +56,15 @@ impl GfrLayer {
     }
 
     /// The same neurons with the rate-history term reparameterised as s · β̃ · f, β̃ = 1000 β / s.
-    /// The function is unchanged; only what the optimizer sees changes. With s = 1 (β̃ in
-    /// Hz⁻¹ units, the network's choice) a step of Adam moves the feedback gain by lr instead
-    /// of 1000 · lr, and β's gradients no longer dominate the global gradient norm: this is
-    /// what keeps networks with trainable neurons from exploding.
+    /// The function is unchanged; only what the optimizer sees changes. With a small s (the
+    /// network uses 10) a step of Adam moves the feedback gain by about s · lr instead of
+    /// 1000 · lr, and β's gradients no longer dominate the global gradient norm: this is what
+    /// keeps networks with trainable neurons from exploding. β keeps its frozen / trainable flag.
     pub fn with_history_scale(mut self, scale: f64) -> Self {
         let factor = self.history_scale / scale;
-        self.beta = Param::from_tensor((self.beta.val() * factor).detach());
+        let trainable = self.beta.val().is_require_grad();
+        self.beta =
+            Param::from_tensor((self.beta.val() * factor).detach()).set_require_grad(trainable);
         self.history_scale = scale;
         self
     }

@@ -2,6 +2,9 @@
 //! time loop; with a recurrent weight the N neurons of a sequence share one cube and exchange
 //! r_{t−1} (forward) or J_{t+1} (backward) through shared memory at every bin.
 
+// CubeCL kernels index tensors with `x[i] = x[i] + …` (no compound assignment on indices)
+#![allow(clippy::assign_op_pattern)]
+
 use burn::backend::Cube;
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::FloatTensor;
@@ -250,7 +253,7 @@ fn geometry(
             true,
         ),
         None => {
-            let units = (neurons as u32).min(UNITS).max(1);
+            let units = (neurons as u32).clamp(1, UNITS);
             (
                 CubeDim::new_1d(units),
                 CubeCount::Static((neurons as u32).div_ceil(units), batch as u32, 1),
