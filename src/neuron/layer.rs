@@ -323,6 +323,14 @@ mod tests {
             (layer.to_params(20)[0].beta[2] + 0.03).abs() < 1e-7,
             "to_params gives β back"
         );
+        // the freeze flag survives the reparameterisation
+        let ad = crate::device::cpu().autodiff();
+        let frozen = GfrLayer::new(std::slice::from_ref(&p), &ad)
+            .with_trainable_filters(false)
+            .with_history_scale(10.0);
+        assert!(!frozen.beta.val().is_require_grad());
+        let trainable = GfrLayer::new(std::slice::from_ref(&p), &ad).with_history_scale(10.0);
+        assert!(trainable.beta.val().is_require_grad());
     }
 
     #[test]
