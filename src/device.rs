@@ -42,6 +42,11 @@ impl Backend {
     }
 }
 
+/// Whether `device` (with or without autodiff) is the CPU backend.
+pub fn is_cpu(device: &Device) -> bool {
+    device.clone().without_autodiff() == cpu()
+}
+
 /// Whether a wgpu adapter can be opened and run a kernel. Probed once per process.
 pub fn wgpu_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -47,3 +47,16 @@ fn wgpu_fit_agrees_with_cpu() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn only_the_cpu_device_counts_as_cpu() {
+    assert!(gfr::device::is_cpu(&gfr::device::cpu()));
+    assert!(gfr::device::is_cpu(&gfr::device::cpu().autodiff()));
+    if !wgpu_available() {
+        eprintln!("SKIPPED the wgpu half of only_the_cpu_device_counts_as_cpu: no wgpu adapter");
+        return;
+    }
+    assert!(!gfr::device::is_cpu(
+        &Backend::Wgpu.device().unwrap().autodiff()
+    ));
+}

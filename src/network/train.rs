@@ -157,7 +157,12 @@ pub fn batch_grads<M: LineClassifier>(
     idx: &[usize],
     device: &Device,
 ) -> (f64, usize, GradientsParams) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // on a GPU the device already runs the batch in parallel
+    let threads = if crate::device::is_cpu(device) {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
     let parts = if idx.len() >= 32 {
         threads.min(idx.len() / 16).max(1)
     } else {
