@@ -219,12 +219,11 @@ fn load_cell(
 
 /// Fits the activations of the loaded cells together (one row per restart of each cell).
 fn prepare_cells(
-    cells: Vec<LoadedCell>,
+    mut cells: Vec<LoadedCell>,
     opts: &FitOptions,
     progress: &dyn FitProgress,
 ) -> Vec<Result<PreparedCell, CellError>> {
     let cfg = &opts.config;
-    let mut cells = cells;
     let mut problems: Vec<(&ActivationData, f64, &mut StdRng)> = Vec::new();
     for cell in cells.iter_mut() {
         if let Start::FitActivation { data, max_rate } = &cell.start {
@@ -396,6 +395,10 @@ pub fn fit_and_save_batch(
         seconds: 0.0,
         message,
     };
+    let unfit = |cell_id: u64, e: CellError| match e {
+        CellError::Skip(m) => report(cell_id, "skipped", None, m),
+        CellError::Fail(m) => report(cell_id, "failed", None, m),
+    };
     let mut reports: Vec<Option<CellReport>> = vec![None; cell_ids.len()];
     let mut previous: Vec<Option<FitResult>> = vec![None; cell_ids.len()];
     // (index, prepared cell) of the cells that go on to the filter fit, by group count
@@ -424,8 +427,7 @@ pub fn fit_and_save_batch(
             .and_then(|cell| load_cell(&cell, opts, previous[i].as_ref(), progress));
         match loaded_cell {
             Ok(c) => loaded.push((i, c)),
-            Err(CellError::Skip(m)) => reports[i] = Some(report(cell_id, "skipped", None, m)),
-            Err(CellError::Fail(m)) => reports[i] = Some(report(cell_id, "failed", None, m)),
+            Err(e) => reports[i] = Some(unfit(cell_id, e)),
         }
     }
     // the activations of the whole batch are fitted together
@@ -434,8 +436,7 @@ pub fn fit_and_save_batch(
         let cell_id = cell_ids[i];
         match prepared {
             Ok(p) => ready.entry(p.data.train.len()).or_default().push((i, p)),
-            Err(CellError::Skip(m)) => reports[i] = Some(report(cell_id, "skipped", None, m)),
-            Err(CellError::Fail(m)) => reports[i] = Some(report(cell_id, "failed", None, m)),
+            Err(e) => reports[i] = Some(unfit(cell_id, e)),
         }
     }
     for (_, group) in ready {
@@ -460,8 +461,7 @@ pub fn fit_and_save_batch(
                     Ok(()) => report(cell_id, "saved", Some(&new), path.display().to_string()),
                     Err(e) => report(cell_id, "failed", Some(&new), format!("{e:#}")),
                 },
-                (Err(CellError::Skip(m)), _) => report(cell_id, "skipped", None, m),
-                (Err(CellError::Fail(m)), _) => report(cell_id, "failed", None, m),
+                (Err(e), _) => unfit(cell_id, e),
             });
         }
     }

@@ -165,8 +165,8 @@ struct StepBatch {
     rows: Tensor<1, Int>,
     /// Valid bins of each sweep, `[1, S]`.
     lengths: Tensor<2, Int>,
-    /// Each cell and its sweeps' columns.
-    spans: Vec<(usize, std::ops::Range<usize>)>,
+    /// The columns of each cell's sweeps, in the order the cells were given.
+    spans: Vec<std::ops::Range<usize>>,
 }
 
 impl StepBatch {
@@ -195,7 +195,7 @@ impl StepBatch {
                 lengths.push(b.len[s] as i64);
                 col += 1;
             }
-            spans.push((cell, start..col));
+            spans.push(start..col);
         }
         let t2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [time, sweeps]), device);
         Self {
@@ -344,13 +344,13 @@ pub fn train_runs(
                 let (sweep_loss, group_total) = sweep_losses(&neurons, &step, dt, settings.eps);
                 total = total + group_total;
                 let sweep_loss = crate::neuron::to_vec(sweep_loss);
-                for ((c, cols), (_, batch)) in step.spans.iter().zip(group) {
+                for (cols, &(c, batch)) in step.spans.iter().zip(group) {
                     let loss = per_bin(&sweep_loss[cols.clone()], batch);
-                    if !loss.is_finite() && matches!(state[*c], CellRun::Running { .. }) {
+                    if !loss.is_finite() && matches!(state[c], CellRun::Running { .. }) {
                         // the cell's run is discarded; its rows do not touch the other cells'
-                        state[*c] = CellRun::Diverged;
+                        state[c] = CellRun::Diverged;
                     }
-                    epoch_loss[*c] += loss;
+                    epoch_loss[c] += loss;
                 }
             }
             let grads = GradientsParams::from_grads(total.backward(), &layer);

@@ -106,13 +106,12 @@ impl LineClassifier for GfrNetwork {
         let [batch, time, _] = images.dims();
         let h = self.hidden();
         let device = images.device();
-        // I_t = [x_t, r_{t−1}] · [s ⊙ W_in; c W_rec] + (s ⊙ b_in + c b_rec): one matmul per step,
-        // with the scales folded into the weights once per forward pass
+        // the scales fold into the weights once per forward pass: s ⊙ W_in (s = 1 for default
+        // neurons) and c W_rec
         let scale = self.input_scale.val().reshape([1, h]);
-        let biological = self.biological();
-        let (mut w_in, mut w_rec) = (self.input.weight.val(), self.recurrent.weight.val());
+        let (w_in, mut w_rec) = (self.input.weight.val(), self.recurrent.weight.val());
         let zero = || Tensor::<2>::zeros([1, h], &device);
-        let mut b_in = self
+        let b_in = self
             .input
             .bias
             .as_ref()
@@ -122,10 +121,7 @@ impl LineClassifier for GfrNetwork {
             .bias
             .as_ref()
             .map_or_else(zero, |b| b.val().reshape([1, h]));
-        if biological {
-            w_in = w_in * scale.clone();
-            b_in = b_in * scale;
-        }
+        let (w_in, b_in) = (w_in * scale.clone(), b_in * scale);
         if self.recurrent_scale != 1.0 {
             w_rec = w_rec * self.recurrent_scale;
             b_rec = b_rec * self.recurrent_scale;
@@ -148,19 +144,6 @@ impl LineClassifier for GfrNetwork {
                 self.output.forward(r)
             })
             .collect()
-    }
-}
-
-impl GfrNetwork {
-    /// Whether the input is scaled per neuron (biological neurons).
-    fn biological(&self) -> bool {
-        self.recurrent_scale != 1.0
-            || self
-                .input_scale
-                .val()
-                .not_equal_elem(1.0)
-                .any()
-                .into_scalar::<bool>()
     }
 }
 

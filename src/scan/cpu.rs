@@ -93,19 +93,18 @@ pub struct HostGrads {
     pub threshold: Vec<f64>,
 }
 
-/// g(u) and the pieces its derivatives need, for neuron j.
-struct Act {
-    rate: f64,
-    /// ∂r/∂z (0 where the rectifier is off).
-    dr_dz: f64,
-    /// v = (u − b)/σ.
-    v: f64,
+/// v = (u − b)/σ of neuron j.
+#[inline]
+fn scaled_input(nrn: &HostNeurons, j: usize, u: f64) -> f64 {
+    (u - nrn.threshold[j]) / nrn.max_current[j]
 }
 
+/// The rate g(u) of neuron j and its slope ∂r/∂z = γ (1 − tanh² z) (both 0 where the
+/// rectifier is off).
 #[inline]
-fn activation(nrn: &HostNeurons, j: usize, u: f64) -> Act {
+fn activation(nrn: &HostNeurons, j: usize, u: f64) -> (f64, f64) {
     let k = nrn.n_coeffs();
-    let v = (u - nrn.threshold[j]) / nrn.max_current[j];
+    let v = scaled_input(nrn, j, u);
     let mut z = 0.0;
     let mut pw = 1.0;
     for &c in &nrn.coeffs[j * k..(j + 1) * k] {
@@ -115,17 +114,9 @@ fn activation(nrn: &HostNeurons, j: usize, u: f64) -> Act {
     let th = z.tanh();
     let gamma = nrn.max_rate[j];
     if th > 0.0 {
-        Act {
-            rate: gamma * th,
-            dr_dz: gamma * (1.0 - th * th),
-            v,
-        }
+        (gamma * th, gamma * (1.0 - th * th))
     } else {
-        Act {
-            rate: 0.0,
-            dr_dz: 0.0,
-            v,
-        }
+        (0.0, 0.0)
     }
 }
 
@@ -267,9 +258,9 @@ pub fn forward(
                         sum += hj[i];
                     }
                     let u = sum / n as f64;
-                    let act = activation(nrn, j, u);
-                    out.rates[base + jl] = act.rate;
-                    out.slope[base + jl] = act.dr_dz;
+                    let (rate, slope) = activation(nrn, j, u);
+                    out.rates[base + jl] = rate;
+                    out.slope[base + jl] = slope;
                     out.act_in[base + jl] = u;
                     out.total[base + jl] = i_t;
                 }
@@ -356,23 +347,20 @@ pub fn backward(
                         r += bt[i] * aj[i];
                     }
                     let mut e = 0.0;
-                    let act = Act {
-                        rate: trace.rates[at],
-                        dr_dz: if r != 0.0 { trace.slope[at] } else { 0.0 },
-                        v: (trace.act_in[at] - nrn.threshold[j]) / nrn.max_current[j],
-                    };
-                    if act.dr_dz != 0.0 {
+                    let dr_dz = if r != 0.0 { trace.slope[at] } else { 0.0 };
+                    if dr_dz != 0.0 {
+                        let v = scaled_input(nrn, j, trace.act_in[at]);
                         // ∂r/∂v = γ(1 − tanh²) Σ_k k c_k² v^{k−1};  ∂r/∂c_k = γ(1 − tanh²) 2 c_k v^k
                         let c = &nrn.coeffs[j * kk..(j + 1) * kk];
                         let (mut dz_dv, mut pw) = (0.0, 1.0);
                         for (k, &ck) in c.iter().enumerate() {
-                            g.coeffs[jl * kk + k] += r * act.dr_dz * 2.0 * ck * pw;
+                            g.coeffs[jl * kk + k] += r * dr_dz * 2.0 * ck * pw;
                             if k + 1 < kk {
                                 dz_dv += (k + 1) as f64 * c[k + 1] * c[k + 1] * pw;
                             }
-                            pw *= act.v;
+                            pw *= v;
                         }
-                        e = r * act.dr_dz * dz_dv / nrn.max_current[j];
+                        e = r * dr_dz * dz_dv / nrn.max_current[j];
                         g.threshold[jl] -= e;
                     }
                     let i_t = trace.total[at];

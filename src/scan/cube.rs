@@ -14,7 +14,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::op::{ScanGrads, ScanKernels, ScanParts};
+use super::op::{Recurrence, ScanGrads, ScanInputs, ScanKernels};
 
 /// Units per cube when neurons are independent.
 const UNITS: u32 = 128;
@@ -241,11 +241,11 @@ fn scan_backward_kernel<F: Float>(
 
 /// Launch geometry: (cube dim, cube count, shared length, coupled).
 fn geometry(
-    x: &ScanParts<Cube>,
+    x: &ScanInputs<Cube>,
     batch: usize,
     neurons: usize,
 ) -> (CubeDim, CubeCount, usize, bool) {
-    match x.recurrent {
+    match x.weight() {
         Some(_) => (
             CubeDim::new_1d(neurons as u32),
             CubeCount::Static(1, batch as u32, 1),
@@ -267,18 +267,18 @@ fn geometry(
 /// Whether the launch fits the device: with a recurrent weight one cube must hold every
 /// neuron of a sequence, and the batch is the cube count's second dimension. Otherwise the
 /// host implementation runs.
-fn fits(x: &ScanParts<Cube>) -> bool {
+fn fits(x: &ScanInputs<Cube>) -> bool {
     let [batch, _, neurons] = x.current.shape().dims::<3>();
     let hw = &x.current.client.properties().hardware;
     let units = hw.max_cube_dim.0.min(hw.max_units_per_cube);
     batch as u64 <= hw.max_cube_count.1 as u64
-        && (x.recurrent.is_none() || neurons as u64 <= units as u64)
+        && (x.weight().is_none() || neurons as u64 <= units as u64)
         && (neurons as u32).div_ceil(UNITS) <= hw.max_cube_count.0
 }
 
-fn contiguous(x: &ScanParts<Cube>) -> ScanParts<Cube> {
+fn contiguous(x: &ScanInputs<Cube>) -> ScanInputs<Cube> {
     let c = |t: &CubeTensor| into_contiguous(t.clone());
-    ScanParts {
+    ScanInputs {
         current: c(&x.current),
         alpha: c(&x.alpha),
         beta: c(&x.beta),
@@ -287,7 +287,10 @@ fn contiguous(x: &ScanParts<Cube>) -> ScanParts<Cube> {
         threshold: c(&x.threshold),
         max_current: c(&x.max_current),
         max_rate: c(&x.max_rate),
-        recurrent: x.recurrent.as_ref().map(c),
+        recurrent: match x.weight() {
+            Some(w) => Recurrence::Dense(c(w)),
+            None => Recurrence::None,
+        },
         lengths: into_contiguous(x.lengths.clone()),
     }
 }
@@ -297,7 +300,7 @@ fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
 }
 
 impl ScanKernels for Cube {
-    fn scan_forward(x: &ScanParts<Self>) -> [FloatTensor<Self>; 4] {
+    fn scan_forward(x: &ScanInputs<Self>) -> [FloatTensor<Self>; 4] {
         if !fits(x) {
             return super::op::host_forward(x);
         }
@@ -312,7 +315,7 @@ impl ScanKernels for Cube {
         }
         let (dim, count, shared, coupled) = geometry(&x, batch, neurons);
         let params = pack(&x);
-        let w = x.recurrent.clone().unwrap_or_else(|| x.decay.clone());
+        let w = x.weight().cloned().unwrap_or_else(|| x.decay.clone());
         let dtype = burn::backend::cubecl::dtype_to_storage_type(x.current.dtype);
         scan_forward_kernel::launch(
             &x.current.client,
@@ -336,7 +339,7 @@ impl ScanKernels for Cube {
     }
 
     fn scan_backward(
-        x: &ScanParts<Self>,
+        x: &ScanInputs<Self>,
         saved: &[FloatTensor<Self>; 4],
         grad_rates: FloatTensor<Self>,
     ) -> ScanGrads<Self> {
@@ -366,7 +369,7 @@ impl ScanKernels for Cube {
         let adj = empty(&x.current, Shape::new([batch, neurons, nf]));
         let (dim, count, shared, coupled) = geometry(&x, batch, neurons);
         let params = pack(&x);
-        let w = x.recurrent.clone().unwrap_or_else(|| x.decay.clone());
+        let w = x.weight().cloned().unwrap_or_else(|| x.decay.clone());
         let dtype = burn::backend::cubecl::dtype_to_storage_type(x.current.dtype);
         scan_backward_kernel::launch(
             &x.current.client,
@@ -411,7 +414,7 @@ impl ScanKernels for Cube {
 }
 
 /// Valid bins per sequence as floats `[B, N]` (exact below 2²⁴).
-fn lengths(x: &ScanParts<Cube>) -> CubeTensor {
+fn lengths(x: &ScanInputs<Cube>) -> CubeTensor {
     into_contiguous(Cube::int_into_float(
         x.lengths.clone(),
         x.current.dtype.into(),
@@ -419,7 +422,7 @@ fn lengths(x: &ScanParts<Cube>) -> CubeTensor {
 }
 
 /// One row per neuron: [α (n), β (n), c (K), b, σ, γ] — one binding instead of six.
-fn pack(x: &ScanParts<Cube>) -> CubeTensor {
+fn pack(x: &ScanInputs<Cube>) -> CubeTensor {
     let neurons = x.alpha.shape().dims::<2>()[0];
     let column = |t: &CubeTensor| Cube::float_reshape(t.clone(), Shape::new([neurons, 1]));
     into_contiguous(Cube::float_cat(

@@ -4,7 +4,7 @@
 //! - [`cpu`]: the host implementation (`f64`, split over the cores), also used by [`predict`];
 //! - [`cube`]: the CubeCL kernels for the wgpu backend;
 //! - [`op`]: the backend extension tying them into Burn, with a handwritten backward pass
-//!   (backpropagation through time: the forward pass keeps r, u and I per bin, the backward
+//!   (backpropagation through time: the forward pass keeps r, u, I and ∂r/∂z per bin, the backward
 //!   pass runs the adjoint recurrence in reverse).
 //!
 //! [`crate::neuron::GfrLayer::sequence`], plain tensor ops stepped bin by bin, is the

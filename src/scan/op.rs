@@ -15,15 +15,15 @@ use burn::backend::{
 use super::cpu;
 
 /// The recurrent input weight W `[N, N]` (I_t = P_t + r_{t−1} W), or none.
-#[derive(ExtensionType)]
+#[derive(ExtensionType, Clone, Debug)]
 pub enum Recurrence<B: Backend> {
     None,
     Dense(FloatTensor<B>),
 }
 
 /// Inputs of a scan over B sequences of T bins through N neurons with n filters and K
-/// polynomial coefficients.
-#[derive(ExtensionType)]
+/// polynomial coefficients. On a concrete backend it is also what the backward pass keeps.
+#[derive(ExtensionType, Clone, Debug)]
 pub struct ScanInputs<B: Backend> {
     /// P: input current (pA), `[B, T, N]`.
     pub current: FloatTensor<B>,
@@ -55,46 +55,21 @@ pub trait GfrScanBackend: Backend {
 /// The primitive forward and backward passes of a backend.
 pub trait ScanKernels: Backend {
     /// Rates, activation inputs u, total currents I and slopes ∂r/∂z, each `[B, T, N]`.
-    fn scan_forward(inputs: &ScanParts<Self>) -> [FloatTensor<Self>; 4];
+    fn scan_forward(inputs: &ScanInputs<Self>) -> [FloatTensor<Self>; 4];
     /// Gradients from ∂L/∂rates; `saved` is what [`ScanKernels::scan_forward`] returned.
     fn scan_backward(
-        inputs: &ScanParts<Self>,
+        inputs: &ScanInputs<Self>,
         saved: &[FloatTensor<Self>; 4],
         grad_rates: FloatTensor<Self>,
     ) -> ScanGrads<Self>;
 }
 
-/// [`ScanInputs`] of one concrete backend, kept for the backward pass.
-#[derive(Clone, Debug)]
-pub struct ScanParts<B: Backend> {
-    pub current: FloatTensor<B>,
-    pub alpha: FloatTensor<B>,
-    pub beta: FloatTensor<B>,
-    pub decay: FloatTensor<B>,
-    pub coeffs: FloatTensor<B>,
-    pub threshold: FloatTensor<B>,
-    pub max_current: FloatTensor<B>,
-    pub max_rate: FloatTensor<B>,
-    pub recurrent: Option<FloatTensor<B>>,
-    pub lengths: IntTensor<B>,
-}
-
-impl<B: Backend> From<ScanInputs<B>> for ScanParts<B> {
-    fn from(x: ScanInputs<B>) -> Self {
-        Self {
-            current: x.current,
-            alpha: x.alpha,
-            beta: x.beta,
-            decay: x.decay,
-            coeffs: x.coeffs,
-            threshold: x.threshold,
-            max_current: x.max_current,
-            max_rate: x.max_rate,
-            recurrent: match x.recurrent {
-                Recurrence::None => None,
-                Recurrence::Dense(w) => Some(w),
-            },
-            lengths: x.lengths,
+impl<B: Backend> ScanInputs<B> {
+    /// W, when there is one.
+    pub fn weight(&self) -> Option<&FloatTensor<B>> {
+        match &self.recurrent {
+            Recurrence::Dense(w) => Some(w),
+            Recurrence::None => None,
         }
     }
 }
@@ -147,10 +122,6 @@ fn read_generic<B: Backend>(t: &FloatTensor<B>) -> Vec<f64> {
         .expect("scan: float data")
 }
 
-fn read<B: HostData>(t: &FloatTensor<B>) -> Vec<f64> {
-    B::to_host(t)
-}
-
 fn write<B: Backend>(v: Vec<f64>, shape: Shape, like: &FloatTensor<B>) -> FloatTensor<B> {
     let data = match like.dtype() {
         DType::F32 => TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), shape),
@@ -176,22 +147,22 @@ struct HostParts {
 
 impl HostParts {
     /// The backward pass needs the shapes of P but not its values (`with_current` false).
-    fn read<B: HostData>(x: &ScanParts<B>, with_current: bool) -> Self {
+    fn read<B: HostData>(x: &ScanInputs<B>, with_current: bool) -> Self {
         let [batch, time, neurons] = x.current.shape().dims::<3>();
         Self {
             current: if with_current {
-                read::<B>(&x.current)
+                B::to_host(&x.current)
             } else {
                 Vec::new()
             },
-            alpha: read::<B>(&x.alpha),
-            beta: read::<B>(&x.beta),
-            decay: read::<B>(&x.decay),
-            coeffs: read::<B>(&x.coeffs),
-            threshold: read::<B>(&x.threshold),
-            max_current: read::<B>(&x.max_current),
-            max_rate: read::<B>(&x.max_rate),
-            recurrent: x.recurrent.as_ref().map(read::<B>),
+            alpha: B::to_host(&x.alpha),
+            beta: B::to_host(&x.beta),
+            decay: B::to_host(&x.decay),
+            coeffs: B::to_host(&x.coeffs),
+            threshold: B::to_host(&x.threshold),
+            max_current: B::to_host(&x.max_current),
+            max_rate: B::to_host(&x.max_rate),
+            recurrent: x.weight().map(B::to_host),
             lengths: burn_std::future::block_on(B::int_into_data(x.lengths.clone()))
                 .expect("scan: reading the lengths")
                 .convert::<i64>()
@@ -222,7 +193,7 @@ impl HostParts {
 }
 
 /// The host implementation, for backends without a kernel of their own.
-pub(super) fn host_forward<B: HostData>(x: &ScanParts<B>) -> [FloatTensor<B>; 4] {
+pub(super) fn host_forward<B: HostData>(x: &ScanInputs<B>) -> [FloatTensor<B>; 4] {
     let h = HostParts::read(x, true);
     let trace = cpu::forward(
         &h.neurons(),
@@ -237,16 +208,16 @@ pub(super) fn host_forward<B: HostData>(x: &ScanParts<B>) -> [FloatTensor<B>; 4]
 }
 
 pub(super) fn host_backward<B: HostData>(
-    x: &ScanParts<B>,
+    x: &ScanInputs<B>,
     saved: &[FloatTensor<B>; 4],
     grad_rates: FloatTensor<B>,
 ) -> ScanGrads<B> {
     let h = HostParts::read(x, false);
     let trace = cpu::Trace {
-        rates: read::<B>(&saved[0]),
-        act_in: read::<B>(&saved[1]),
-        total: read::<B>(&saved[2]),
-        slope: read::<B>(&saved[3]),
+        rates: B::to_host(&saved[0]),
+        act_in: B::to_host(&saved[1]),
+        total: B::to_host(&saved[2]),
+        slope: B::to_host(&saved[3]),
     };
     let g = cpu::backward(
         &h.neurons(),
@@ -254,7 +225,7 @@ pub(super) fn host_backward<B: HostData>(
         &h.lengths,
         h.recurrent.as_deref(),
         &trace,
-        &read::<B>(&grad_rates),
+        &B::to_host(&grad_rates),
     );
     ScanGrads {
         current: write::<B>(g.current, x.current.shape(), &x.current),
@@ -266,11 +237,11 @@ pub(super) fn host_backward<B: HostData>(
 }
 
 impl ScanKernels for NdArray {
-    fn scan_forward(inputs: &ScanParts<Self>) -> [FloatTensor<Self>; 4] {
+    fn scan_forward(inputs: &ScanInputs<Self>) -> [FloatTensor<Self>; 4] {
         host_forward(inputs)
     }
     fn scan_backward(
-        inputs: &ScanParts<Self>,
+        inputs: &ScanInputs<Self>,
         saved: &[FloatTensor<Self>; 4],
         grad_rates: FloatTensor<Self>,
     ) -> ScanGrads<Self> {
@@ -280,14 +251,14 @@ impl ScanKernels for NdArray {
 
 impl GfrScanBackend for NdArray {
     fn gfr_scan(inputs: ScanInputs<Self>) -> FloatTensor<Self> {
-        let [rates, ..] = Self::scan_forward(&inputs.into());
+        let [rates, ..] = Self::scan_forward(&inputs);
         rates
     }
 }
 
 impl GfrScanBackend for burn::backend::Cube {
     fn gfr_scan(inputs: ScanInputs<Self>) -> FloatTensor<Self> {
-        let [rates, ..] = Self::scan_forward(&inputs.into());
+        let [rates, ..] = Self::scan_forward(&inputs);
         rates
     }
 }
@@ -297,7 +268,7 @@ impl GfrScanBackend for burn::backend::Cube {
 struct ScanBackward;
 
 impl<B: Backend + ScanKernels> Backward<B, 6> for ScanBackward {
-    type State = (ScanParts<B>, [FloatTensor<B>; 4]);
+    type State = (ScanInputs<B>, [FloatTensor<B>; 4]);
 
     fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [
@@ -311,7 +282,7 @@ impl<B: Backend + ScanKernels> Backward<B, 6> for ScanBackward {
         let grad_rates = grads.consume::<B>(&ops.node);
         let (inputs, saved) = ops.state;
         let g = B::scan_backward(&inputs, &saved, grad_rates);
-        if let (Some(node), Some(_)) = (p_recurrent, &inputs.recurrent) {
+        if let (Some(node), Some(w)) = (p_recurrent, inputs.weight()) {
             // ∂L/∂W = Σ_{b,t} r_{t−1}ᵀ J_t
             let [batch, time, neurons] = saved[0].shape().dims::<3>();
             if time > 1 {
@@ -335,7 +306,7 @@ impl<B: Backend + ScanKernels> Backward<B, 6> for ScanBackward {
                 let prev = B::float_swap_dims(B::float_reshape(prev, rows.clone()), 0, 1);
                 let next = B::float_reshape(next, rows);
                 grads.register::<B>(node.id, B::float_matmul(prev, next));
-            } else if let Some(w) = &inputs.recurrent {
+            } else {
                 // a single bin: r_{−1} = 0, so W gets no gradient
                 grads.register::<B>(node.id, B::float_mul_scalar(w.clone(), 0.0.into()));
             }
@@ -371,7 +342,7 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> GfrScanBackend for Autodif
             ])
             .compute_bound()
             .stateful();
-        let parts = ScanParts::<B> {
+        let inputs = ScanInputs::<B> {
             current: inputs.current.into_primitive(),
             alpha: inputs.alpha.into_primitive(),
             beta: inputs.beta.into_primitive(),
@@ -381,15 +352,15 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> GfrScanBackend for Autodif
             max_current: inputs.max_current.into_primitive(),
             max_rate: inputs.max_rate.into_primitive(),
             recurrent: match inputs.recurrent {
-                Recurrence::None => None,
-                Recurrence::Dense(w) => Some(w.into_primitive()),
+                Recurrence::None => Recurrence::None,
+                Recurrence::Dense(w) => Recurrence::Dense(w.into_primitive()),
             },
             lengths: inputs.lengths,
         };
-        let saved = B::scan_forward(&parts);
+        let saved = B::scan_forward(&inputs);
         let rates = saved[0].clone();
         match prep {
-            OpsKind::Tracked(prep) => prep.finish((parts, saved), rates),
+            OpsKind::Tracked(prep) => prep.finish((inputs, saved), rates),
             OpsKind::UnTracked(prep) => prep.finish(rates),
         }
     }
