@@ -123,6 +123,11 @@ struct NetworkArgs {
     /// Bin size and activation bin size of the neurons drawn for `--neurons bio`.
     #[arg(long = "bio-pair", default_value = "20/20", value_parser = parse_pair)]
     bio_pair: (u32, u32),
+    /// How the network's drive reaches biological neurons: `relative` (gfr: relative to each
+    /// neuron's threshold and f-I slope, rates read out as a fraction of the cell's maximum; see
+    /// the README) or `published` (spec §5: σ/28-scaled input, W_in ~ N(1.5, 3²), 1/H recurrence).
+    #[arg(long = "bio-input", value_enum, default_value_t = BioInputArg::Relative)]
+    bio_input: BioInputArg,
     /// Shuffle the neurons taken from `--neurons FILE`.
     #[arg(long = "shuffle-neurons")]
     shuffle_neurons: bool,
@@ -137,6 +142,11 @@ struct NetworkArgs {
     /// which explodes with trainable neurons. GFR networks only.
     #[arg(long = "history-scale", default_value_t = gfr::network::HISTORY_SCALE)]
     history_scale: f64,
+    /// Print what the hidden layer does on 256 training digits before and after training
+    /// (fraction of neurons firing per step, distance from threshold, input current, gradient
+    /// reaching the input weights) and save it in the run's JSON. GFR networks only.
+    #[arg(long)]
+    diagnose: bool,
     /// Do not try to download MNIST when --mnist-dir is empty (use the built-in sample)
     #[arg(long)]
     offline: bool,
@@ -155,6 +165,21 @@ struct NetworkArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BioInputArg {
+    Relative,
+    Published,
+}
+
+impl From<BioInputArg> for gfr::network::BioInput {
+    fn from(b: BioInputArg) -> Self {
+        match b {
+            BioInputArg::Relative => Self::Relative,
+            BioInputArg::Published => Self::Published,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -531,15 +556,22 @@ fn network(mut a: NetworkArgs) -> Result<()> {
         ModelKind::Gfr => {
             let (neurons, biological) = match a.neurons.as_str() {
                 "default" => (vec![default_neuron(); a.n_nodes], false),
-                "bio" => (
-                    model::biological_neurons(
-                        &gfr::dataset::Dataset::load(&a.dataset)?,
-                        a.bio_pair,
-                        a.n_nodes,
-                        a.seed,
-                    )?,
-                    true,
-                ),
+                "bio" => {
+                    let dataset = gfr::dataset::Dataset::load(&a.dataset)?;
+                    let (n, replacement) =
+                        model::biological_neurons(&dataset, a.bio_pair, a.n_nodes, a.seed)?;
+                    if replacement {
+                        eprintln!(
+                            "note: --n-nodes {} exceeds the {} neurons of {} for pair {}/{}: drawn with replacement",
+                            a.n_nodes,
+                            dataset.pairs[&a.bio_pair].len(),
+                            a.dataset.display(),
+                            a.bio_pair.0,
+                            a.bio_pair.1
+                        );
+                    }
+                    (n, true)
+                }
                 file => {
                     let mut n = neurons_from_network_json(std::path::Path::new(file))?;
                     if a.shuffle_neurons {
@@ -555,23 +587,54 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 .iter()
                 .map(|p| (p.bin_size, p.activation.bin_size))
                 .collect();
-            let net = GfrNetwork::new(&neurons, biological, &device)
-                .with_history_scale(a.history_scale)
-                .tap_neurons(|l| {
-                    l.with_trainable_filters(!a.freeze_neurons)
-                        .with_trainable_activation(!a.freeze_activations)
-                });
+            let bio_input: BioInput = a.bio_input.into();
+            let net = if biological {
+                GfrNetwork::biological(&neurons, bio_input, &device)
+            } else {
+                GfrNetwork::new(&neurons, false, &device)
+            };
+            // the published biological network freezes the activation with the neurons
+            let freeze_activations = a.freeze_activations || (biological && a.freeze_neurons);
+            let net = net.with_history_scale(a.history_scale).tap_neurons(|l| {
+                l.with_trainable_filters(!a.freeze_neurons)
+                    .with_trainable_activation(!freeze_activations)
+            });
+            eprintln!(
+                "{} neurons{}: α, β {}; b, c {}; W_in, b_in, W_rec, b_rec, W_out, b_out trained",
+                if biological { "biological" } else { "default" },
+                if biological {
+                    format!(" (--bio-input {})", bio_input.name())
+                } else {
+                    String::new()
+                },
+                if a.freeze_neurons {
+                    "frozen"
+                } else {
+                    "trained"
+                },
+                if freeze_activations {
+                    "frozen"
+                } else {
+                    "trained"
+                },
+            );
             let name = format!(
                 "gfr_l_{}_{}_{}",
                 a.n_nodes,
                 py_bool(a.freeze_neurons),
                 py_bool(a.freeze_activations)
             );
+            let diagnostics_init = a.diagnose.then(|| {
+                let d = diagnose(&net, &train_set, 256, &device);
+                eprintln!("before training, {}", d.table());
+                d
+            });
             if silent_readout(&net, &train_set, &device) {
                 eprintln!(
                     "warning: every hidden neuron is silent at the readout step for the first training digits, \
-                     so no gradient reaches the input weights and training cannot start \
-                     (biological neurons whose thresholds the σ/28-scaled input does not reach; see the README)"
+                     so no gradient reaches the input weights and training cannot start. With biological neurons \
+                     use `--bio-input relative` (the default), which drives each neuron relative to its own threshold; \
+                     `--diagnose` shows how far from threshold the neurons sit (see the README)"
                 );
             }
             let (trainable, total) = parameter_counts(&net);
@@ -581,6 +644,11 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 a.n_nodes
             );
             let (net, history) = train(net, &train_set, &test_set, &settings, &device);
+            let diagnostics_trained = a.diagnose.then(|| {
+                let d = diagnose(&net, &train_set, 256, &device);
+                eprintln!("after training, {}", d.table());
+                d
+            });
             let neurons_py: Vec<serde_json::Value> = net
                 .neurons
                 .to_params(bins[0].0)
@@ -594,8 +662,10 @@ fn network(mut a: NetworkArgs) -> Result<()> {
             save_network(&a.save_dir, &name, net)?;
             (
                 name,
-                serde_json::json!({"model": "gfr", "neurons": a.neurons, "history_scale": a.history_scale, "trainable_params": trainable, "total_params": total,
-                "history": history, "final_neurons": neurons_py}),
+                serde_json::json!({"model": "gfr", "neurons": a.neurons, "history_scale": a.history_scale,
+                "bio_input": biological.then_some(bio_input.name()), "activations_frozen": freeze_activations, "trainable_params": trainable, "total_params": total,
+                "history": history, "final_neurons": neurons_py,
+                "diagnostics": {"init": diagnostics_init, "trained": diagnostics_trained}}),
             )
         }
         ModelKind::Rnn | ModelKind::Lstm => {

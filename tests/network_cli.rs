@@ -312,6 +312,90 @@ fn biological_neurons_come_from_the_dataset() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Neurons that gfr fitted to 60 simulated AdEx cells (`tests/fixtures/fitted_neurons.json`,
+/// 43 pass the dataset criteria; thresholds b between 0.56 σ and 0.89 σ). With the published
+/// input scaling every neuron is silent at the readout and the network stays at chance; with the
+/// relative input (the default) it learns.
+#[test]
+fn biological_networks_learn_with_the_relative_input_not_the_published_one() {
+    let dir = scratch("netbiolearn");
+    let ds = dir.join("ds.pickle");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fitted_neurons.json"
+    );
+    ok(&gfr(&["dataset", "import", fixture, "--out", s(&ds)]));
+    let args = |input: &'static str| -> Vec<String> {
+        [
+            "--neurons",
+            "bio",
+            "--dataset",
+            s(&ds),
+            "--bio-input",
+            input,
+            "--freeze-neurons",
+            "--freeze-activations",
+            "--epochs",
+            "4",
+            "--train-limit",
+            "2000",
+            "--test-limit",
+            "500",
+            "--n-nodes",
+            "64",
+            "--diagnose",
+            "--seed",
+            "2",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let run_with = |input| {
+        let a = args(input);
+        run(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let published = run_with("published");
+    let init = &published["diagnostics"]["init"];
+    assert_eq!(init["neurons_active_at_readout"], 0, "{init}");
+    assert_eq!(init["input_gradient_norm"], 0.0);
+    let acc = |j: &Value| j["final_test_accuracy_step1"].as_f64().unwrap();
+    assert!(acc(&published) < 0.2, "published: {}", acc(&published));
+    assert_eq!(published["bio_input"], "published");
+
+    let relative = run_with("relative");
+    let init = &relative["diagnostics"]["init"];
+    assert!(
+        init["neurons_active_at_readout"].as_u64().unwrap() >= 32,
+        "{init}"
+    );
+    let readout = init["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(readout["step"], 29);
+    assert!(
+        readout["active_fraction"].as_f64().unwrap() > 0.3,
+        "{readout}"
+    );
+    assert!(init["input_gradient_norm"].as_f64().unwrap() > 1e-4);
+    assert!(acc(&relative) > 0.3, "relative: {}", acc(&relative));
+    assert_eq!(relative["activations_frozen"], true);
+    // the frozen neurons leave as they came
+    let before: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let thresholds: Vec<f64> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["params"]["g"]["b"][0].as_f64().unwrap())
+        .collect();
+    for n in neurons(&relative) {
+        let b = n["g"]["b"][0].as_f64().unwrap();
+        assert!(
+            thresholds.iter().any(|t| (t - b).abs() <= 1e-4 * t.abs()),
+            "{b}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A local MNIST mirror on 127.0.0.1 serving the sample's files over HTTP for `requests`
 /// connections; files not in `serves` get 404. Returns the port and the number of files sent.
 fn mirror(

@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::mnist::SIDE;
-use crate::neuron::{ActivationParams, GfrLayer, NeuronParams};
+use crate::neuron::{ActivationParams, GfrLayer, NeuronParams, activation_tensor1};
 
 /// Digits.
 pub const CLASSES: usize = 10;
@@ -49,50 +49,197 @@ pub fn default_neuron() -> NeuronParams {
 /// see the README). `gfr network --history-scale` changes it.
 pub const HISTORY_SCALE: f64 = 10.0;
 
-/// I_t = in_scale ⊙ (W_in x_t + b_in) + rec_scale · (W_rec r_{t−1} + b_rec);
-/// r_t = GFR layer(I_t); y_t = W_out r_t + b_out.
+/// How a biological network's drive reaches its neurons (`gfr network --bio-input`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BioInput {
+    /// Spec §5 as published: I = σ ⊙ (W_in x + b_in) / 28 + (W_rec r + b_rec) / H with
+    /// W_in ~ N(1.5, 3²); rates leave the neurons in ms⁻¹.
+    Published,
+    /// gfr's default: the default network's dimensionless drive u = W_in x + b_in +
+    /// W_rec r̂ + b_rec (Burn's default initialisation) reaches each neuron relative to its
+    /// own f-I curve, I = (x* + w · u) / G (threshold x*, dynamic range w, onset gain G, see
+    /// [`OperatingPoint`]), and leaves it as r̂ = r / γ, the fraction of the cell's maximum
+    /// rate. For the default neuron this is the identity.
+    Relative,
+}
+
+impl BioInput {
+    pub fn name(self) -> &'static str {
+        match self {
+            BioInput::Published => "published",
+            BioInput::Relative => "relative",
+        }
+    }
+}
+
+/// Where a neuron's steady f-I curve starts and how steep it is, in pA of the activation's
+/// input (the mean filter value), and how strongly its filters pass a current step at onset.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct OperatingPoint {
+    /// x*: the smallest activation input with a non-zero rate (pA).
+    pub threshold: f64,
+    /// w: how far above x* the rate reaches γ · tanh(1) ≈ 0.76 γ (pA).
+    pub range: f64,
+    /// G = Σ_i α_i / n: the mean filter value per pA in the first bin of a current step —
+    /// the gain the activation was fitted at (spec §3).
+    pub gain: f64,
+}
+
+/// Smallest onset gain used for [`BioInput::Relative`], as a fraction of the default α₀ / n = 1
+/// (a cell whose fitted filters pass almost nothing at onset would otherwise get a huge drive).
+pub const MIN_ONSET_GAIN: f64 = 0.1;
+
+impl OperatingPoint {
+    /// Found on the host from the neuron's activation and α.
+    pub fn of(p: &NeuronParams) -> Self {
+        let a = &p.activation;
+        let rate = |x: f64| {
+            crate::neuron::activation_host(
+                x,
+                a.threshold,
+                &a.poly_coeff,
+                a.max_current,
+                a.max_firing_rate,
+            )
+            .0
+        };
+        // x*: bracketed on a grid of ±5 σ around b (0.001 σ apart), then bisected; w by
+        // bisection
+        let sigma = a.max_current;
+        let at = |k: i32| a.threshold + sigma * k as f64 * 1e-3;
+        let threshold = match (-5000..=5000).find(|&k| rate(at(k)) > 0.0) {
+            None => at(5000),
+            Some(-5000) => at(-5000),
+            Some(k) => {
+                let (mut lo, mut hi) = (at(k - 1), at(k));
+                for _ in 0..60 {
+                    let mid = 0.5 * (lo + hi);
+                    if rate(mid) > 0.0 { hi = mid } else { lo = mid }
+                }
+                hi
+            }
+        };
+        let target = a.max_firing_rate * 1f64.tanh();
+        let (mut lo, mut hi) = (0.0, 10.0 * sigma);
+        let range = if rate(threshold + hi) < target {
+            hi
+        } else {
+            for _ in 0..60 {
+                let mid = 0.5 * (lo + hi);
+                if rate(threshold + mid) < target {
+                    lo = mid
+                } else {
+                    hi = mid
+                }
+            }
+            hi
+        };
+        let gain = p.alpha.iter().sum::<f64>() / p.alpha.len().max(1) as f64;
+        Self {
+            threshold,
+            range,
+            gain,
+        }
+    }
+}
+
+/// I_t = P_t + r_{t−1} W with P_t = s_in ⊙ (W_in x_t + b_in) + s_rec ⊙ b_rec + o and
+/// W = diag(k) W_rec s_rec: input scale s_in, recurrent scale s_rec, offset o (pA), rate scale
+/// k; r_t = GFR layer(I_t); y_t = W_out (k ⊙ r_t) + b_out. Default neurons: s = k = 1, o = 0.
 #[derive(Module, Debug)]
 pub struct GfrNetwork {
     pub input: Linear,
     pub recurrent: Linear,
     pub output: Linear,
     pub neurons: GfrLayer,
-    /// Per-neuron input scale `[H]`: 1 for default neurons, σ / 28 for biological ones; constant.
+    /// Per-neuron input scale s_in `[H]` (pA per unit of drive); constant.
     pub input_scale: Param<Tensor<1>>,
-    /// Recurrent scale: 1, or 1 / H for biological neurons.
-    pub recurrent_scale: f64,
+    /// Per-neuron recurrent scale s_rec `[H]`; constant.
+    pub recurrent_scale: Param<Tensor<1>>,
+    /// Per-neuron offset o `[H]` (pA); constant.
+    pub input_offset: Param<Tensor<1>>,
+    /// Per-neuron rate scale k `[H]` (1 / γ for [`BioInput::Relative`]); constant.
+    pub rate_scale: Param<Tensor<1>>,
 }
 
 impl GfrNetwork {
-    /// `biological`: the input scaling of spec §5 (σ-scaled input, W_in ~ N(1.5, 3²), 1/H
-    /// recurrence). The rate-history term is reparameterised (history scale [`HISTORY_SCALE`])
-    /// for stable
+    /// `biological`: the published input scaling of spec §5 ([`BioInput::Published`]).
+    /// The rate-history term is reparameterised (history scale [`HISTORY_SCALE`]) for stable
     /// training; the neurons' function is unchanged.
     pub fn new(neurons: &[NeuronParams], biological: bool, device: &Device) -> Self {
-        let h = neurons.len();
-        let mut input = LinearConfig::new(SIDE, h);
         if biological {
+            Self::biological(neurons, BioInput::Published, device)
+        } else {
+            Self::build(neurons, None, device)
+        }
+    }
+
+    /// A network of biological neurons fed as `input` says.
+    pub fn biological(neurons: &[NeuronParams], input: BioInput, device: &Device) -> Self {
+        Self::build(neurons, Some(input), device)
+    }
+
+    fn build(neurons: &[NeuronParams], bio: Option<BioInput>, device: &Device) -> Self {
+        let h = neurons.len();
+        let published = bio == Some(BioInput::Published);
+        let mut input = LinearConfig::new(SIDE, h);
+        if published {
             input = input.with_initializer(Initializer::Normal {
                 mean: 1.5,
                 std: 3.0,
             });
         }
-        let scale: Vec<f64> = if biological {
-            neurons
-                .iter()
-                .map(|n| n.activation.max_current / SIDE as f64)
-                .collect()
-        } else {
-            vec![1.0; h]
+        let mut input = input.init(device);
+        if published {
+            // the published network draws only the weights from N(1.5, 3²); the bias keeps
+            // PyTorch's default U(±1/√in), which is also Burn's default
+            let bound = 1.0 / (SIDE as f64).sqrt();
+            input.bias = Some(Param::from_tensor(Tensor::random(
+                [h],
+                burn::tensor::Distribution::Uniform(-bound, bound),
+                device,
+            )));
+        }
+        let ones = vec![1.0; h];
+        let (s_in, s_rec, offset, k) = match bio {
+            None => (ones.clone(), ones.clone(), vec![0.0; h], ones),
+            Some(BioInput::Published) => (
+                neurons
+                    .iter()
+                    .map(|n| n.activation.max_current / SIDE as f64)
+                    .collect(),
+                vec![1.0 / h as f64; h],
+                vec![0.0; h],
+                ones,
+            ),
+            Some(BioInput::Relative) => {
+                let ops: Vec<OperatingPoint> = neurons.iter().map(OperatingPoint::of).collect();
+                let gain = |o: &OperatingPoint| o.gain.max(MIN_ONSET_GAIN);
+                let s: Vec<f64> = ops.iter().map(|o| o.range / gain(o)).collect();
+                (
+                    s.clone(),
+                    s,
+                    ops.iter().map(|o| o.threshold / gain(o)).collect(),
+                    neurons
+                        .iter()
+                        .map(|n| 1.0 / n.activation.max_firing_rate)
+                        .collect(),
+                )
+            }
         };
+        let constant =
+            |v: &[f64]| Param::from_tensor(activation_tensor1(v, device)).set_require_grad(false);
+        let layer = GfrLayer::new(neurons, device).with_history_scale(HISTORY_SCALE);
         Self {
-            input: input.init(device),
+            input,
             recurrent: LinearConfig::new(h, h).init(device),
             output: LinearConfig::new(h, CLASSES).init(device),
-            neurons: GfrLayer::new(neurons, device).with_history_scale(HISTORY_SCALE),
-            input_scale: Param::from_tensor(crate::neuron::activation_tensor1(&scale, device))
-                .set_require_grad(false),
-            recurrent_scale: if biological { 1.0 / h as f64 } else { 1.0 },
+            neurons: layer,
+            input_scale: constant(&s_in),
+            recurrent_scale: constant(&s_rec),
+            input_offset: constant(&offset),
+            rate_scale: constant(&k),
         }
     }
 
@@ -101,39 +248,50 @@ impl GfrNetwork {
     }
 }
 
-impl LineClassifier for GfrNetwork {
-    fn readouts(&self, images: Tensor<3>, readouts: usize) -> Vec<Tensor<2>> {
+impl GfrNetwork {
+    /// The drive of every step and the effective recurrent weight: P `[B, T + readouts, H]`
+    /// (pA; P_t = s ⊙ (W_in x_t + b_in) + c · b_rec, x = 0 at the readout steps) and
+    /// c · W_rec `[H, H]`, so that the hidden layer's input is I_t = P_t + r_{t−1} (c W_rec).
+    pub fn drive(&self, images: Tensor<3>, readouts: usize) -> (Tensor<3>, Tensor<2>) {
         let [batch, time, _] = images.dims();
         let h = self.hidden();
         let device = images.device();
-        // the scales fold into the weights once per forward pass: s ⊙ W_in (s = 1 for default
-        // neurons) and c W_rec
-        let scale = self.input_scale.val().reshape([1, h]);
-        let (w_in, mut w_rec) = (self.input.weight.val(), self.recurrent.weight.val());
+        // the scales fold into the weights once per forward pass
+        let row = |p: &Param<Tensor<1>>| p.val().reshape([1, h]);
+        let (s_in, s_rec) = (row(&self.input_scale), row(&self.recurrent_scale));
         let zero = || Tensor::<2>::zeros([1, h], &device);
-        let b_in = self
-            .input
-            .bias
-            .as_ref()
-            .map_or_else(zero, |b| b.val().reshape([1, h]));
-        let mut b_rec = self
-            .recurrent
-            .bias
-            .as_ref()
-            .map_or_else(zero, |b| b.val().reshape([1, h]));
-        let (w_in, b_in) = (w_in * scale.clone(), b_in * scale);
-        if self.recurrent_scale != 1.0 {
-            w_rec = w_rec * self.recurrent_scale;
-            b_rec = b_rec * self.recurrent_scale;
-        }
-        // P_t = x_t W_in + b_in + b_rec for every bin (x = 0 at the readout steps), then the
-        // fused scan runs the recurrence I_t = P_t + r_{t−1} W_rec through the neurons
+        let bias = |l: &Linear| {
+            l.bias
+                .as_ref()
+                .map_or_else(zero, |b| b.val().reshape([1, h]))
+        };
+        let w_in = self.input.weight.val() * s_in.clone();
+        let w_rec =
+            self.recurrent.weight.val() * self.rate_scale.val().reshape([h, 1]) * s_rec.clone();
+        let constant =
+            bias(&self.input) * s_in + bias(&self.recurrent) * s_rec + row(&self.input_offset);
         let driven = images
             .reshape([batch * time, SIDE])
             .matmul(w_in)
             .reshape([batch, time, h]);
         let rest = Tensor::<3>::zeros([batch, readouts, h], &device);
-        let current = Tensor::cat(vec![driven, rest], 1) + (b_in + b_rec).unsqueeze::<3>();
+        let current = Tensor::cat(vec![driven, rest], 1) + constant.unsqueeze::<3>();
+        (current, w_rec)
+    }
+
+    /// The rates `[B, H]` as the readout and the recurrence see them (k ⊙ r).
+    pub fn scaled_rates(&self, rates: Tensor<2>) -> Tensor<2> {
+        let h = self.hidden();
+        rates * self.rate_scale.val().reshape([1, h])
+    }
+}
+
+impl LineClassifier for GfrNetwork {
+    fn readouts(&self, images: Tensor<3>, readouts: usize) -> Vec<Tensor<2>> {
+        let [batch, time, _] = images.dims();
+        let h = self.hidden();
+        // the fused scan runs the recurrence I_t = P_t + r_{t−1} W_rec through the neurons
+        let (current, w_rec) = self.drive(images, readouts);
         let rates = self.neurons.scan(current, Some(w_rec));
         (time..time + readouts)
             .map(|t| {
@@ -141,7 +299,7 @@ impl LineClassifier for GfrNetwork {
                     .clone()
                     .slice([0..batch, t..t + 1, 0..h])
                     .reshape([batch, h]);
-                self.output.forward(r)
+                self.output.forward(self.scaled_rates(r))
             })
             .collect()
     }
@@ -241,15 +399,16 @@ pub fn matched_hidden_sizes(target: usize) -> (usize, usize) {
     (best(&rnn), best(&lstm))
 }
 
-/// `n` neurons drawn (with replacement, seeded) from the dataset's `(bin, actv_bin)` records;
-/// polynomials are padded with zero coefficients to a common degree.
+/// `n` neurons drawn from the dataset's `(bin, actv_bin)` records, seeded, without replacement
+/// as the published code draws them; only when `n` exceeds the pool are they drawn with
+/// replacement (the second element of the result says so).
 pub fn biological_neurons(
     dataset: &crate::dataset::Dataset,
     pair: (u32, u32),
     n: usize,
     seed: u64,
-) -> anyhow::Result<Vec<NeuronParams>> {
-    use rand::{Rng, SeedableRng};
+) -> anyhow::Result<(Vec<NeuronParams>, bool)> {
+    use rand::{Rng, SeedableRng, seq::index::sample};
     let recs = dataset
         .pairs
         .get(&pair)
@@ -262,11 +421,15 @@ pub fn biological_neurons(
             )
         })?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out: Vec<NeuronParams> = (0..n)
-        .map(|_| recs[rng.random_range(0..recs.len())].params.clone())
-        .collect();
+    let replacement = n > recs.len();
+    let picks: Vec<usize> = if replacement {
+        (0..n).map(|_| rng.random_range(0..recs.len())).collect()
+    } else {
+        sample(&mut rng, recs.len(), n).into_vec()
+    };
+    let mut out: Vec<NeuronParams> = picks.iter().map(|&i| recs[i].params.clone()).collect();
     pad_degrees(&mut out);
-    Ok(out)
+    Ok((out, replacement))
 }
 
 /// Pads every activation polynomial with zeros to the longest one (c_k = 0 adds nothing).
@@ -292,5 +455,142 @@ impl GfrNetwork {
     pub fn tap_neurons(mut self, f: impl FnOnce(GfrLayer) -> GfrLayer) -> Self {
         self.neurons = f(self.neurons);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::mnist;
+
+    fn fitted_like(threshold: f64, c: [f64; 2]) -> NeuronParams {
+        let mut p = NeuronParams::initial(
+            20,
+            ActivationParams {
+                max_current: 300.0,
+                max_firing_rate: 0.1,
+                poly_coeff: c.to_vec(),
+                threshold,
+                bin_size: 20,
+            },
+        );
+        p.alpha[0] = 6.0;
+        p.alpha[3] = 2.5;
+        p
+    }
+
+    #[test]
+    fn operating_point_of_a_degree_one_neuron() {
+        let p = fitted_like(200.0, [0.3, 1.2]);
+        let o = OperatingPoint::of(&p);
+        // g > 0 where c0² + c1² (x − b)/σ > 0: x* = b − σ c0²/c1²; g = γ tanh(1) at x* + σ/c1²
+        let x_star = 200.0 - 300.0 * 0.09 / 1.44;
+        assert!((o.threshold - x_star).abs() < 1e-9, "{o:?}");
+        assert!((o.range - 300.0 / 1.44).abs() < 1e-9, "{o:?}");
+        assert!((o.gain - 8.5 / 8.0).abs() < 1e-12);
+        // the default neuron (threshold 0, g = tanh) is its own operating point
+        let d = OperatingPoint::of(&default_neuron());
+        assert!(d.threshold.abs() < 1e-12 && (d.range - 1.0).abs() < 1e-12 && d.gain == 1.0);
+    }
+
+    /// For default neurons the relative input is the identity: the same network, the same logits.
+    #[test]
+    fn relative_input_is_the_identity_for_default_neurons() {
+        let device = crate::device::cpu();
+        let (train, _) = mnist::builtin_sample();
+        let (x, _) = crate::network::train::batch_tensors(&train, &[0, 1, 2, 3], &device);
+        let neurons = vec![default_neuron(); 16];
+        let a = GfrNetwork::new(&neurons, false, &device);
+        let mut b = GfrNetwork::biological(&neurons, BioInput::Relative, &device);
+        // the same weights (the tests share the backend's random generator)
+        (b.input, b.recurrent, b.output) = (a.input.clone(), a.recurrent.clone(), a.output.clone());
+        let la = crate::neuron::to_vec(a.readouts(x.clone(), 1).remove(0));
+        let lb = crate::neuron::to_vec(b.readouts(x, 1).remove(0));
+        assert!(
+            la.iter().zip(&lb).all(|(p, q)| (p - q).abs() < 1e-5),
+            "{la:?} vs {lb:?}"
+        );
+        assert!(la.iter().any(|v| v.abs() > 1e-3));
+    }
+
+    /// The relative input puts a resting neuron (no pixels, no recurrence) just above its
+    /// threshold, whatever its b and σ; the published input leaves one with b = 0.7 σ silent.
+    #[test]
+    fn relative_input_drives_each_neuron_from_its_threshold() {
+        let device = crate::device::cpu();
+        let neurons: Vec<NeuronParams> = [(150.0, 1.0), (210.0, 2.0), (90.0, 0.7)]
+            .iter()
+            .map(|&(b, c1)| fitted_like(b, [0.0, c1]))
+            .collect();
+        let net = GfrNetwork::biological(&neurons, BioInput::Relative, &device);
+        let blank = Tensor::<3>::zeros([1, SIDE, SIDE], &device);
+        let (drive, _) = net.drive(blank.clone(), 1);
+        let offset = crate::neuron::to_vec(net.input_offset.val());
+        for (i, p) in neurons.iter().enumerate() {
+            let o = OperatingPoint::of(p);
+            // I · G = x*: the activation's input at onset sits at the threshold
+            assert!((offset[i] * o.gain - o.threshold).abs() < 1e-3 * o.threshold);
+        }
+        let d = crate::neuron::to_vec(drive);
+        assert!(d.iter().all(|v| v.is_finite()));
+        let published = GfrNetwork::new(&neurons, true, &device);
+        let bias = crate::neuron::to_vec(published.input.bias.as_ref().unwrap().val());
+        let bound = 1.0 / (SIDE as f64).sqrt();
+        assert!(bias.iter().all(|b| b.abs() <= bound), "{bias:?}");
+    }
+
+    #[test]
+    fn published_input_weights_but_not_bias_from_n_1_5_3() {
+        let device = crate::device::cpu();
+        device.seed(3);
+        let neurons = vec![fitted_like(200.0, [0.0, 1.0]); 64];
+        let net = GfrNetwork::new(&neurons, true, &device);
+        let w = crate::neuron::to_vec(net.input.weight.val());
+        let mean = w.iter().sum::<f64>() / w.len() as f64;
+        let sd = (w.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        assert!(
+            (mean - 1.5).abs() < 0.1 && (sd - 3.0).abs() < 0.1,
+            "{mean} {sd}"
+        );
+        let b = crate::neuron::to_vec(net.input.bias.as_ref().unwrap().val());
+        let bound = 1.0 / (SIDE as f64).sqrt();
+        assert!(b.iter().all(|v| v.abs() <= bound) && b.iter().any(|v| v.abs() > bound / 4.0));
+        // σ/28 input, 1/H recurrence, rates unscaled
+        let s = crate::neuron::to_vec(net.input_scale.val());
+        assert!(s.iter().all(|v| (v - 300.0 / 28.0).abs() < 1e-4));
+        let r = crate::neuron::to_vec(net.recurrent_scale.val());
+        assert!(r.iter().all(|v| (v - 1.0 / 64.0).abs() < 1e-7));
+        assert!(
+            crate::neuron::to_vec(net.rate_scale.val())
+                .iter()
+                .all(|&k| k == 1.0)
+        );
+    }
+
+    #[test]
+    fn biological_neurons_are_drawn_without_replacement() {
+        use crate::dataset::{Dataset, DatasetRecord};
+        let mut ds = Dataset::default();
+        for id in 0..10u64 {
+            let r = crate::fit::FitResult {
+                params: fitted_like(100.0 + id as f64, [0.0, 1.0]),
+                evr1: 0.8,
+                evr2: 0.8,
+                train_losses: vec![0.3],
+                test_losses: vec![0.3],
+                bin_size: 20,
+            };
+            ds.insert(DatasetRecord::from_fit(id, &r, String::new()));
+        }
+        for seed in 0..5 {
+            let (n, replaced) = biological_neurons(&ds, (20, 20), 10, seed).unwrap();
+            let mut b: Vec<i64> = n.iter().map(|p| p.activation.threshold as i64).collect();
+            b.sort();
+            assert_eq!(b, (100..110).collect::<Vec<_>>());
+            assert!(!replaced);
+        }
+        let (n, replaced) = biological_neurons(&ds, (20, 20), 25, 0).unwrap();
+        assert!(replaced && n.len() == 25);
+        assert!(biological_neurons(&ds, (50, 20), 4, 0).is_err());
     }
 }

@@ -40,7 +40,11 @@ pub struct TrainSettings {
     pub quiet: bool,
 }
 
-fn batch_tensors(data: &Mnist, idx: &[usize], device: &Device) -> (Tensor<3>, Tensor<1, Int>) {
+pub(crate) fn batch_tensors(
+    data: &Mnist,
+    idx: &[usize],
+    device: &Device,
+) -> (Tensor<3>, Tensor<1, Int>) {
     let mut pixels = Vec::with_capacity(idx.len() * SIDE * SIDE);
     for &i in idx {
         pixels.extend_from_slice(data.image(i));
@@ -106,7 +110,7 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
 /// Mean loss, correct count and gradients of one slice of a batch, computed on a fork of the
 /// model (fresh autodiff leaves, same parameter ids) so that slices on different threads build
 /// separate graphs.
-fn slice_grads<M: LineClassifier>(
+pub(crate) fn slice_grads<M: LineClassifier>(
     model: M,
     data: &Mnist,
     idx: &[usize],
