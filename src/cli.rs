@@ -108,7 +108,8 @@ struct NetworkArgs {
     /// Hidden neurons H.
     #[arg(long = "n-nodes", visible_alias = "n_nodes", default_value_t = 128)]
     n_nodes: usize,
-    /// Do not train α, β (only the weights, biases and, unless frozen too, the activations).
+    /// Do not train α, β (only the weights, biases and, unless frozen too, the activations;
+    /// with biological neurons the activations b, c are frozen too, as published).
     #[arg(long = "freeze-neurons", visible_alias = "freeze_neurons")]
     freeze_neurons: bool,
     /// Do not train b, c.
