@@ -57,12 +57,19 @@ enum PlotCommand {
     Fit {
         #[arg(long = "cell-id", visible_alias = "cell_id")]
         cell_id: u64,
+        /// Folder of fit results (its bin{B}_actv{A} folders are searched too).
         #[arg(
             long = "params-dir",
             visible_alias = "params_dir",
             default_value = "model/params"
         )]
         params_dir: PathBuf,
+        /// Bin size of the result, when the cell has results for several pairs.
+        #[arg(long = "bin-size", visible_alias = "bin_size")]
+        bin_size: Option<u32>,
+        /// Activation bin size of the result, when the cell has results for several pairs.
+        #[arg(long = "activation-bin-size", visible_alias = "activation_bin_size")]
+        activation_bin_size: Option<u32>,
         #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
         data_dir: PathBuf,
         #[arg(long, default_value = "figures")]
@@ -163,6 +170,14 @@ struct NetworkArgs {
     seed: u64,
     #[arg(long = "save-dir", default_value = "model/network_params")]
     save_dir: PathBuf,
+    /// Continue this run (same settings) from its last epoch's checkpoint
+    /// (SAVE_DIR/{name}.checkpoint/, written after every epoch).
+    #[arg(long)]
+    resume: bool,
+    /// Replace an earlier run of other settings saved under the same name (without it this
+    /// run gets the name {name}_run2, _run3, …), or start over from a checkpoint.
+    #[arg(long)]
+    overwrite: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -214,7 +229,9 @@ enum DatasetCommand {
     /// Gather per-cell fit results, apply the criteria (val EVR > 0.5, train loss < 0.45),
     /// add cre lines, and write the dataset pickle (and optionally the JSON list).
     Build {
-        /// Folders of per-cell results (repeatable; shards merge).
+        /// Folders of fit results (repeatable; shards merge): their pair folders
+        /// `bin{B}_actv{A}/` and flat `{id}.pickle` files are read; per cell and pair the
+        /// result with the best validation EVR is kept.
         #[arg(
             long = "params-dir",
             visible_alias = "params_dir",
@@ -229,6 +246,9 @@ enum DatasetCommand {
         /// Allen cell metadata table (specimen__id, line_name).
         #[arg(long, default_value = "data/metadata.csv")]
         metadata: PathBuf,
+        /// Replace an existing dataset even by an empty one.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Read a dataset in the published JSON format into the pickle.
     Import {
@@ -375,6 +395,9 @@ struct SimulateArgs {
     /// Id of the first cell; the others follow.
     #[arg(long = "first-id", default_value_t = 900_000_001)]
     first_id: u64,
+    /// Replace a DATA_DIR/cell_ids.csv that lists other cells.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]
@@ -389,7 +412,8 @@ struct FitArgs {
     /// L1 weight C on the filter weights.
     #[arg(long = "C", default_value_t = 0.0)]
     c: f64,
-    /// Folder for the per-cell results `{id}.pickle` and fit_summary.json.
+    /// Folder for the results: `bin{B}_actv{A}/{id}.pickle` and `bin{B}_actv{A}/fit_summary.json`
+    /// (one folder per bin-size pair).
     #[arg(
         long = "save-path",
         visible_alias = "save_path",
@@ -424,6 +448,10 @@ struct FitArgs {
     /// Fit only every N-th cell starting at K (`K/N`, 0 ≤ K < N), e.g. one Slurm array task.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(usize, usize)>,
+    /// Skip cells whose saved result for this bin-size pair was made with this config
+    /// (config, degree, C, seed), whatever `retrain_model` says: finish an interrupted run.
+    #[arg(long)]
+    resume: bool,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -466,10 +494,17 @@ fn plot(c: PlotCommand) -> Result<()> {
         PlotCommand::Fit {
             cell_id,
             params_dir,
+            bin_size,
+            activation_bin_size,
             data_dir,
             out,
             format,
-        } => plot_fit(cell_id, &params_dir, &DataDir::new(data_dir), &out, format)?,
+        } => {
+            let file =
+                gfr::fit::store::find_result(&params_dir, cell_id, bin_size, activation_bin_size)?;
+            let dir = file.parent().unwrap_or(std::path::Path::new("."));
+            plot_fit(cell_id, dir, &DataDir::new(data_dir), &out, format)?
+        }
         PlotCommand::Dataset {
             dataset,
             out,
@@ -543,6 +578,13 @@ fn network(mut a: NetworkArgs) -> Result<()> {
     }
     if let Some(n) = a.test_limit {
         test_set = test_set.truncate(n);
+    }
+    gfr::fit::store::check_writable(&a.save_dir, "--save-dir")?;
+    for stale in gfr::data::pickle::clean_stale_temporaries(&a.save_dir) {
+        eprintln!(
+            "removed {}, left by a process that no longer runs",
+            stale.display()
+        );
     }
     let device = a.device.device().context("--device")?.autodiff();
     let settings = TrainSettings {
@@ -644,7 +686,16 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 "GFR network: H = {}, {trainable} trainable of {total} parameters (a matched RNN has H = {rnn_h}, an LSTM H = {lstm_h})",
                 a.n_nodes
             );
-            let (net, history) = train(net, &train_set, &test_set, &settings, &device);
+            let mut run = run_settings(&a, "gfr", &source, train_set.len(), test_set.len());
+            if biological {
+                run["bio_input"] = bio_input.name().into();
+            }
+            let Some((name, net, history)) = run_training(
+                net, &name, &a, &run, &train_set, &test_set, &settings, &device,
+            )?
+            else {
+                return Ok(());
+            };
             let diagnostics_trained = a.diagnose.then(|| {
                 let d = diagnose(&net, &train_set, 256, &device);
                 eprintln!("after training, {}", d.table());
@@ -662,7 +713,7 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 .collect();
             save_network(&a.save_dir, &name, net)?;
             (
-                name,
+                (name, run),
                 serde_json::json!({"model": "gfr", "neurons": a.neurons, "history_scale": a.history_scale,
                 "bio_input": biological.then_some(bio_input.name()), "activations_frozen": freeze_activations, "trainable_params": trainable, "total_params": total,
                 "history": history, "final_neurons": neurons_py,
@@ -683,22 +734,27 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                 ("lstm", lstm_h)
             };
             let name = format!("{kind}_l_{}", a.n_nodes);
+            let run = run_settings(&a, kind, &source, train_set.len(), test_set.len());
             macro_rules! run {
                 ($net:expr) => {{
                     let net = $net;
                     let (trainable, total) = parameter_counts(&net);
                     eprintln!("{kind}: H = {h}, {trainable} parameters (matched to the GFR network's {gfr_trainable} trainable at H = {})", a.n_nodes);
-                    let (net, history) = train(net, &train_set, &test_set, &settings, &device);
+                    let Some((name, net, history)) =
+                        run_training(net, &name, &a, &run, &train_set, &test_set, &settings, &device)?
+                    else {
+                        return Ok(());
+                    };
                     save_network(&a.save_dir, &name, net)?;
-                    serde_json::json!({"model": kind, "hidden": h, "trainable_params": trainable, "total_params": total, "history": history})
+                    (name, serde_json::json!({"model": kind, "hidden": h, "trainable_params": trainable, "total_params": total, "history": history}))
                 }};
             }
-            let j = if a.model == ModelKind::Rnn {
+            let (name, j) = if a.model == ModelKind::Rnn {
                 run!(RnnNetwork::new(h, &device))
             } else {
                 run!(LstmNetwork::new(h, &device))
             };
-            (name, j)
+            ((name, run), j)
         }
     };
     let mut json = json;
@@ -715,17 +771,172 @@ fn network(mut a: NetworkArgs) -> Result<()> {
         "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
         "final_test_accuracy_step1": last["test_accuracy_step1"], "final_test_accuracy_vote": last["test_accuracy_vote"],
     });
-    for (k, v) in extra.as_object().unwrap() {
+    let (name, run) = name;
+    for (k, v) in extra
+        .as_object()
+        .unwrap()
+        .iter()
+        .chain(run.as_object().unwrap())
+    {
         json[k] = v.clone();
     }
     let path = a.save_dir.join(format!("{name}.json"));
     gfr::data::pickle::write_atomic(&path, &serde_json::to_vec_pretty(&json)?)?;
+    checkpoint_of(&a, &name, &run).remove();
     println!(
         "saved {} and {}",
         path.display(),
         a.save_dir.join(format!("{name}.bpk")).display()
     );
     Ok(())
+}
+
+/// The settings that make a network run what it is (written into its JSON): a run whose
+/// JSON or checkpoint records other settings is never replaced or resumed.
+fn run_settings(
+    a: &NetworkArgs,
+    model: &str,
+    source: &gfr::network::MnistSource,
+    n_train: usize,
+    n_test: usize,
+) -> serde_json::Value {
+    let mnist = match source {
+        gfr::network::MnistSource::Dir(d) => d.display().to_string(),
+        gfr::network::MnistSource::BuiltInSample { .. } => "built-in sample".into(),
+    };
+    let mut run = serde_json::json!({
+        "model": model, "lr": a.lr, "epochs": a.epochs, "batch_size": a.batch_size,
+        "n_nodes": a.n_nodes, "freeze_neurons": a.freeze_neurons,
+        "freeze_activations": a.freeze_activations, "seed": a.seed, "mnist": mnist,
+        "n_train": n_train, "n_test": n_test,
+    });
+    if model == "gfr" {
+        run["neurons"] = a.neurons.clone().into();
+        run["history_scale"] = a.history_scale.into();
+        run["shuffle_neurons"] = a.shuffle_neurons.into();
+        if a.neurons == "bio" {
+            run["dataset"] = a.dataset.display().to_string().into();
+            run["bio_pair"] = serde_json::json!([a.bio_pair.0, a.bio_pair.1]);
+        }
+    }
+    run
+}
+
+fn checkpoint_of(a: &NetworkArgs, name: &str, run: &serde_json::Value) -> gfr::network::Checkpoint {
+    gfr::network::Checkpoint {
+        dir: a.save_dir.join(format!("{name}.checkpoint")),
+        run: run.clone(),
+    }
+}
+
+/// The name this run saves under: `base` unless an earlier run of other settings holds it
+/// (its JSON or checkpoint), then `{base}_run2`, `_run3`, … (the first free or same-settings
+/// one); `--overwrite` takes `base` regardless.
+fn run_name(a: &NetworkArgs, base: &str, run: &serde_json::Value) -> String {
+    let same = |j: &serde_json::Value| {
+        run.as_object()
+            .unwrap()
+            .iter()
+            .all(|(k, v)| j.get(k) == Some(v))
+    };
+    for k in 1.. {
+        let name = if k == 1 {
+            base.to_string()
+        } else {
+            format!("{base}_run{k}")
+        };
+        let json = a.save_dir.join(format!("{name}.json"));
+        let ckpt = checkpoint_of(a, &name, run);
+        let saved = std::fs::read(&json)
+            .ok()
+            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default());
+        // a checkpoint folder without a state (killed in its first epoch) holds nothing
+        let state = ckpt.state().ok().flatten();
+        if saved.is_none() && state.is_none() {
+            return name;
+        }
+        let ok = saved.as_ref().is_none_or(same) && state.as_ref().is_none_or(|s| s.run == *run);
+        if ok || (k == 1 && a.overwrite) {
+            if !ok {
+                eprintln!(
+                    "--overwrite: replacing {} (a run of other settings)",
+                    json.display()
+                );
+            }
+            return name;
+        }
+        if k == 1 {
+            eprintln!(
+                "{} holds a run of other settings (seed, lr, neurons, …); this run is saved as \
+                 {base}_runN instead (--overwrite replaces it)",
+                json.display()
+            );
+        }
+    }
+    unreachable!()
+}
+
+/// Picks the run's name, then trains from scratch or (`--resume`) from its checkpoint,
+/// checkpointing every epoch. None when `--resume` finds the run already complete.
+#[allow(clippy::too_many_arguments)]
+fn run_training<M: gfr::network::LineClassifier>(
+    net: M,
+    base: &str,
+    a: &NetworkArgs,
+    run: &serde_json::Value,
+    train_set: &gfr::network::Mnist,
+    test_set: &gfr::network::Mnist,
+    settings: &gfr::network::TrainSettings,
+    device: &burn::tensor::Device,
+) -> Result<Option<(String, M, Vec<gfr::network::EpochStats>)>> {
+    let name = run_name(a, base, run);
+    if name != base {
+        eprintln!("saving this run as {name}");
+    }
+    let ckpt = checkpoint_of(a, &name, run);
+    let state = ckpt.state()?;
+    let same_state = state.as_ref().is_some_and(|s| s.run == *run);
+    let (net, optim, history) = if a.resume && same_state {
+        let (net, optim, history) = ckpt.load(net)?.expect("a saved state");
+        eprintln!(
+            "resuming {name} after epoch {} of {} ({})",
+            history.len(),
+            a.epochs,
+            ckpt.dir.display()
+        );
+        (net, optim, history)
+    } else {
+        if state.is_some() && !a.overwrite {
+            bail!(
+                "{} holds this run's checkpoint; --resume continues it, --overwrite starts over",
+                ckpt.dir.display()
+            );
+        }
+        if a.resume {
+            let done = a.save_dir.join(format!("{name}.json"));
+            if done.exists() {
+                eprintln!("{} is complete; nothing to resume", done.display());
+                return Ok(None);
+            }
+            eprintln!(
+                "no checkpoint of this run in {}; starting it",
+                a.save_dir.display()
+            );
+        }
+        ckpt.remove();
+        (net, gfr::network::adam(), Vec::new())
+    };
+    let (net, history) = gfr::network::train_resumable(
+        net,
+        optim,
+        history,
+        train_set,
+        test_set,
+        settings,
+        device,
+        Some(&ckpt),
+    );
+    Ok(Some((name, net, history)))
 }
 
 fn py_bool(b: bool) -> &'static str {
@@ -771,7 +982,7 @@ fn save_network<M: burn::module::Module>(dir: &std::path::Path, name: &str, net:
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create --save-dir {}", dir.display()))?;
     let path = dir.join(format!("{name}.bpk"));
-    let tmp = dir.join(format!(".{name}.bpk.tmp"));
+    let tmp = dir.join(format!(".{name}.bpk.{}.tmp", std::process::id()));
     net.save_file(&tmp)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
     std::fs::rename(&tmp, &path)
@@ -786,6 +997,7 @@ fn dataset(c: DatasetCommand) -> Result<()> {
             out,
             json,
             metadata,
+            overwrite,
         } => {
             let cre = if metadata.exists() {
                 read_cre_lines(&metadata)?
@@ -800,6 +1012,43 @@ fn dataset(c: DatasetCommand) -> Result<()> {
             for e in &report.unreadable {
                 eprintln!("skipped unreadable result: {e}");
             }
+            let dirs: Vec<String> = params_dir.iter().map(|d| d.display().to_string()).collect();
+            if report.found == 0 {
+                bail!(
+                    "no readable fit results in {}; {} was not written",
+                    dirs.join(", "),
+                    out.display()
+                );
+            }
+            if ds.n_records() == 0 && out.exists() && !overwrite {
+                bail!(
+                    "none of the {} results in {} meets the criteria; {} exists and was left \
+                     unchanged (--overwrite replaces it with an empty dataset)",
+                    report.found,
+                    dirs.join(", "),
+                    out.display()
+                );
+            }
+            if !report.duplicates.is_empty() {
+                println!(
+                    "{} duplicate results dropped (same cell and pair; the best validation EVR kept): {}",
+                    report.duplicates.len(),
+                    report
+                        .duplicates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if report.fallback > 0 {
+                println!(
+                    "{} included cells had their activation fitted at 100 ms (fallback; \
+                     `actv_bin_size_used` in their records), filed under the pair asked for",
+                    report.fallback
+                );
+            }
+            print_fit_summaries(&report.summaries);
             ds.save(&out)?;
             println!(
                 "{} results included, {} excluded (val EVR ≤ {MIN_VAL_EVR} or train loss ≥ {MAX_TRAIN_LOSS}), {} unreadable",
@@ -871,6 +1120,44 @@ fn dataset(c: DatasetCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Totals of the fit summaries (`fit_summary*.json`, one per run or shard) beside the results.
+fn print_fit_summaries(files: &[PathBuf]) {
+    if files.is_empty() {
+        return;
+    }
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut unfit: Vec<String> = Vec::new();
+    let mut bad = Vec::new();
+    for f in files {
+        let rows = std::fs::read(f)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok());
+        let Some(rows) = rows else {
+            bad.push(f.display().to_string());
+            continue;
+        };
+        for r in rows {
+            let status = r["status"].as_str().unwrap_or("?").to_string();
+            if status == "failed" {
+                unfit.push(format!("{} ({})", r["cell_id"], f.display()));
+            }
+            *counts.entry(status).or_default() += 1;
+        }
+    }
+    let totals: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!(
+        "{} fit summaries: {}",
+        files.len() - bad.len(),
+        totals.join(", ")
+    );
+    if !unfit.is_empty() {
+        println!("failed cells: {}", unfit.join(", "));
+    }
+    for b in bad {
+        eprintln!("warning: {b} is not a fit summary; ignored");
+    }
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
@@ -1148,6 +1435,19 @@ fn simulate(a: SimulateArgs) -> Result<()> {
         bail!("--cells must be at least 1");
     }
     let dir = DataDir::new(&a.data_dir);
+    let new_ids: Vec<u64> = (0..a.cells as u64).map(|k| a.first_id + k).collect();
+    if dir.cell_ids().exists() && !a.overwrite {
+        let old = read_cell_ids(&dir.cell_ids()).unwrap_or_default();
+        if old != new_ids {
+            bail!(
+                "{} exists and lists other cells ({} ids, first {}); nothing was simulated. \
+                 Use another --data-dir, or --overwrite to replace the list",
+                dir.cell_ids().display(),
+                old.len(),
+                old.first().map_or("—".to_string(), |x| x.to_string())
+            );
+        }
+    }
     let bar = ProgressBar::new(a.cells as u64);
     bar.set_style(ProgressStyle::with_template("simulating {bar:30} {pos}/{len} {msg}").unwrap());
     let mut ids = Vec::new();
@@ -1200,6 +1500,8 @@ fn fit(a: FitArgs) -> Result<()> {
         device,
         seed: a.seed,
         batch_cells: a.batch_cells.max(1),
+        resume: a.resume,
+        shard: a.shard,
     };
     opts.check()?;
     eprintln!(
@@ -1215,7 +1517,9 @@ fn fit(a: FitArgs) -> Result<()> {
     print!("{}", summary_table(&reports));
     println!(
         "summary: {}",
-        a.save_path.join("fit_summary.json").display()
+        opts.pair_dir()
+            .join(gfr::fit::summary_name(opts.shard))
+            .display()
     );
     if reports
         .iter()

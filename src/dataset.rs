@@ -33,6 +33,9 @@ pub struct DatasetRecord {
     pub train_loss: f64,
     pub test_loss: f64,
     pub params: NeuronParams,
+    /// The activation bin size used (ms), when the 100 ms fallback replaced `actv_bin_size`
+    /// (key `actv_bin_size_used`, absent otherwise).
+    pub actv_fallback: Option<u32>,
 }
 
 /// `(bin size, activation bin size)` → records.
@@ -48,12 +51,13 @@ impl DatasetRecord {
             cell_id,
             cre_line,
             bin_size: r.bin_size,
-            actv_bin_size: r.params.activation.bin_size,
+            actv_bin_size: r.pair().1,
             val_evr: r.evr1,
             test_evr: r.evr2,
             train_loss: r.final_train_loss(),
             test_loss: r.test_losses.last().copied().unwrap_or(f64::NAN),
             params: r.params.clone(),
+            actv_fallback: r.activation_fallback(),
         }
     }
 
@@ -62,7 +66,7 @@ impl DatasetRecord {
     }
 
     fn to_py(&self) -> PyValue {
-        dict([
+        let mut v = dict([
             ("cell_id", int(self.cell_id as i64)),
             ("cre-line", PyValue::String(self.cre_line.clone())),
             ("bin_size", int(self.bin_size as i64)),
@@ -72,7 +76,14 @@ impl DatasetRecord {
             ("train_loss", PyValue::F64(self.train_loss)),
             ("test_loss", PyValue::F64(self.test_loss)),
             ("params", self.params.to_py()),
-        ])
+        ]);
+        if let (PyValue::Dict(d), Some(used)) = (&mut v, self.actv_fallback) {
+            d.insert(
+                HashableValue::String("actv_bin_size_used".into()),
+                int(used as i64),
+            );
+        }
+        v
     }
 
     fn from_py(v: &PyValue) -> Result<Self> {
@@ -98,20 +109,28 @@ impl DatasetRecord {
             train_loss: f("train_loss")?,
             test_loss: f("test_loss")?,
             params: NeuronParams::from_py(v.get("params")?).context("field `params`")?,
+            actv_fallback: match v.get_opt("actv_bin_size_used") {
+                Some(x) => Some(x.as_u32().context("field `actv_bin_size_used`")?),
+                None => None,
+            },
         })
     }
 
     fn to_json(&self) -> Json {
         let p = &self.params;
         let a = &p.activation;
-        json!({
+        let mut v = json!({
             "cell_id": self.cell_id, "cre-line": self.cre_line, "bin_size": self.bin_size,
             "actv_bin_size": self.actv_bin_size, "val_evr": num(self.val_evr), "test_evr": num(self.test_evr),
             "train_loss": num(self.train_loss), "test_loss": num(self.test_loss),
             "params": {"a": [p.alpha], "b": [p.beta], "ds": p.lambda, "bin_size": p.bin_size,
                        "g": {"max_current": [a.max_current], "max_firing_rate": [a.max_firing_rate],
                              "poly_coeff": [a.poly_coeff], "b": [a.threshold], "bin_size": a.bin_size}}
-        })
+        });
+        if let Some(used) = self.actv_fallback {
+            v["actv_bin_size_used"] = json!(used);
+        }
+        v
     }
 
     /// A record of the published JSON list; errors name the key.
@@ -282,44 +301,64 @@ impl Dataset {
         s
     }
 
-    /// Gathers fit results from `params_dirs`, keeps those meeting the criteria and adds the
-    /// cre line from the metadata table. Returns the dataset and a count of excluded results.
+    /// Gathers fit results from `params_dirs` (their pair folders `bin{B}_actv{A}/` and the
+    /// flat layout of earlier versions), keeps one result per cell and pair (the best
+    /// validation EVR), keeps those meeting the criteria and adds the cre line from the
+    /// metadata table. A result is filed under the pair it was asked for (see
+    /// [`FitResult::pair`]); one fitted through the 100 ms activation fallback says so.
     pub fn build(
         params_dirs: &[PathBuf],
         cre_lines: &HashMap<u64, String>,
     ) -> Result<(Self, BuildReport)> {
-        let mut ds = Self::default();
         let mut report = BuildReport::default();
+        let mut best: BTreeMap<(u32, u32, u64), (DatasetRecord, PathBuf)> = BTreeMap::new();
         for dir in params_dirs {
-            let entries = std::fs::read_dir(dir)
-                .with_context(|| format!("cannot read --params-dir {}", dir.display()))?;
-            let mut paths: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            paths.sort();
-            for path in paths {
-                let Some(id) = path
-                    .extension()
-                    .filter(|e| *e == "pickle")
-                    .and_then(|_| path.file_stem()?.to_str()?.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                match FitResult::load(&path) {
-                    Ok(r) => {
-                        let rec = DatasetRecord::from_fit(
-                            id,
-                            &r,
-                            cre_lines.get(&id).cloned().unwrap_or_default(),
-                        );
-                        if rec.meets_criteria() {
-                            report.included += 1;
-                            ds.insert(rec);
-                        } else {
-                            report.excluded += 1;
-                        }
+            let files = crate::fit::store::result_files(dir)
+                .with_context(|| format!("--params-dir {}", dir.display()))?;
+            for found in files {
+                let id = found.cell_id;
+                let r = match FitResult::load(&found.path) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report.unreadable.push(format!("{e:#}"));
+                        continue;
                     }
-                    Err(e) => report.unreadable.push(format!("{e:#}")),
+                };
+                let rec = DatasetRecord::from_fit(
+                    id,
+                    &r,
+                    cre_lines.get(&id).cloned().unwrap_or_default(),
+                );
+                report.found += 1;
+                let key = (rec.bin_size, rec.actv_bin_size, id);
+                match best.get(&key) {
+                    // the better validation EVR stays (NaN never wins); ties: the first found
+                    Some((kept, _)) if !(rec.val_evr > kept.val_evr || kept.val_evr.is_nan()) => {
+                        report.duplicates.push(found.path);
+                    }
+                    Some(_) => {
+                        let (_, old) = best.insert(key, (rec, found.path)).expect("present");
+                        report.duplicates.push(old);
+                    }
+                    None => {
+                        best.insert(key, (rec, found.path));
+                    }
                 }
+            }
+            report
+                .summaries
+                .extend(crate::fit::store::summary_files(dir));
+        }
+        let mut ds = Self::default();
+        for (rec, _) in best.into_values() {
+            if rec.meets_criteria() {
+                report.included += 1;
+                if rec.actv_fallback.is_some() {
+                    report.fallback += 1;
+                }
+                ds.insert(rec);
+            } else {
+                report.excluded += 1;
             }
         }
         Ok((ds, report))
@@ -329,9 +368,17 @@ impl Dataset {
 /// What `Dataset::build` found.
 #[derive(Clone, Debug, Default)]
 pub struct BuildReport {
+    /// Readable results found (duplicates included).
+    pub found: usize,
     pub included: usize,
     pub excluded: usize,
     pub unreadable: Vec<String>,
+    /// Results dropped for a better one of the same cell and pair (their paths).
+    pub duplicates: Vec<PathBuf>,
+    /// Included results whose activation was fitted through the 100 ms fallback.
+    pub fallback: usize,
+    /// The fit summaries (`fit_summary*.json`) found beside the results.
+    pub summaries: Vec<PathBuf>,
 }
 
 /// Cre line per specimen from the Allen metadata table (`specimen__id`, `line_name`).

@@ -25,6 +25,7 @@ fn result(evr1: f64, last_train: f64, bin: u32, act_bin: u32) -> FitResult {
         train_losses: vec![0.9, last_train],
         test_losses: vec![0.8, 0.5],
         bin_size: bin,
+        meta: Default::default(),
     }
 }
 

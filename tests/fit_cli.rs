@@ -40,7 +40,7 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
     let ids = gfr::data::read_cell_ids(&data.join("cell_ids.csv")).unwrap();
     assert_eq!(ids.len(), 2);
     for id in &ids {
-        let r = FitResult::load(&params.join(format!("{id}.pickle"))).unwrap();
+        let r = FitResult::load(&params.join("bin20_actv20").join(format!("{id}.pickle"))).unwrap();
         assert_eq!(r.bin_size, 20);
         assert_eq!(r.params.alpha.len(), 8);
         assert_eq!(r.train_losses.len(), 10);
@@ -48,8 +48,10 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
         assert!(r.evr1.is_finite() && r.evr2.is_finite());
         assert!(r.params.activation.max_firing_rate > 0.0);
     }
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(params.join("fit_summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(params.join("bin20_actv20/fit_summary.json")).unwrap(),
+    )
+    .unwrap();
     let rows = summary.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert!(
@@ -60,14 +62,17 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
     if let Some(py) = python() {
         let script = format!(
             "import pickle\nr = pickle.load(open('{}', 'rb'))\n\
-             assert set(r) == {{'params','evr1','evr2','train_losses','test_losses','bin_size'}}, r.keys()\n\
+             assert set(r) == {{'params','evr1','evr2','train_losses','test_losses','bin_size','config_name','config_hash','actv_bin_size_requested'}}, r.keys()\n\
+             assert r['config_name'] == 'test' and r['actv_bin_size_requested'] == 20\n\
              p = r['params']; g = p['g']\n\
              assert len(p['a']) == 1 and len(p['a'][0]) == 8 and len(p['ds']) == 8\n\
              assert set(g) == {{'max_current','max_firing_rate','poly_coeff','b','bin_size'}}\n\
              d = pickle.load(open('{}', 'rb'))\n\
              assert isinstance(d, list) and set(d[0]['current']) == {{10, 20, 50, 100}}\n\
              print('python ok')",
-            s(&params.join(format!("{}.pickle", ids[0]))),
+            s(&params
+                .join("bin20_actv20")
+                .join(format!("{}.pickle", ids[0]))),
             s(&data.join(format!(
                 "processed_data/processed_I_and_firing_rate_{}.pickle",
                 ids[0]
@@ -105,9 +110,17 @@ fn a_bad_cell_is_reported_and_the_others_are_fitted() {
     std::fs::write(data.join("cell_ids.csv"), "11,12,13,14\n").unwrap();
 
     let out = ok(&fit("configs/test.json", &data, &params, &[]));
-    assert!(params.join("11.pickle").exists(), "{out}");
+    assert!(
+        params.join("bin20_actv20").join("11.pickle").exists(),
+        "{out}"
+    );
     for id in [12, 13, 14] {
-        assert!(!params.join(format!("{id}.pickle")).exists());
+        assert!(
+            !params
+                .join("bin20_actv20")
+                .join(format!("{id}.pickle"))
+                .exists()
+        );
     }
     assert!(
         out.contains("processed_I_and_firing_rate_12.pickle"),
@@ -149,7 +162,7 @@ fn a_better_saved_result_is_never_replaced() {
         "--quiet",
     ];
     ok(&gfr(&args));
-    let path = params.join("5.pickle");
+    let path = params.join("bin20_actv20").join("5.pickle");
     let mut r = FitResult::load(&path).unwrap();
     r.evr1 = 0.999;
     r.save(&path).unwrap();
@@ -237,7 +250,7 @@ fn shards_split_the_cells() {
         ok(&fit(s(&cfg), &data, &p, &["--shard", shard]));
         for id in 21..=23 {
             assert_eq!(
-                p.join(format!("{id}.pickle")).exists(),
+                p.join("bin20_actv20").join(format!("{id}.pickle")).exists(),
                 want.contains(&id),
                 "shard {shard}, cell {id}"
             );
@@ -263,7 +276,7 @@ fn finetune_starts_from_the_saved_neuron() {
         "31",
     ]));
     ok(&fit("configs/test.json", &data, &params, &[]));
-    let path = params.join("31.pickle");
+    let path = params.join("bin20_actv20").join("31.pickle");
     let mut r = FitResult::load(&path).unwrap();
     r.params.activation.threshold = 123.0; // a marker the activation fit would not produce
     r.params.alpha[3] = 0.5;
@@ -311,8 +324,8 @@ fn batched_fitting_gives_the_one_at_a_time_results() {
     ok(&fit(s(&cfg), &data, &one, &["--batch-cells", "1"]));
     ok(&fit(s(&cfg), &data, &many, &["--batch-cells", "3"]));
     for id in 41..=44 {
-        let a = FitResult::load(&one.join(format!("{id}.pickle"))).unwrap();
-        let b = FitResult::load(&many.join(format!("{id}.pickle"))).unwrap();
+        let a = FitResult::load(&one.join("bin20_actv20").join(format!("{id}.pickle"))).unwrap();
+        let b = FitResult::load(&many.join("bin20_actv20").join(format!("{id}.pickle"))).unwrap();
         assert_eq!(a.params, b.params, "cell {id}");
         assert_eq!((a.evr1, a.evr2), (b.evr1, b.evr2), "cell {id}");
         assert_eq!(a.train_losses, b.train_losses, "cell {id}");

@@ -176,7 +176,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .context("path has no file name")?
         .to_string_lossy();
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        // a full disk leaves a partial temporary: remove it
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
     std::fs::rename(&tmp, path).with_context(|| {
         let _ = std::fs::remove_file(&tmp);
         format!(
@@ -185,6 +189,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             path.display()
         )
     })
+}
+
+/// Whether process `pid` is alive (Linux: `/proc/PID` exists). Where there is no `/proc`,
+/// every process counts as alive, so nothing is removed.
+pub fn pid_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes the temporaries `.NAME.PID.tmp` that [`write_atomic`] (or a checkpoint) left in
+/// `dir` when process PID was killed between write and rename; returns those removed.
+/// Temporaries of live processes are kept.
+pub fn clean_stale_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !pid_alive(pid) {
+            let path = e.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if gone.is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed.sort();
+    removed
 }
 
 #[cfg(test)]
@@ -214,5 +257,26 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = std::env::temp_dir().join(format!("gfr-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // a dead process: a child that has exited and been reaped
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.join(format!(".5.pickle.{dead}.tmp"));
+        let live = dir.join(format!(".6.pickle.{}.tmp", std::process::id()));
+        let other = dir.join("7.pickle");
+        for p in [&stale, &live, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert!(!pid_alive(dead));
+        assert_eq!(clean_stale_temporaries(&dir), vec![stale.clone()]);
+        assert!(!stale.exists() && live.exists() && other.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

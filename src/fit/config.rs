@@ -34,6 +34,9 @@ pub struct FitConfig {
     pub finetune: bool,
     /// When false, cells that already have saved parameters are skipped.
     pub retrain_model: bool,
+    /// When no Long Square fires within the first activation bin, fit the activation to the
+    /// first 100 ms bin instead (recorded in the result). false: the published procedure.
+    pub activation_fallback: bool,
 }
 
 impl RunConfig {
@@ -58,6 +61,7 @@ impl Default for FitConfig {
             ],
             finetune: false,
             retrain_model: true,
+            activation_fallback: true,
         }
     }
 }
@@ -118,6 +122,9 @@ mod tests {
         assert_eq!((t.activation_epochs, t.activation_repeats), (10, 1));
         assert_eq!(t.hparams, vec![RunConfig::new(1e-2, 10)]);
         assert!(t.freeze_activation && t.retrain_model && !t.finetune);
+        assert!(d.activation_fallback && t.activation_fallback);
+        let off: FitConfig = serde_json::from_str(r#"{"activation_fallback": false}"#).unwrap();
+        assert!(!off.activation_fallback);
     }
 
     #[test]

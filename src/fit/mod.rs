@@ -5,6 +5,7 @@ mod activation;
 mod config;
 mod evr;
 mod neuron;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +23,7 @@ pub use activation::{
 pub use config::{FitConfig, RunConfig};
 pub use evr::{explained_variance, explained_variance_ratio};
 pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run, train_runs};
+pub use store::{pair_dir, pair_dir_name, summary_name};
 
 use crate::data::pickle::{
     PyValue, PyValueExt, dict, float_list, int, read_pickle, write_atomic, write_pickle,
@@ -32,7 +34,7 @@ use crate::neuron::{BIN_SIZES, NeuronParams};
 /// Activation bin sizes accepted by `--activation-bin-size`.
 pub const ACTIVATION_BIN_SIZES: [u32; 4] = [10, 20, 50, 100];
 
-/// A cell's fit as saved in `SAVE_PATH/{id}.pickle`.
+/// A cell's fit as saved in `SAVE_PATH/bin{B}_actv{A}/{id}.pickle`.
 #[derive(Clone, Debug)]
 pub struct FitResult {
     pub params: NeuronParams,
@@ -43,18 +45,47 @@ pub struct FitResult {
     pub train_losses: Vec<f64>,
     pub test_losses: Vec<f64>,
     pub bin_size: u32,
+    pub meta: FitMeta,
+}
+
+/// How a result was made (absent in results of earlier versions and of the published code).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FitMeta {
+    /// `config_name` of the fitting config.
+    pub config_name: Option<String>,
+    /// [`FitOptions::config_hash`]: config, degree, C, seed and bin sizes.
+    pub config_hash: Option<String>,
+    /// `--activation-bin-size` asked for (ms); `params.g.bin_size` is the one used, which
+    /// differs when the 100 ms activation fallback was taken.
+    pub actv_bin_size_requested: Option<u32>,
 }
 
 impl FitResult {
     pub fn to_py(&self) -> PyValue {
-        dict([
+        let mut v = dict([
             ("params", self.params.to_py()),
             ("evr1", PyValue::F64(self.evr1)),
             ("evr2", PyValue::F64(self.evr2)),
             ("train_losses", float_list(&self.train_losses)),
             ("test_losses", float_list(&self.test_losses)),
             ("bin_size", int(self.bin_size as i64)),
-        ])
+        ]);
+        if let PyValue::Dict(d) = &mut v {
+            let m = &self.meta;
+            let mut put = |k: &str, x: PyValue| {
+                d.insert(serde_pickle::HashableValue::String(k.into()), x);
+            };
+            if let Some(n) = &m.config_name {
+                put("config_name", PyValue::String(n.clone()));
+            }
+            if let Some(h) = &m.config_hash {
+                put("config_hash", PyValue::String(h.clone()));
+            }
+            if let Some(a) = m.actv_bin_size_requested {
+                put("actv_bin_size_requested", int(a as i64));
+            }
+        }
+        v
     }
 
     pub fn from_py(v: &PyValue) -> Result<Self> {
@@ -71,7 +102,38 @@ impl FitResult {
                 .floats_flat()
                 .context("field `test_losses`")?,
             bin_size: v.get("bin_size")?.as_u32().context("field `bin_size`")?,
+            meta: FitMeta {
+                config_name: v
+                    .get_opt("config_name")
+                    .and_then(|x| x.as_str().ok())
+                    .map(String::from),
+                config_hash: v
+                    .get_opt("config_hash")
+                    .and_then(|x| x.as_str().ok())
+                    .map(String::from),
+                actv_bin_size_requested: match v.get_opt("actv_bin_size_requested") {
+                    Some(x) => Some(x.as_u32().context("field `actv_bin_size_requested`")?),
+                    None => None,
+                },
+            },
         })
+    }
+
+    /// The (bin size, activation bin size) pair the result is filed under: the activation bin
+    /// size asked for (older results: the one recorded in `g`).
+    pub fn pair(&self) -> (u32, u32) {
+        let used = self.params.activation.bin_size;
+        (
+            self.bin_size,
+            self.meta.actv_bin_size_requested.unwrap_or(used),
+        )
+    }
+
+    /// The activation bin size actually used when it differs from the one asked for (the
+    /// 100 ms fallback).
+    pub fn activation_fallback(&self) -> Option<u32> {
+        let used = self.params.activation.bin_size;
+        (self.pair().1 != used).then_some(used)
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -103,6 +165,10 @@ pub struct FitOptions {
     pub seed: u64,
     /// Cells fitted together in one batched model (`--batch-cells`); 1 = one at a time.
     pub batch_cells: usize,
+    /// Skip cells whose saved result (this pair) was made with this config (`--resume`).
+    pub resume: bool,
+    /// Shard K of N (`--shard K/N`): names the summary file.
+    pub shard: Option<(usize, usize)>,
 }
 
 impl FitOptions {
@@ -119,6 +185,8 @@ impl FitOptions {
             device,
             seed: 0,
             batch_cells: 1,
+            resume: false,
+            shard: None,
         }
     }
 
@@ -143,8 +211,41 @@ impl FitOptions {
         Ok(())
     }
 
+    /// `SAVE_PATH/bin{B}_actv{A}`: this run's results and summary.
+    pub fn pair_dir(&self) -> PathBuf {
+        pair_dir(&self.save_path, self.bin_size, self.activation_bin_size)
+    }
+
+    /// `SAVE_PATH/bin{B}_actv{A}/{id}.pickle`.
     pub fn result_path(&self, cell_id: u64) -> PathBuf {
-        self.save_path.join(format!("{cell_id}.pickle"))
+        self.pair_dir().join(format!("{cell_id}.pickle"))
+    }
+
+    /// Identifies what determines a fit (config without `retrain_model`, degree, C, seed, bin
+    /// sizes): a stable 16-hex-digit hash recorded in each result, for `--resume`.
+    pub fn config_hash(&self) -> String {
+        let cfg = FitConfig {
+            retrain_model: true,
+            ..self.config.clone()
+        };
+        let text = format!(
+            "{}|degree={}|C={:e}|seed={}|bin={}|actv={}",
+            serde_json::to_string(&cfg).unwrap_or_default(),
+            self.degree,
+            self.l1,
+            self.seed,
+            self.bin_size,
+            self.activation_bin_size
+        );
+        store::fnv_hex(text.as_bytes())
+    }
+
+    fn meta(&self) -> FitMeta {
+        FitMeta {
+            config_name: Some(self.config.config_name.clone()),
+            config_hash: Some(self.config_hash()),
+            actv_bin_size_requested: Some(self.activation_bin_size),
+        }
     }
 }
 
@@ -159,6 +260,9 @@ pub struct CellReport {
     pub train_loss: Option<f64>,
     pub seconds: f64,
     pub message: String,
+    /// Activation bin size used (ms) when the 100 ms fallback replaced the one asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_fallback: Option<u32>,
 }
 
 /// Progress callbacks of a cell fit (no-ops by default).
@@ -210,7 +314,12 @@ fn load_cell(
     let start = match previous.filter(|p| cfg.finetune && p.params.bin_size == opts.bin_size) {
         Some(prev) => Start::Saved(prev.params.clone()),
         None => Start::FitActivation {
-            data: activation_data(cell, opts.activation_bin_size, progress)?,
+            data: activation_data(
+                cell,
+                opts.activation_bin_size,
+                cfg.activation_fallback,
+                progress,
+            )?,
             max_rate: cell.max_firing_rate,
         },
     };
@@ -318,6 +427,7 @@ fn fit_prepared(
                 train_losses: best.train_losses,
                 test_losses: best.test_losses,
                 bin_size: opts.bin_size,
+                meta: opts.meta(),
             })
         })
         .collect()
@@ -337,16 +447,18 @@ pub fn fit_cell_result(
 
 /// The activation-fit points at `bin` ms. When no Long Square fires within its first bin
 /// (a first-spike latency longer than the bin), the data carry no f-I information and the
-/// fit would give a neuron that never fires; then the first 100 ms bin is used instead (the
-/// result records the bin size it was fitted at).
+/// fit would give a neuron that never fires; then, with `fallback`, the first 100 ms bin is
+/// used instead (the result records the bin size it was fitted at).
 fn activation_data(
     cell: &CellRecording,
     bin: u32,
+    fallback: bool,
     progress: &dyn FitProgress,
 ) -> Result<ActivationData, CellError> {
     let fires = |d: &ActivationData| d.rate.iter().any(|&y| y > 0.01);
     let data = ActivationData::from_cell(cell, bin).map_err(|e| CellError::Skip(e.to_string()))?;
-    if !fires(&data)
+    if fallback
+        && !fires(&data)
         && bin < 100
         && let Ok(wide) = ActivationData::from_cell(cell, 100)
         && fires(&wide)
@@ -377,9 +489,33 @@ pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress)
     fit_and_save_batch(&[cell_id], opts, progress).remove(0)
 }
 
+/// What [`save_if_better`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SaveOutcome {
+    Written,
+    /// The saved result's evr1, at least as high as the new one's; it was kept.
+    KeptSaved(f64),
+}
+
+/// Writes `new` to `path` unless the result saved there (read now, under the folder's lock)
+/// has an evr1 at least as high: whichever of several overlapping runs writes last, the best
+/// result survives. An unreadable saved file is replaced.
+pub fn save_if_better(path: &Path, new: &FitResult) -> Result<SaveOutcome> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let _lock = store::FolderLock::acquire(dir)?;
+    if path.exists()
+        && let Ok(saved) = FitResult::load(path)
+        && !better(new.evr1, saved.evr1)
+    {
+        return Ok(SaveOutcome::KeptSaved(saved.evr1));
+    }
+    new.save(path)?;
+    Ok(SaveOutcome::Written)
+}
+
 /// Loads, fits (together, in one batched model) and saves a batch of cells; never replaces a
-/// saved result with a worse one. A cell's `seconds` is the batch's time divided among its
-/// cells.
+/// saved result with a worse one. Each cell is saved as soon as the runs of its group end.
+/// A cell's `seconds` is the batch's time divided among its cells.
 pub fn fit_and_save_batch(
     cell_ids: &[u64],
     opts: &FitOptions,
@@ -394,11 +530,13 @@ pub fn fit_and_save_batch(
         train_loss: r.map(FitResult::final_train_loss),
         seconds: 0.0,
         message,
+        activation_fallback: r.and_then(FitResult::activation_fallback),
     };
     let unfit = |cell_id: u64, e: CellError| match e {
         CellError::Skip(m) => report(cell_id, "skipped", None, m),
         CellError::Fail(m) => report(cell_id, "failed", None, m),
     };
+    let hash = opts.config_hash();
     let mut reports: Vec<Option<CellReport>> = vec![None; cell_ids.len()];
     let mut previous: Vec<Option<FitResult>> = vec![None; cell_ids.len()];
     // (index, prepared cell) of the cells that go on to the filter fit, by group count
@@ -410,17 +548,30 @@ pub fn fit_and_save_batch(
         if path.exists() {
             match FitResult::load(&path) {
                 Ok(p) => previous[i] = Some(p),
-                Err(e) => progress.stage(&format!("ignoring unreadable previous result: {e:#}")),
+                Err(e) => progress.note(&format!(
+                    "cell {cell_id}: ignoring unreadable saved result: {e:#}"
+                )),
             }
         }
-        if previous[i].is_some() && !opts.config.retrain_model {
-            reports[i] = Some(report(
-                cell_id,
-                "skipped",
-                previous[i].as_ref(),
-                format!("{} exists and retrain_model is false", path.display()),
-            ));
-            continue;
+        if let Some(prev) = &previous[i] {
+            let skip = if opts.resume && prev.meta.config_hash.as_deref() == Some(&hash) {
+                Some(format!(
+                    "{} was fitted with this config (`{}`, {hash}); --resume skips it",
+                    path.display(),
+                    opts.config.config_name
+                ))
+            } else if !opts.config.retrain_model {
+                Some(format!(
+                    "{} exists and retrain_model is false",
+                    path.display()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = skip {
+                reports[i] = Some(report(cell_id, "skipped", Some(prev), why));
+                continue;
+            }
         }
         let loaded_cell = CellRecording::load(&opts.data_dir, cell_id)
             .map_err(|e| CellError::Skip(format!("{e:#}")))
@@ -447,21 +598,24 @@ pub fn fit_and_save_batch(
         {
             let cell_id = cell_ids[i];
             let path = opts.result_path(cell_id);
-            reports[i] = Some(match (result, &previous[i]) {
-                (Ok(new), Some(prev)) if !better(new.evr1, prev.evr1) => report(
-                    cell_id,
-                    "kept-previous",
-                    Some(&new),
-                    format!(
-                        "saved result has evr1 {:.3} ≥ new {:.3}; kept it",
-                        prev.evr1, new.evr1
+            reports[i] = Some(match result {
+                Ok(new) => match save_if_better(&path, &new) {
+                    Ok(SaveOutcome::Written) => {
+                        report(cell_id, "saved", Some(&new), path.display().to_string())
+                    }
+                    Ok(SaveOutcome::KeptSaved(evr1)) => report(
+                        cell_id,
+                        "kept-previous",
+                        Some(&new),
+                        format!(
+                            "saved result {} has evr1 {evr1:.3} ≥ new {:.3}; kept it",
+                            path.display(),
+                            new.evr1
+                        ),
                     ),
-                ),
-                (Ok(new), _) => match new.save(&path) {
-                    Ok(()) => report(cell_id, "saved", Some(&new), path.display().to_string()),
                     Err(e) => report(cell_id, "failed", Some(&new), format!("{e:#}")),
                 },
-                (Err(e), _) => unfit(cell_id, e),
+                Err(e) => unfit(cell_id, e),
             });
         }
     }
@@ -501,12 +655,20 @@ impl FitProgress for Bars {
     }
 }
 
-/// Fits every cell with progress bars, prints a summary table, and writes
-/// `SAVE_PATH/fit_summary.json`. One bad cell never stops the others.
+/// Fits every cell with progress bars and writes the summary (`fit_summary.json`, or
+/// `fit_summary.shard-K-of-N.json`) in the pair folder `SAVE_PATH/bin{B}_actv{A}`. One bad
+/// cell never stops the others; the save path is checked for writing before any work, and
+/// a summary that cannot be written is a warning (the reports are still returned).
 pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec<CellReport>> {
     opts.check()?;
-    std::fs::create_dir_all(&opts.save_path)
-        .with_context(|| format!("cannot create --save-path {}", opts.save_path.display()))?;
+    let dir = opts.pair_dir();
+    store::check_writable(&dir, "--save-path")?;
+    for stale in crate::data::pickle::clean_stale_temporaries(&dir) {
+        eprintln!(
+            "removed {}, left by a process that no longer runs",
+            stale.display()
+        );
+    }
     let mp = MultiProgress::with_draw_target(if quiet {
         ProgressDrawTarget::hidden()
     } else {
@@ -538,7 +700,7 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
         });
         for r in fit_and_save_batch(chunk, opts, &bars) {
             let line = match (&r.val_evr, &r.test_evr) {
-                (Some(v), Some(t)) => format!(
+                (Some(v), Some(t)) if r.status != "failed" => format!(
                     "cell {}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.2} s)",
                     r.cell_id, r.status, r.seconds
                 ),
@@ -556,7 +718,10 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
     bars.epochs.finish_and_clear();
     cells.finish_and_clear();
     let json = serde_json::to_vec_pretty(&reports)?;
-    write_atomic(&opts.save_path.join("fit_summary.json"), &json)?;
+    let summary = dir.join(summary_name(opts.shard));
+    if let Err(e) = write_atomic(&summary, &json) {
+        eprintln!("warning: the summary was not saved: {e:#}");
+    }
     Ok(reports)
 }
 
@@ -584,6 +749,15 @@ pub fn summary_table(reports: &[CellReport]) -> String {
         .collect();
     for r in notes {
         s += &format!("  {} {}: {}\n", r.status, r.cell_id, r.message);
+    }
+    for r in reports {
+        if let Some(used) = r.activation_fallback {
+            s += &format!(
+                "  note {}: activation fitted at {used} ms (100 ms fallback: no Long Square fires \
+                 in its first bin); filed under the pair asked for\n",
+                r.cell_id
+            );
+        }
     }
     s
 }
@@ -621,11 +795,15 @@ mod tests {
     #[test]
     fn silent_first_bins_fall_back_to_the_100ms_bin() {
         let cell = late_spiking_cell();
-        let d = activation_data(&cell, 20, &()).unwrap();
+        let d = activation_data(&cell, 20, true, &()).unwrap();
         assert_eq!(d.bin_size, 100);
         assert!(d.rate.iter().any(|&y| y > 0.01));
         // a cell that fires in its first bin keeps the requested bin size
-        let d = activation_data(&cell, 100, &()).unwrap();
+        let d = activation_data(&cell, 100, true, &()).unwrap();
         assert_eq!(d.bin_size, 100);
+        // without the fallback (the published procedure) the silent 20 ms points are used
+        let d = activation_data(&cell, 20, false, &()).unwrap();
+        assert_eq!(d.bin_size, 20);
+        assert!(d.rate.iter().all(|&y| y <= 0.01));
     }
 }

@@ -357,6 +357,10 @@ pub fn train_runs(
             layer = optim.step(run.lr, layer, grads);
         }
         params = layer.to_params(bin);
+        // the layer knows only the model bin; each activation keeps the bin it was fitted at
+        for (p, init) in params.iter_mut().zip(inits) {
+            p.activation.bin_size = init.activation.bin_size;
+        }
         let mut running_losses = Vec::new();
         for c in 0..cells {
             let CellRun::Running {

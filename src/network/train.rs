@@ -1,17 +1,20 @@
 //! Training and evaluating a line-by-line MNIST classifier: Adam, cross-entropy on the first
 //! zero-input readout, gradients clipped to global norm 5.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use anyhow::{Context, Result};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::mnist::{Mnist, SIDE};
 use super::model::{LineClassifier, vote};
@@ -22,7 +25,7 @@ pub const VOTE_STEPS: usize = 5;
 pub const CLIP_NORM: f64 = 5.0;
 
 /// One epoch of the training history.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochStats {
     pub epoch: usize,
     pub train_loss: f64,
@@ -250,19 +253,42 @@ pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> 
     )
 }
 
+/// The optimizer of network training: PyTorch's Adam defaults (ε = 1e-8), as the published
+/// code used.
+pub fn adam() -> ModuleOptimizer {
+    AdamConfig::new().with_epsilon(1e-8).init()
+}
+
 /// Trains `model` with Adam on `train`, evaluating on `test` after each epoch. `device` must
 /// be an autodiff device. Returns the trained model and the history.
 pub fn train<M: LineClassifier>(
-    mut model: M,
+    model: M,
     train: &Mnist,
     test: &Mnist,
     s: &TrainSettings,
     device: &Device,
 ) -> (M, Vec<EpochStats>) {
-    // PyTorch's Adam defaults (ε = 1e-8), as the published code used
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    train_resumable(model, adam(), Vec::new(), train, test, s, device, None)
+}
+
+/// [`train`] from a state after `history.len()` epochs (model and optimizer as they were
+/// then; the shuffling stream is replayed), saving a [`Checkpoint`] after every epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn train_resumable<M: LineClassifier>(
+    mut model: M,
+    mut optim: ModuleOptimizer,
+    mut history: Vec<EpochStats>,
+    train: &Mnist,
+    test: &Mnist,
+    s: &TrainSettings,
+    device: &Device,
+    checkpoint: Option<&Checkpoint>,
+) -> (M, Vec<EpochStats>) {
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
+    for _ in 0..history.len() {
+        order.shuffle(&mut rng);
+    }
     let batches = train.len().div_ceil(s.batch_size);
     let bar = ProgressBar::with_draw_target(
         Some(batches as u64),
@@ -278,8 +304,7 @@ pub fn train<M: LineClassifier>(
         )
         .unwrap(),
     );
-    let mut history = Vec::new();
-    for epoch in 0..s.epochs {
+    for epoch in history.len()..s.epochs {
         let t0 = Instant::now();
         bar.reset();
         bar.set_message(format!("{}/{}", epoch + 1, s.epochs));
@@ -318,9 +343,135 @@ pub fn train<M: LineClassifier>(
             bar.println(line)
         }
         history.push(stats);
+        if let Some(c) = checkpoint
+            && let Err(e) = c.save(&model, &optim, &history)
+        {
+            let line = format!("warning: checkpoint not saved: {e:#}");
+            if s.quiet {
+                eprintln!("{line}")
+            } else {
+                bar.println(line)
+            }
+        }
     }
     bar.finish_and_clear();
     (model, history)
+}
+
+/// A training run's checkpoint folder (`SAVE_DIR/{name}.checkpoint/`), rewritten after every
+/// epoch: `model-e{k}.bpk` (Burn's recorder, parameter ids kept), `optim-e{k}.bpk` (Adam's
+/// state) and `state.json` (written last: epoch k, history, the run's settings `run`).
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    /// The run's settings; a checkpoint of other settings is never resumed.
+    pub run: serde_json::Value,
+}
+
+/// `state.json` of a [`Checkpoint`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub epoch: usize,
+    pub history: Vec<EpochStats>,
+    pub run: serde_json::Value,
+}
+
+impl Checkpoint {
+    /// The saved state, if any (an unreadable one is an error naming the file).
+    pub fn state(&self) -> Result<Option<CheckpointState>> {
+        let path = self.dir.join("state.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let st = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a gfr checkpoint state", path.display()))?;
+        Ok(Some(st))
+    }
+
+    fn save<M: Module>(
+        &self,
+        model: &M,
+        optim: &ModuleOptimizer,
+        history: &[EpochStats],
+    ) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        crate::data::pickle::clean_stale_temporaries(&self.dir);
+        let epoch = history.len();
+        let pid = std::process::id();
+        let model_path = self.dir.join(format!("model-e{epoch}.bpk"));
+        let tmp = self.dir.join(format!(".model-e{epoch}.bpk.{pid}.tmp"));
+        model
+            .clone()
+            .save_file(&tmp)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
+        rename(&tmp, &model_path)?;
+        let optim_path = self.dir.join(format!("optim-e{epoch}.bpk"));
+        let tmp = self.dir.join(format!(".optim-e{epoch}.bpk.{pid}.tmp"));
+        optim
+            .to_record()
+            .save(&tmp)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
+        rename(&tmp, &optim_path)?;
+        let state = CheckpointState {
+            epoch,
+            history: history.to_vec(),
+            run: self.run.clone(),
+        };
+        crate::data::pickle::write_atomic(
+            &self.dir.join("state.json"),
+            &serde_json::to_vec_pretty(&state)?,
+        )?;
+        // the files of earlier epochs are no longer needed
+        for k in 0..epoch {
+            for f in [format!("model-e{k}.bpk"), format!("optim-e{k}.bpk")] {
+                let _ = std::fs::remove_file(self.dir.join(f));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the checkpoint into `model` (same architecture): the model, Adam's state and
+    /// the history, to continue with [`train_resumable`]. None without a saved state.
+    pub fn load<M: Module>(
+        &self,
+        model: M,
+    ) -> Result<Option<(M, ModuleOptimizer, Vec<EpochStats>)>> {
+        let Some(st) = self.state()? else {
+            return Ok(None);
+        };
+        if st.run != self.run {
+            anyhow::bail!(
+                "{}: the checkpoint belongs to a run with other settings",
+                self.dir.display()
+            );
+        }
+        let model_path = self.dir.join(format!("model-e{}.bpk", st.epoch));
+        let model = model
+            .try_load_file(&model_path)
+            .map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", model_path.display()))?;
+        let optim_path = self.dir.join(format!("optim-e{}.bpk", st.epoch));
+        let record = OptimizerRecord::load(&optim_path)
+            .map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", optim_path.display()))?;
+        Ok(Some((model, adam().load_record(record), st.history)))
+    }
+
+    /// Removes the checkpoint (after the final network is saved).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).with_context(|| {
+        let _ = std::fs::remove_file(from);
+        format!(
+            "cannot move {} into place at {}",
+            from.display(),
+            to.display()
+        )
+    })
 }
 
 /// Trainable and total parameter counts (a parameter is trainable when it requires grad).
