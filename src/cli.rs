@@ -15,6 +15,45 @@ use gfr::simulate::{GroundTruth, simulate_cell};
 /// saves about 40% of the time (`gfr bench`).
 const DEFAULT_BATCH_CELLS: usize = 16;
 
+/// Default input files, read from the working folder when there; else the copy compiled in.
+const DEFAULT_CONFIG: &str = "configs/default.json";
+const DEFAULT_METADATA: &str = "data/metadata.csv";
+
+/// The flag's path; else `default` when it is in the working folder; else `None` (the caller
+/// uses the built-in copy), said in one line.
+fn default_input(flag: Option<PathBuf>, default: &str) -> Option<PathBuf> {
+    if flag.is_some() {
+        return flag;
+    }
+    let p = PathBuf::from(default);
+    if p.exists() {
+        return Some(p);
+    }
+    eprintln!("{default} is not in this folder: using the copy built into gfr");
+    None
+}
+
+/// The fitting config of `--config-path` (see [`default_input`]).
+fn load_fit_config(flag: Option<PathBuf>) -> Result<FitConfig> {
+    match default_input(flag, DEFAULT_CONFIG) {
+        Some(p) => FitConfig::load(&p),
+        None => Ok(FitConfig::builtin()),
+    }
+}
+
+/// Cre lines of `--metadata` (see [`default_input`]) and where they came from.
+fn load_cre_lines(
+    flag: Option<PathBuf>,
+) -> Result<(std::collections::HashMap<u64, String>, String)> {
+    match default_input(flag, DEFAULT_METADATA) {
+        Some(p) => Ok((gfr::dataset::read_cre_lines(&p)?, p.display().to_string())),
+        None => Ok((
+            gfr::dataset::builtin_cre_lines()?,
+            format!("the built-in {DEFAULT_METADATA}"),
+        )),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "gfr",
@@ -243,9 +282,10 @@ enum DatasetCommand {
         /// Also write the published JSON list here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Allen cell metadata table (specimen__id, line_name).
-        #[arg(long, default_value = "data/metadata.csv")]
-        metadata: PathBuf,
+        /// Allen cell metadata table (specimen__id, line_name) [default: data/metadata.csv
+        /// when in the working folder, else the copy built into gfr].
+        #[arg(long)]
+        metadata: Option<PathBuf>,
         /// Replace an existing dataset even by an empty one.
         #[arg(long)]
         overwrite: bool,
@@ -321,13 +361,10 @@ struct BenchArgs {
     /// Number of simulated cells.
     #[arg(long, default_value_t = 20)]
     cells: usize,
-    /// Fitting config (JSON).
-    #[arg(
-        long = "config-path",
-        visible_alias = "config_path",
-        default_value = "configs/default.json"
-    )]
-    config_path: PathBuf,
+    /// Fitting config (JSON) [default: configs/default.json when in the working folder, else
+    /// the copy built into gfr].
+    #[arg(long = "config-path", visible_alias = "config_path")]
+    config_path: Option<PathBuf>,
     /// Backend: cpu (ndarray) or wgpu.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
@@ -367,9 +404,10 @@ struct PreprocessArgs {
     nwb_dir: PathBuf,
     #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
     data_dir: PathBuf,
-    /// Allen cell metadata table (column `specimen__id`).
-    #[arg(long, default_value = "data/metadata.csv")]
-    metadata: PathBuf,
+    /// Allen cell metadata table (column `specimen__id`) [default: data/metadata.csv when in
+    /// the working folder, else the copy built into gfr].
+    #[arg(long)]
+    metadata: Option<PathBuf>,
     /// Fetch missing NWB files from the Allen Brain Atlas API (resumable), and without
     /// --cell-ids list the cells from the API.
     #[arg(long)]
@@ -420,13 +458,10 @@ struct FitArgs {
         default_value = "model/params/"
     )]
     save_path: PathBuf,
-    /// Fitting config (JSON).
-    #[arg(
-        long = "config-path",
-        visible_alias = "config_path",
-        default_value = "configs/default.json"
-    )]
-    config_path: PathBuf,
+    /// Fitting config (JSON) [default: configs/default.json when in the working folder, else
+    /// the copy built into gfr].
+    #[arg(long = "config-path", visible_alias = "config_path")]
+    config_path: Option<PathBuf>,
     /// Folder with processed_data/ and max_firing_rates/.
     #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
     data_dir: PathBuf,
@@ -990,7 +1025,7 @@ fn save_network<M: burn::module::Module>(dir: &std::path::Path, name: &str, net:
 }
 
 fn dataset(c: DatasetCommand) -> Result<()> {
-    use gfr::dataset::{Dataset, MAX_TRAIN_LOSS, MIN_VAL_EVR, read_cre_lines};
+    use gfr::dataset::{Dataset, MAX_TRAIN_LOSS, MIN_VAL_EVR};
     match c {
         DatasetCommand::Build {
             params_dir,
@@ -999,15 +1034,7 @@ fn dataset(c: DatasetCommand) -> Result<()> {
             metadata,
             overwrite,
         } => {
-            let cre = if metadata.exists() {
-                read_cre_lines(&metadata)?
-            } else {
-                eprintln!(
-                    "warning: metadata table {} not found; cre lines left empty",
-                    metadata.display()
-                );
-                Default::default()
-            };
+            let (cre, _) = load_cre_lines(metadata)?;
             let (ds, report) = Dataset::build(&params_dir, &cre)?;
             for e in &report.unreadable {
                 eprintln!("skipped unreadable result: {e}");
@@ -1281,7 +1308,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let config = FitConfig::load(&a.config_path)?;
+    let config = load_fit_config(a.config_path.clone())?;
     eprintln!(
         "benchmark: fitting {} simulated cells with config `{}` on {}",
         a.cells,
@@ -1327,16 +1354,11 @@ fn preprocess(a: PreprocessArgs) -> Result<()> {
                 Some(Ok(ids)) => (ids, "the Allen Brain Atlas API".to_string()),
                 other => {
                     if let Some(Err(e)) = other {
-                        eprintln!(
-                            "cannot list cells online ({e:#}); using {}",
-                            a.metadata.display()
-                        );
+                        eprintln!("cannot list cells online ({e:#}); using the metadata table");
                     }
-                    let ids: Vec<u64> = gfr::dataset::read_cre_lines(&a.metadata)
-                        .with_context(|| "without --cell-ids the cell list comes from --metadata")?
-                        .into_keys()
-                        .collect();
-                    (ids, a.metadata.display().to_string())
+                    let (cre, source) = load_cre_lines(a.metadata.clone())
+                        .context("without --cell-ids the cell list comes from --metadata")?;
+                    (cre.into_keys().collect::<Vec<u64>>(), source)
                 }
             };
             ids.sort_unstable();
@@ -1480,7 +1502,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
 
 fn fit(a: FitArgs) -> Result<()> {
     FitOptions::check_flags(a.bins.bin_size, a.bins.activation_bin_size, a.c)?;
-    let config = FitConfig::load(&a.config_path)?;
+    let config = load_fit_config(a.config_path.clone())?;
     let data_dir = DataDir::new(&a.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
     let mut ids = read_cell_ids(&ids_path)?;

@@ -381,24 +381,39 @@ pub struct BuildReport {
     pub summaries: Vec<PathBuf>,
 }
 
+/// The Allen metadata table `data/metadata.csv` as compiled into the binary (the repo file
+/// stays the editable copy).
+pub const BUILTIN_METADATA: &str = include_str!("../data/metadata.csv");
+
 /// Cre line per specimen from the Allen metadata table (`specimen__id`, `line_name`).
 pub fn read_cre_lines(path: &Path) -> Result<HashMap<u64, String>> {
-    let mut rdr = csv::Reader::from_path(path)
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read metadata table {}", path.display()))?;
+    parse_cre_lines(file, &path.display().to_string())
+}
+
+/// Cre lines from the built-in metadata table ([`BUILTIN_METADATA`]).
+pub fn builtin_cre_lines() -> Result<HashMap<u64, String>> {
+    parse_cre_lines(BUILTIN_METADATA.as_bytes(), "built-in data/metadata.csv")
+}
+
+/// Cre lines from a metadata table read from `input`; `origin` is named in errors.
+pub fn parse_cre_lines(input: impl std::io::Read, origin: &str) -> Result<HashMap<u64, String>> {
+    let mut rdr = csv::Reader::from_reader(input);
     let headers = rdr
         .headers()
-        .with_context(|| format!("{}: no header row", path.display()))?
+        .with_context(|| format!("{origin}: no header row"))?
         .clone();
     let col = |name: &str| {
         headers
             .iter()
             .position(|h| h == name)
-            .with_context(|| format!("{}: no `{name}` column", path.display()))
+            .with_context(|| format!("{origin}: no `{name}` column"))
     };
     let (id_col, line_col) = (col("specimen__id")?, col("line_name")?);
     let mut out = HashMap::new();
     for (i, row) in rdr.records().enumerate() {
-        let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+        let row = row.with_context(|| format!("{origin}: row {}", i + 2))?;
         if let Some(id) = row.get(id_col).and_then(|s| s.trim().parse::<u64>().ok()) {
             out.insert(id, row.get(line_col).unwrap_or("").to_string());
         }

@@ -66,7 +66,16 @@ impl Default for FitConfig {
     }
 }
 
+/// `configs/default.json` as compiled into the binary (the repo file stays the editable copy).
+pub const BUILTIN_DEFAULT_CONFIG: &str = include_str!("../../configs/default.json");
+
 impl FitConfig {
+    /// The built-in `configs/default.json` (equal to [`FitConfig::default`]; tested).
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN_DEFAULT_CONFIG, "built-in configs/default.json")
+            .expect("the built-in default config parses")
+    }
+
     /// The default config with other runs.
     pub fn new(hparams: Vec<RunConfig>) -> Self {
         Self {
@@ -79,14 +88,15 @@ impl FitConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let cfg: Self = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "config file {} is not a valid fitting config",
-                path.display()
-            )
-        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks config JSON; `origin` (a file name) is named in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let cfg: Self = serde_json::from_str(text)
+            .with_context(|| format!("config file {origin} is not a valid fitting config"))?;
         cfg.check()
-            .with_context(|| format!("config file {}", path.display()))?;
+            .with_context(|| format!("config file {origin}"))?;
         Ok(cfg)
     }
 
@@ -118,6 +128,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let d = FitConfig::load(&root.join("configs/default.json")).unwrap();
         assert_eq!(d, FitConfig::default());
+        assert_eq!(FitConfig::builtin(), d);
         let t = FitConfig::load(&root.join("configs/test.json")).unwrap();
         assert_eq!((t.activation_epochs, t.activation_repeats), (10, 1));
         assert_eq!(t.hparams, vec![RunConfig::new(1e-2, 10)]);
@@ -125,6 +136,13 @@ mod tests {
         assert!(d.activation_fallback && t.activation_fallback);
         let off: FitConfig = serde_json::from_str(r#"{"activation_fallback": false}"#).unwrap();
         assert!(!off.activation_fallback);
+    }
+
+    #[test]
+    fn builtin_config_is_the_repo_file_byte_for_byte() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let file = std::fs::read_to_string(root.join("configs/default.json")).unwrap();
+        assert_eq!(BUILTIN_DEFAULT_CONFIG, file);
     }
 
     #[test]
