@@ -10,6 +10,9 @@
 //! * [`network`] — networks of GFR neurons on line-by-line MNIST, and RNN / LSTM baselines.
 //! * [`plot`], [`bench`] — figures and benchmarks.
 //! * [`device`] — choosing the CPU (ndarray) or GPU (wgpu) backend at run time.
+//!
+//! The types most programs need are re-exported here; `examples/` shows them in use
+//! (`fit_one_cell`: simulate a cell and fit it; `network_one_epoch`: train a small network).
 
 pub use burn;
 
@@ -23,3 +26,12 @@ pub mod neuron;
 pub mod plot;
 pub mod scan;
 pub mod simulate;
+
+pub use burn::tensor::Device;
+pub use data::DataDir;
+pub use dataset::{Dataset, load_gfr_model};
+pub use device::{Backend, cpu};
+pub use fit::{CellReport, FitConfig, FitOptions, FitResult, RunConfig, fit_cells};
+pub use network::{GfrNetwork, TrainSettings, default_neuron};
+pub use neuron::{GfrLayer, NeuronParams};
+pub use simulate::{GroundTruth, simulate_cell};
