@@ -10,9 +10,6 @@
 //! * [`network`] — networks of GFR neurons on line-by-line MNIST, and RNN / LSTM baselines.
 //! * [`plot`], [`bench`] — figures and benchmarks.
 //! * [`device`] — choosing the CPU (ndarray) or GPU (wgpu) backend at run time.
-//!
-//! The types most programs need are re-exported here; `examples/` shows them in use
-//! (`fit_one_cell`: simulate a cell and fit it; `network_one_epoch`: train a small network).
 
 pub use burn;
 
@@ -27,6 +24,8 @@ pub mod plot;
 pub mod scan;
 pub mod simulate;
 
+// The types most programs need; `examples/` shows them in use (`fit_one_cell`: simulate a
+// cell and fit it; `network_one_epoch`: train a small network).
 pub use burn::tensor::Device;
 pub use data::DataDir;
 pub use dataset::{Dataset, load_gfr_model};

@@ -72,8 +72,11 @@ pub const BUILTIN_DEFAULT_CONFIG: &str = include_str!("../../configs/default.jso
 impl FitConfig {
     /// The built-in `configs/default.json` (equal to [`FitConfig::default`]; tested).
     pub fn builtin() -> Self {
-        Self::parse(BUILTIN_DEFAULT_CONFIG, "built-in configs/default.json")
-            .expect("the built-in default config parses")
+        let cfg: Self = serde_json::from_str(BUILTIN_DEFAULT_CONFIG)
+            .expect("the built-in configs/default.json parses");
+        cfg.check()
+            .expect("the built-in configs/default.json is valid");
+        cfg
     }
 
     /// The default config with other runs.
@@ -88,15 +91,14 @@ impl FitConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(&text, &path.display().to_string())
-    }
-
-    /// Parses and checks config JSON; `origin` (a file name) is named in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text)
-            .with_context(|| format!("config file {origin} is not a valid fitting config"))?;
+        let cfg: Self = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "config file {} is not a valid fitting config",
+                path.display()
+            )
+        })?;
         cfg.check()
-            .with_context(|| format!("config file {origin}"))?;
+            .with_context(|| format!("config file {}", path.display()))?;
         Ok(cfg)
     }
 
