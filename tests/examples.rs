@@ -33,9 +33,10 @@ fn network_one_epoch_example_learns_above_chance() {
 fn example_programs_run() {
     let dir = std::env::current_exe().unwrap();
     let examples = dir.parent().unwrap().parent().unwrap().join("examples");
-    for (name, expect) in [
-        ("fit_one_cell", "test EVR"),
-        ("network_one_epoch", "test accuracy"),
+    let out_dir = scratch("example-bin");
+    for (name, args, expect) in [
+        ("fit_one_cell", vec![s(&out_dir)], "test EVR"),
+        ("network_one_epoch", vec![], "test accuracy"),
     ] {
         let exe = examples.join(name);
         if !exe.exists() {
@@ -44,7 +45,10 @@ fn example_programs_run() {
             );
             continue;
         }
-        let out = std::process::Command::new(&exe).output().unwrap();
+        let out = std::process::Command::new(&exe)
+            .args(args)
+            .output()
+            .unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
