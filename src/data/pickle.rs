@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 pub use serde_pickle::Value as PyValue;
-use serde_pickle::{DeOptions, HashableValue, SerOptions};
+use serde_pickle::{HashableValue, SerOptions};
 
 /// A Python dict with string keys.
 pub fn dict<'a>(items: impl IntoIterator<Item = (&'a str, PyValue)>) -> PyValue {
@@ -150,10 +150,22 @@ impl PyValueExt for PyValue {
     }
 }
 
-/// Reads a pickle file into a value; errors name the file.
+/// Reads a pickle file into a value, within bounds on size, depth and expansion (see
+/// [`super::unpickle`]); numpy scalars and arrays become numbers and lists. Errors name the
+/// file.
 pub fn read_pickle(path: &Path) -> Result<PyValue> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if size > super::unpickle::MAX_PICKLE_BYTES {
+        bail!(
+            "{} is {size} bytes, more than the {} bytes gfr reads from a pickle",
+            path.display(),
+            super::unpickle::MAX_PICKLE_BYTES
+        );
+    }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_pickle::value_from_slice(&bytes, DeOptions::new().replace_unresolved_globals())
+    super::unpickle::unpickle(&bytes)
         .with_context(|| format!("{} is not a readable pickle file", path.display()))
 }
 
