@@ -104,7 +104,21 @@ fn sweeps() -> Vec<FixtureSweep> {
     ]
 }
 
+/// A file of the current Allen pipeline (version 1.1 and later: `conversion` applies).
 fn write_fixture(path: &std::path::Path, sweeps: &[FixtureSweep]) {
+    write_versioned_fixture(
+        path,
+        sweeps,
+        Some(&["institution", "Allen Institute", "version", "1.1"]),
+    )
+}
+
+/// `generated_by`: the key/value list of `general/generated_by`; `None` leaves it out.
+fn write_versioned_fixture(
+    path: &std::path::Path,
+    sweeps: &[FixtureSweep],
+    generated_by: Option<&[&str]>,
+) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let f = H5File::options()
         .libver(LibverBound::Earliest)
@@ -113,6 +127,12 @@ fn write_fixture(path: &std::path::Path, sweeps: &[FixtureSweep]) {
     f.write_vlen_strings("session_description", &["gfr test fixture"])
         .unwrap();
     let root = f.root_group();
+    if let Some(g) = generated_by {
+        root.create_group("general")
+            .unwrap()
+            .write_vlen_strings("generated_by", g)
+            .unwrap();
+    }
     let pres = root
         .create_group("stimulus")
         .unwrap()
@@ -222,12 +242,16 @@ fn write_fixture(path: &std::path::Path, sweeps: &[FixtureSweep]) {
     f.close().unwrap();
 }
 
-/// Spec §2 written out directly, for comparison.
+/// Spec §2 written out directly, for comparison (stimulus scaled by `conversion`).
 fn expected(s: &FixtureSweep, bin: u32) -> (Vec<f64>, Vec<f64>) {
+    expected_scaled(s, bin, s.conversion as f64)
+}
+
+fn expected_scaled(s: &FixtureSweep, bin: u32, conversion: f64) -> (Vec<f64>, Vec<f64>) {
     let i: Vec<f64> = s
         .stimulus
         .iter()
-        .map(|&x| x as f64 * s.conversion as f64 * 1e12)
+        .map(|&x| x as f64 * conversion * 1e12)
         .collect();
     let len = i.len();
     let (start, mut end) = match s.experiment {
@@ -368,5 +392,100 @@ fn download_fails_fast_with_where_to_put_files() {
         "--download",
     ]));
     assert!(e.contains("specimen_{id}/ephys.nwb"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The Allen SDK applies `conversion` only to files of pipeline version 1.1 and later
+/// (`general/generated_by`); older files and files without a version are read as stored.
+#[test]
+fn conversion_applies_only_from_pipeline_version_1_1() {
+    let dir = scratch("nwbversion");
+    let nwb = dir.join("cell_types");
+    let fixture = sweeps();
+    // the Long Square is stored in pA with conversion 1e-12
+    assert_eq!(fixture[1].conversion, 1e-12);
+    let cases: [(u64, Option<&[&str]>, bool); 6] = [
+        (1, None, false),
+        (2, Some(&["version", "1.0"]), false),
+        (3, Some(&["institution", "AI", "version", "1.1"]), true),
+        (4, Some(&["version", "2.3.1"]), true),
+        (5, Some(&["version", "1"]), false), // one number: the SDK falls back to 0.0
+        (6, Some(&["version", "x.y"]), false),
+    ];
+    for (id, g, _) in &cases {
+        write_versioned_fixture(&nwb.join(format!("{id}.nwb")), &fixture, *g);
+    }
+    let ids = dir.join("ids.csv");
+    std::fs::write(&ids, "1,2,3,4,5,6\n").unwrap();
+    let data = dir.join("data");
+    ok(&gfr(&[
+        "preprocess",
+        "--cell-ids",
+        s(&ids),
+        "--nwb-dir",
+        s(&nwb),
+        "--data-dir",
+        s(&data),
+        "--quiet",
+    ]));
+    for (id, g, converted) in cases {
+        let cell = gfr::data::CellRecording::load(&gfr::data::DataDir::new(&data), id).unwrap();
+        for (got, want) in cell.sweeps.iter().zip(&fixture) {
+            let scale = if converted {
+                want.conversion as f64
+            } else {
+                1.0
+            };
+            let (cur, _) = expected_scaled(want, 20, scale);
+            let (gc, _) = got.traces(20).unwrap();
+            assert_eq!(gc.len(), cur.len());
+            for (a, b) in gc.iter().zip(&cur) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                    "cell {id} ({g:?}) {}: {a} vs {b}",
+                    want.name
+                );
+            }
+        }
+        // 150 pA in a new file; 1.5e14 "pA" read as stored in an old one
+        let top = cell.sweeps[1].current[&100]
+            .iter()
+            .cloned()
+            .fold(0.0, f64::max);
+        let want = if converted { 150.0 } else { 150.0e12 };
+        assert!((top - want).abs() < 1e-6 * want, "cell {id}: {top}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A sweep the fit uses whose current never changes has no onset: the cell fails, naming it.
+#[test]
+fn a_sweep_without_onset_fails_its_cell_naming_the_sweep() {
+    let dir = scratch("nwbonset");
+    let nwb = dir.join("cell_types");
+    let mut fixture = sweeps();
+    fixture[4].stimulus.iter_mut().for_each(|x| *x = 1e-10); // Noise 1, Sweep_5: flat
+    write_fixture(&nwb.join("11.nwb"), &fixture);
+    write_fixture(&nwb.join("12.nwb"), &sweeps());
+    let ids = dir.join("ids.csv");
+    std::fs::write(&ids, "11,12\n").unwrap();
+    let out = ok(&gfr(&[
+        "preprocess",
+        "--cell-ids",
+        s(&ids),
+        "--nwb-dir",
+        s(&nwb),
+        "--data-dir",
+        s(&dir.join("data")),
+        "--quiet",
+    ]));
+    assert!(
+        out.contains("1 done, 0 skipped (outputs exist), 1 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Sweep_5 (Noise 1): no stimulus onset"),
+        "the sweep is named: {out}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -52,6 +52,28 @@ impl ProcessedSweep {
 /// (when that lies past `start`); except for "Test" sweeps, the segment begins at the sample
 /// just before the first change of the current (the stimulus onset).
 pub fn segment(raw: &RawSweep) -> Option<(usize, usize)> {
+    let (start, end) = experiment_window(raw)?;
+    let first = if raw.stimulus_name == "Test" {
+        start
+    } else {
+        onset_in(raw, start, end).unwrap_or(start)
+    };
+    Some((first, end))
+}
+
+/// The stimulus onset (the sample just before the current first changes) within the sweep's
+/// binned window; `None` when the current never changes there (nothing to align the bins to).
+pub fn onset(raw: &RawSweep) -> Option<usize> {
+    let (start, end) = experiment_window(raw)?;
+    onset_in(raw, start, end)
+}
+
+fn onset_in(raw: &RawSweep, start: usize, end: usize) -> Option<usize> {
+    (start..end - 1).find(|&k| raw.stimulus[k + 1] != raw.stimulus[k])
+}
+
+/// `[start, end)` before the onset is looked for (see [`segment`]).
+fn experiment_window(raw: &RawSweep) -> Option<(usize, usize)> {
     let n = raw.stimulus.len();
     if n == 0 {
         return None;
@@ -77,14 +99,7 @@ pub fn segment(raw: &RawSweep) -> Option<(usize, usize)> {
     if start >= end {
         return None;
     }
-    let first = if raw.stimulus_name == "Test" {
-        start
-    } else {
-        (start..end - 1)
-            .find(|&k| raw.stimulus[k + 1] != raw.stimulus[k])
-            .unwrap_or(start)
-    };
-    Some((first, end))
+    Some((start, end))
 }
 
 /// Bins a sweep at every size in `bin_sizes` (ms): mean current per bin (pA) and spike

@@ -5,7 +5,12 @@
 //! `epochs/Sweep_N/response/timeseries` (to `acquisition/timeseries/Sweep_N`, `data` in V),
 //! `epochs/Experiment_N/stimulus/{idx_start, count}` (the index range without the test pulse;
 //! absent: the whole sweep) and spike times (s) in `analysis/spike_times/Sweep_N` (older
-//! files: `analysis/aibs_spike_times/Sweep_N`). `data` is scaled by its `conversion` attribute.
+//! files: `analysis/aibs_spike_times/Sweep_N`).
+//!
+//! Units follow the Allen SDK's `NwbDataSet.get_sweep`: `data` is multiplied by its
+//! `conversion` attribute only in files of pipeline version 1.1 or later (the `version` entry
+//! of the key/value list `general/generated_by`); older files, and files without a readable
+//! version (taken as 0.0), store A directly and carry conversion values that are wrong.
 
 use std::path::{Path, PathBuf};
 
@@ -53,12 +58,52 @@ fn read_int(f: &H5File, path: &str) -> Result<Option<i64>> {
     Ok(v.first().copied())
 }
 
-/// `data` of a time series, multiplied by its `conversion` attribute when it has one.
-fn series_data(f: &H5File, series: &str) -> Result<Vec<f64>> {
+/// The Allen pipeline version (major, minor) of a file, as the Allen SDK's
+/// `get_pipeline_version` reads it: `general/generated_by` lists keys and values in turn; the
+/// value after `version` is split at dots into at least two integers. Anything else is (0, 0).
+pub fn pipeline_version(f: &H5File) -> (u32, u32) {
+    let Some(info) = f
+        .dataset("general/generated_by")
+        .ok()
+        .and_then(|d| d.read_strings_lossy().ok())
+    else {
+        return (0, 0);
+    };
+    let info: Vec<String> = info
+        .iter()
+        .map(|s| s.trim_end_matches('\0').to_string())
+        .collect();
+    let Some(version) = info
+        .iter()
+        .position(|k| k == "version")
+        .and_then(|i| info.get(i + 1))
+    else {
+        return (0, 0);
+    };
+    let toks: Vec<&str> = version.split('.').collect();
+    match (
+        toks.first().and_then(|t| t.trim().parse().ok()),
+        toks.get(1).and_then(|t| t.trim().parse().ok()),
+    ) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => (0, 0),
+    }
+}
+
+/// Whether the Allen SDK applies `conversion` to a file of this pipeline version (1.1 and
+/// later).
+pub fn applies_conversion((major, minor): (u32, u32)) -> bool {
+    (major == 1 && minor > 0) || major > 1
+}
+
+/// `data` of a time series, multiplied by its `conversion` attribute (when it has one) if
+/// `convert`.
+fn series_data(f: &H5File, series: &str, convert: bool) -> Result<Vec<f64>> {
     let path = format!("{series}/data");
     let ds = h5(f.dataset(&path), &path)?;
     let mut v = read_f64(&ds, &path)?;
-    if let Ok(a) = ds.attr("conversion")
+    if convert
+        && let Ok(a) = ds.attr("conversion")
         && let Ok(c) = a.read_numeric_as::<f64>()
         && let Some(&c) = c.first()
         && c != 1.0
@@ -88,9 +133,9 @@ fn sweep_numbers(f: &H5File) -> Result<Vec<u32>> {
     Ok(nums)
 }
 
-fn read_sweep(f: &H5File, n: u32) -> Result<RawSweep> {
+fn read_sweep(f: &H5File, n: u32, convert: bool) -> Result<RawSweep> {
     let stim = format!("epochs/Sweep_{n}/stimulus/timeseries");
-    let mut stimulus = series_data(f, &stim)?;
+    let mut stimulus = series_data(f, &stim, convert)?;
     let rate_path = format!("{stim}/starting_time");
     let st = h5(f.dataset(&rate_path), &rate_path)?;
     let rate = h5(
@@ -116,19 +161,23 @@ fn read_sweep(f: &H5File, n: u32) -> Result<RawSweep> {
     let count =
         read_int(f, &format!("epochs/Sweep_{n}/stimulus/count"))?.map(|c| c.max(0) as usize);
     if let Some(c) = count
-        && start + c <= stimulus.len()
+        && start
+            .checked_add(c)
+            .is_some_and(|end| end <= stimulus.len())
     {
         stimulus = stimulus[start..start + c].to_vec();
     }
-    let response = series_data(f, &format!("epochs/Sweep_{n}/response/timeseries"))
-        .or_else(|_| series_data(f, &format!("acquisition/timeseries/Sweep_{n}")))
+    let response = series_data(f, &format!("epochs/Sweep_{n}/response/timeseries"), convert)
+        .or_else(|_| series_data(f, &format!("acquisition/timeseries/Sweep_{n}"), convert))
         .unwrap_or_default();
     let exp = format!("epochs/Experiment_{n}/stimulus");
     let experiment_range = match (
         read_int(f, &format!("{exp}/idx_start"))?,
         read_int(f, &format!("{exp}/count"))?,
     ) {
-        (Some(s), Some(c)) if s >= 0 && c > 0 => Some((s as usize, (s + c - 1) as usize)),
+        (Some(s), Some(c)) if s >= 0 && c > 0 && s.checked_add(c).is_some() => {
+            Some((s as usize, (s + c - 1) as usize))
+        }
         _ => Some((0, stimulus.len().saturating_sub(1))),
     };
     let spike_times = ["spike_times", "aibs_spike_times"]
@@ -153,13 +202,36 @@ fn read_sweep(f: &H5File, n: u32) -> Result<RawSweep> {
 /// Every sweep of an NWB file. A sweep that cannot be read makes the file fail (a partial cell
 /// would silently change its maximum firing rate); errors name the file and the sweep.
 pub fn read_nwb(path: &Path) -> Result<Vec<RawSweep>> {
+    Ok(read_nwb_numbered(path)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
+}
+
+/// [`read_nwb`] with each sweep's number N (`Sweep_N`).
+pub fn read_nwb_numbered(path: &Path) -> Result<Vec<(u32, RawSweep)>> {
+    // a corrupt file must not take the run down, even if the HDF5 reader panics on it
+    std::panic::catch_unwind(|| read_numbered(path)).unwrap_or_else(|_| {
+        bail!(
+            "{}: the HDF5 reader failed on this file (corrupt or truncated?)",
+            path.display()
+        )
+    })
+}
+
+fn read_numbered(path: &Path) -> Result<Vec<(u32, RawSweep)>> {
     let f = H5File::open(path)
         .map_err(|e| anyhow::anyhow!("{} is not a readable NWB/HDF5 file: {e}", path.display()))?;
     let nums = sweep_numbers(&f).with_context(|| path.display().to_string())?;
     if nums.is_empty() {
         bail!("{}: no epochs/Sweep_N groups", path.display());
     }
+    let convert = applies_conversion(pipeline_version(&f));
     nums.iter()
-        .map(|&n| read_sweep(&f, n).with_context(|| format!("{}: Sweep_{n}", path.display())))
+        .map(|&n| {
+            read_sweep(&f, n, convert)
+                .map(|s| (n, s))
+                .with_context(|| format!("{}: Sweep_{n}", path.display()))
+        })
         .collect()
 }

@@ -2,9 +2,12 @@
 
 use std::path::Path;
 
-use super::binning::{PROCESSED_BIN_SIZES, bin_sweep, max_firing_rate};
-use super::nwb::{nwb_path, read_nwb};
+use super::binning::{PROCESSED_BIN_SIZES, bin_sweep, max_firing_rate, onset};
+use super::nwb::{nwb_path, read_nwb_numbered};
 use super::processed::{CellRecording, DataDir};
+
+/// Stimuli the fit uses (training, validation, test): each of their sweeps needs an onset.
+pub const FITTED_STIMULI: [&str; 4] = ["Long Square", "Ramp", "Noise 1", "Noise 2"];
 
 /// What happened to one cell.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,10 +38,22 @@ pub fn preprocess_cell(nwb_dir: &Path, data: &DataDir, cell_id: u64) -> Outcome 
             nwb_dir.join(format!("{cell_id}.nwb")).display()
         ));
     };
-    let raw = match read_nwb(&path) {
+    let raw = match read_nwb_numbered(&path) {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("{e:#}")),
     };
+    // a sweep the fit uses whose current never changes has no onset to align its bins to
+    if let Some((n, s)) = raw
+        .iter()
+        .find(|(_, s)| FITTED_STIMULI.contains(&s.stimulus_name.as_str()) && onset(s).is_none())
+    {
+        return Outcome::Failed(format!(
+            "{}: Sweep_{n} ({}): no stimulus onset found (the current never changes)",
+            path.display(),
+            s.stimulus_name
+        ));
+    }
+    let raw: Vec<_> = raw.into_iter().map(|(_, s)| s).collect();
     let cell = CellRecording {
         cell_id,
         sweeps: raw
