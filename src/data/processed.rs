@@ -15,6 +15,12 @@ use super::pickle::{
     PyValue, PyValueExt, dict, float_list, int_dict, read_pickle, write_atomic, write_pickle,
 };
 
+/// Largest plausible firing rate (ms⁻¹, i.e. 10 kHz): binned rates and γ above it are errors
+/// (usually Hz written where ms⁻¹ belongs).
+pub const MAX_FIRING_RATE: f64 = 10.0;
+/// Smallest usable maximum firing rate γ (ms⁻¹, i.e. 0.1 Hz); 0 means the cell never fired twice.
+pub const MIN_MAX_FIRING_RATE: f64 = 1e-4;
+
 /// Paths of the processed-data layout under one data directory.
 #[derive(Clone, Debug)]
 pub struct DataDir(pub PathBuf);
@@ -70,9 +76,15 @@ impl CellRecording {
             .ok()
             .and_then(|v| v.first().copied())
             .with_context(|| format!("{}: expected one float (ms⁻¹)", rate_path.display()))?;
-        if !max_firing_rate.is_finite() || max_firing_rate < 0.0 {
+        if max_firing_rate == 0.0 {
             bail!(
-                "{}: maximum firing rate is {max_firing_rate}, not a finite non-negative number",
+                "{}: maximum firing rate is 0 (fewer than two spikes in any sweep): a neuron that can never fire",
+                rate_path.display()
+            );
+        }
+        if !(MIN_MAX_FIRING_RATE..=MAX_FIRING_RATE).contains(&max_firing_rate) {
+            bail!(
+                "{}: maximum firing rate {max_firing_rate} ms⁻¹ is outside {MIN_MAX_FIRING_RATE}–{MAX_FIRING_RATE} ms⁻¹ (units are spikes per ms)",
                 rate_path.display()
             );
         }
@@ -126,6 +138,14 @@ fn sweep_from_py(v: &PyValue) -> Result<ProcessedSweep> {
                     xs[i]
                 );
             }
+            if key == "firing_rate"
+                && let Some(i) = xs.iter().position(|x| !(0.0..=MAX_FIRING_RATE).contains(x))
+            {
+                bail!(
+                    "field `{key}`[{bin}] has the rate {} ms⁻¹ at bin {i}, outside 0–{MAX_FIRING_RATE} ms⁻¹",
+                    xs[i]
+                );
+            }
             out.insert(bin, xs);
         }
         Ok(out)
@@ -171,11 +191,15 @@ pub fn write_processed(path: &Path, sweeps: &[ProcessedSweep]) -> Result<()> {
     )
 }
 
-/// Reads cell ids separated by commas, whitespace or newlines; a header word is skipped.
+/// Reads cell ids separated by commas, whitespace or newlines; a header word is skipped, a
+/// UTF-8 byte-order mark ignored, and an id listed twice kept once (with a warning).
 pub fn read_cell_ids(path: &Path) -> Result<Vec<u64>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read cell-id file {}", path.display()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut ids = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut repeated = Vec::new();
     for (i, tok) in text
         .split(|c: char| c == ',' || c.is_whitespace())
         .map(str::trim)
@@ -183,20 +207,44 @@ pub fn read_cell_ids(path: &Path) -> Result<Vec<u64>> {
         .enumerate()
     {
         let tok = tok.trim_matches('"');
-        match tok.parse::<u64>().or_else(|e| {
-            tok.parse::<f64>()
+        let id = match tok.parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) => {
+                bail!(
+                    "{}: cell id `{tok}` does not fit in 64 bits",
+                    path.display()
+                )
+            }
+            // `123.0` as pandas writes ids; exact only below 2^53
+            Err(_) => tok
+                .parse::<f64>()
                 .ok()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                .map(|f| f as u64)
-                .ok_or(e)
-        }) {
-            Ok(id) => ids.push(id),
-            Err(_) if i == 0 => {} // header such as `cell_id`
-            Err(_) => bail!("{}: `{tok}` is not a cell id", path.display()),
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9_007_199_254_740_992.0)
+                .map(|f| f as u64),
+        };
+        match id {
+            Some(id) if seen.insert(id) => ids.push(id),
+            Some(id) => repeated.push(id),
+            None if i == 0 => {} // header such as `cell_id`
+            None => bail!("{}: `{tok}` is not a cell id", path.display()),
         }
     }
     if ids.is_empty() {
         bail!("{}: no cell ids found", path.display());
+    }
+    if !repeated.is_empty() {
+        repeated.dedup();
+        eprintln!(
+            "warning: {}: {} repeated cell id(s) ignored (each cell is fitted once): {}",
+            path.display(),
+            repeated.len(),
+            repeated
+                .iter()
+                .take(10)
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(ids)
 }
@@ -249,6 +297,17 @@ mod tests {
         assert_eq!(read_cell_ids(&p).unwrap(), vec![123, 456, 789]);
         std::fs::write(&p, "1,x2").unwrap();
         assert!(read_cell_ids(&p).unwrap_err().to_string().contains("`x2`"));
+        // a byte-order mark does not hide the first id; repeats are fitted once
+        std::fs::write(&p, "\u{feff}123\n456\n123\n7.0\n").unwrap();
+        assert_eq!(read_cell_ids(&p).unwrap(), vec![123, 456, 7]);
+        std::fs::write(&p, "\u{feff}cell_id\n5\n").unwrap();
+        assert_eq!(read_cell_ids(&p).unwrap(), vec![5]);
+        // an id past u64 is an error, not a wrapped number
+        for big in ["18446744073709551616", "1e20"] {
+            std::fs::write(&p, format!("1\n{big}\n")).unwrap();
+            let e = read_cell_ids(&p).unwrap_err().to_string();
+            assert!(e.contains(big), "{e}");
+        }
         std::fs::remove_file(p).unwrap();
     }
 }
