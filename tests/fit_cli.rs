@@ -47,6 +47,9 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
         assert_eq!(r.test_losses.len(), 10);
         assert!(r.evr1.is_finite() && r.evr2.is_finite());
         assert!(r.params.activation.max_firing_rate > 0.0);
+        // the published loss (padded length) is recorded beside gfr's own
+        let padded = r.train_loss_padded.expect("train_loss_padded recorded");
+        assert!(padded.is_finite() && padded != r.final_train_loss());
     }
     let summary: serde_json::Value = serde_json::from_slice(
         &std::fs::read(params.join("bin20_actv20/fit_summary.json")).unwrap(),
@@ -62,7 +65,7 @@ fn simulate_then_fit_two_cells_with_the_test_config() {
     if let Some(py) = python() {
         let script = format!(
             "import pickle\nr = pickle.load(open('{}', 'rb'))\n\
-             assert set(r) == {{'params','evr1','evr2','train_losses','test_losses','bin_size','config_name','config_hash','actv_bin_size_requested'}}, r.keys()\n\
+             assert set(r) == {{'params','evr1','evr2','train_losses','test_losses','bin_size','train_loss_padded','config_name','config_hash','actv_bin_size_requested'}}, r.keys()\n\
              assert r['config_name'] == 'test' and r['actv_bin_size_requested'] == 20\n\
              p = r['params']; g = p['g']\n\
              assert len(p['a']) == 1 and len(p['a'][0]) == 8 and len(p['ds']) == 8\n\
@@ -330,5 +333,143 @@ fn batched_fitting_gives_the_one_at_a_time_results() {
         assert_eq!((a.evr1, a.evr2), (b.evr1, b.evr2), "cell {id}");
         assert_eq!(a.train_losses, b.train_losses, "cell {id}");
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Cells that cannot give a neuron are skipped with their reason and nothing is saved; a run
+/// in which no cell was fitted exits non-zero.
+#[test]
+fn cells_that_cannot_give_a_neuron_are_skipped_with_a_reason() {
+    let dir = scratch("noneuron");
+    let data = dir.join("data");
+    let params = dir.join("params");
+    ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "4",
+        "--data-dir",
+        s(&data),
+        "--first-id",
+        "51",
+    ]));
+    let dd = gfr::data::DataDir::new(&data);
+    // 51: maximum firing rate 0
+    gfr::data::pickle::write_pickle(
+        &dd.max_firing_rate(51),
+        &gfr::data::pickle::PyValue::F64(0.0),
+    )
+    .unwrap();
+    // 52: every Long Square current 0
+    let mut sweeps = gfr::data::processed::read_processed(&dd.processed(52)).unwrap();
+    for sw in sweeps
+        .iter_mut()
+        .filter(|s| s.stimulus_name == "Long Square")
+    {
+        sw.current.values_mut().for_each(|c| c.fill(0.0));
+    }
+    gfr::data::processed::write_processed(&dd.processed(52), &sweeps).unwrap();
+    // 53: Noise 1 never fires, so its validation EVR is 0/0
+    let mut sweeps = gfr::data::processed::read_processed(&dd.processed(53)).unwrap();
+    for sw in sweeps.iter_mut().filter(|s| s.stimulus_name == "Noise 1") {
+        sw.firing_rate.values_mut().for_each(|c| c.fill(0.0));
+    }
+    gfr::data::processed::write_processed(&dd.processed(53), &sweeps).unwrap();
+    let out = ok(&fit("configs/test.json", &data, &params, &[]));
+    assert!(params.join("54.pickle").exists(), "{out}");
+    for id in [51, 52, 53] {
+        assert!(!params.join(format!("{id}.pickle")).exists(), "{id}: {out}");
+    }
+    assert!(out.contains("maximum firing rate is 0"), "{out}");
+    assert!(out.contains("every Long Square has 0 pA"), "{out}");
+    assert!(out.contains("validation EVR is NaN"), "{out}");
+
+    // only cells that cannot be fitted: non-zero exit
+    let ids = dir.join("bad.csv");
+    std::fs::write(&ids, "51,52\n").unwrap();
+    let mut args = vec![s(&ids)];
+    args.extend(["--batch-cells", "1"]);
+    let e = fails(&fit("configs/test.json", &data, &params, &args));
+    assert!(e.contains("no cell was fitted"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Bad flags and negative numbers after flags give errors that name the flag.
+#[test]
+fn bad_numeric_flags_are_refused() {
+    let dir = scratch("numflags");
+    std::fs::write(dir.join("ids.csv"), "1\n").unwrap();
+    let ids = dir.join("ids.csv");
+    for (flag, value, says) in [
+        ("--C", "-1", "--C -1"),
+        ("--degree", "0", "--degree 0"),
+        ("--batch-cells", "0", "--batch-cells 0"),
+    ] {
+        let e = fails(&gfr(&[
+            "fit",
+            s(&ids),
+            "--config-path",
+            "configs/test.json",
+            "--data-dir",
+            s(&dir),
+            flag,
+            value,
+        ]));
+        assert!(e.contains(says) && !e.contains("panicked"), "{flag}: {e}");
+    }
+    let e = fails(&gfr(&["network", "--history-scale", "-1", "--offline"]));
+    assert!(e.contains("--history-scale -1"), "{e}");
+    let e = fails(&gfr(&["network", "--train-limit", "0", "--offline"]));
+    assert!(e.contains("--train-limit"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// finetune over saved neurons with λ rounded to float32 (as PyTorch saves it) or of another
+/// degree, batched with fresh cells: no panic; the other degree is fitted afresh.
+#[test]
+fn finetune_over_float32_or_other_degree_results_does_not_panic() {
+    let dir = scratch("finetune32");
+    let data = dir.join("data");
+    let params = dir.join("params");
+    ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "3",
+        "--data-dir",
+        s(&data),
+        "--first-id",
+        "61",
+    ]));
+    let ids = dir.join("first.csv");
+    std::fs::write(&ids, "61\n").unwrap();
+    ok(&fit("configs/test.json", &data, &params, &[s(&ids)]));
+    let path = params.join("61.pickle");
+    let mut r = FitResult::load(&path).unwrap();
+    r.params.lambda = r.params.lambda.iter().map(|&l| l as f32 as f64).collect();
+    r.evr1 = -1.0;
+    r.save(&path).unwrap();
+    let cfg = config(
+        &dir,
+        "ft.json",
+        r#"{"activation_epochs": 5, "activation_repeats": 1, "hparams": [{"lr": 1e-3, "epochs": 2}], "finetune": true}"#,
+    );
+    let out = ok(&fit(s(&cfg), &data, &params, &["--batch-cells", "3"]));
+    assert!(!out.contains("panicked"), "{out}");
+    for id in 61..=63 {
+        assert!(params.join(format!("{id}.pickle")).exists(), "{id}: {out}");
+    }
+    let mut r = FitResult::load(&path).unwrap();
+    r.evr1 = -1.0;
+    r.save(&path).unwrap();
+    let out = ok(&fit(s(&cfg), &data, &params, &["--degree", "2"]));
+    assert!(out.contains("does not match --degree 2"), "{out}");
+    assert_eq!(
+        FitResult::load(&path)
+            .unwrap()
+            .params
+            .activation
+            .poly_coeff
+            .len(),
+        3
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

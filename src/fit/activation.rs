@@ -9,8 +9,13 @@ use rand_distr::{Distribution, Normal};
 use crate::data::CellRecording;
 use crate::neuron::{ActivationParams, PolynomialActivation};
 
-/// Adam learning rate of the activation fit.
+/// Adam learning rate of the activation fit (the published value; config `activation_lr`).
 pub const ACTIVATION_LR: f64 = 0.05;
+/// A point "fires" when its rate exceeds this (ms⁻¹): it places the initial threshold b and
+/// decides whether the first bins carry f-I information (the 100 ms fallback).
+pub const FIRING_THRESHOLD: f64 = 0.01;
+/// Activation bin size (ms) used when no Long Square fires within the requested first bin.
+pub const FALLBACK_ACTIVATION_BIN: u32 = 100;
 
 /// The activation-fit data: first-bin current (pA) and rate (ms⁻¹) of each Long Square sweep.
 #[derive(Clone, Debug)]
@@ -73,7 +78,7 @@ pub fn initial_activation(
         .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     let sigma = data.max_current();
-    let (x1, y1) = match pts.iter().position(|p| p.1 > 0.01) {
+    let (x1, y1) = match pts.iter().position(|p| p.1 > FIRING_THRESHOLD) {
         Some(0) => pts[0],
         Some(i) => pts[i - 1],
         None => (0.0, 0.0),
@@ -125,6 +130,7 @@ pub fn fit_activation(
         degree,
         epochs,
         repeats,
+        ACTIVATION_LR,
         eps,
         device,
     )
@@ -140,6 +146,7 @@ pub fn fit_activations(
     degree: usize,
     epochs: usize,
     repeats: usize,
+    lr: f64,
     eps: f64,
     device: &Device,
 ) -> Vec<Result<(ActivationParams, f64)>> {
@@ -181,7 +188,7 @@ pub fn fit_activations(
         let log_mu = (mu.clone() + eps).mask_fill(padded.clone(), 1.0).log();
         let loss = ((mu - y.clone() * dt.clone() * log_mu) * mask.clone()).sum();
         let grads = GradientsParams::from_grads(loss.backward(), &g);
-        g = optim.step(ACTIVATION_LR, g, grads);
+        g = optim.step(lr, g, grads);
     }
     let fitted = g.to_params(0);
     cells

@@ -5,6 +5,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+/// Largest `epochs` (and `activation_epochs`) a config may ask for.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// Largest `activation_repeats` (every restart is a row of one model in memory).
+pub const MAX_ACTIVATION_REPEATS: usize = 10_000;
+
 /// One training run of the filter fit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,8 +26,10 @@ pub struct RunConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FitConfig {
     pub config_name: String,
-    /// Adam steps (lr 0.05) of each activation restart.
+    /// Adam steps of each activation restart.
     pub activation_epochs: usize,
+    /// Adam learning rate of the activation fit (published: 0.05).
+    pub activation_lr: f64,
     /// Restarts of the activation fit; the lowest final loss wins.
     pub activation_repeats: usize,
     /// Keep b and c fixed while fitting the filters.
@@ -51,6 +58,7 @@ impl Default for FitConfig {
         Self {
             config_name: "default".into(),
             activation_epochs: 1000,
+            activation_lr: super::ACTIVATION_LR,
             activation_repeats: 3,
             freeze_activation: true,
             eps: 1e-8,
@@ -91,12 +99,21 @@ impl FitConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let cfg: Self = serde_json::from_str(&text).with_context(|| {
+        let bad = || {
             format!(
                 "config file {} is not a valid fitting config",
                 path.display()
             )
-        })?;
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(bad)?;
+        if !json.is_object() {
+            // serde would read a list as the fields in order (`[]`: every default)
+            bail!(
+                "{}: expected a JSON object such as {{\"config_name\": …, \"hparams\": […]}}",
+                bad()
+            );
+        }
+        let cfg: Self = serde_json::from_value(json).with_context(bad)?;
         cfg.check()
             .with_context(|| format!("config file {}", path.display()))?;
         Ok(cfg)
@@ -110,12 +127,37 @@ impl FitConfig {
             if !(h.lr > 0.0 && h.lr.is_finite()) {
                 bail!("`hparams[{i}].lr` must be a positive number, got {}", h.lr);
             }
+            if !(1..=MAX_EPOCHS).contains(&h.epochs) {
+                bail!(
+                    "`hparams[{i}].epochs` must be between 1 and {MAX_EPOCHS}, got {}",
+                    h.epochs
+                );
+            }
         }
-        if self.activation_repeats == 0 {
-            bail!("`activation_repeats` must be at least 1");
+        if !(1..=MAX_ACTIVATION_REPEATS).contains(&self.activation_repeats) {
+            bail!(
+                "`activation_repeats` must be between 1 and {MAX_ACTIVATION_REPEATS}, got {}",
+                self.activation_repeats
+            );
         }
-        if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            bail!("`eps` must be a non-negative number, got {}", self.eps);
+        if self.activation_epochs > MAX_EPOCHS {
+            bail!(
+                "`activation_epochs` must be at most {MAX_EPOCHS}, got {}",
+                self.activation_epochs
+            );
+        }
+        if !(self.activation_lr > 0.0 && self.activation_lr.is_finite()) {
+            bail!(
+                "`activation_lr` must be a positive number, got {}",
+                self.activation_lr
+            );
+        }
+        // ε = 0 makes ln(0) = −∞ wherever the model is silent and the cell fires
+        if !(self.eps > 0.0 && self.eps < 1.0) {
+            bail!(
+                "`eps` must be a positive number below 1 (published: 1e-8), got {}",
+                self.eps
+            );
         }
         Ok(())
     }
@@ -153,5 +195,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("activation_epoch"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_naming_the_field() {
+        let dir = std::env::temp_dir().join(format!("gfr-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.json");
+        for (json, field) in [
+            ("[]", "JSON object"),
+            ("3", "JSON object"),
+            (r#"{"eps": 0}"#, "`eps`"),
+            (r#"{"eps": -1e-8}"#, "`eps`"),
+            (
+                r#"{"hparams": [{"lr": 0.01, "epochs": 0}]}"#,
+                "`hparams[0].epochs`",
+            ),
+            (
+                r#"{"activation_repeats": 100000000000}"#,
+                "`activation_repeats`",
+            ),
+            (r#"{"activation_repeats": 0}"#, "`activation_repeats`"),
+            (
+                r#"{"activation_epochs": 100000000000}"#,
+                "`activation_epochs`",
+            ),
+            (r#"{"activation_lr": 0}"#, "`activation_lr`"),
+            (r#"{"hparams": []}"#, "`hparams`"),
+        ] {
+            std::fs::write(&p, json).unwrap();
+            let e = format!("{:#}", FitConfig::load(&p).unwrap_err());
+            assert!(e.contains(field) && e.contains("c.json"), "{json}: {e}");
+        }
+        // a config without the newer keys still loads, with the published values
+        std::fs::write(&p, r#"{"config_name": "old", "activation_epochs": 5}"#).unwrap();
+        let c = FitConfig::load(&p).unwrap();
+        assert_eq!(c.activation_lr, 0.05);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

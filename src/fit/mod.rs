@@ -18,7 +18,8 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 pub use activation::{
-    ACTIVATION_LR, ActivationData, fit_activation, fit_activations, initial_activation,
+    ACTIVATION_LR, ActivationData, FALLBACK_ACTIVATION_BIN, FIRING_THRESHOLD, fit_activation,
+    fit_activations, initial_activation,
 };
 pub use config::{FitConfig, RunConfig};
 pub use evr::{explained_variance, explained_variance_ratio};
@@ -31,6 +32,9 @@ use crate::data::pickle::{
 use crate::data::{CellRecording, DataDir};
 use crate::neuron::{BIN_SIZES, NeuronParams};
 
+/// Largest polynomial degree d accepted by `--degree`.
+pub const MAX_DEGREE: usize = 10;
+
 /// Activation bin sizes accepted by `--activation-bin-size`.
 pub const ACTIVATION_BIN_SIZES: [u32; 4] = [10, 20, 50, 100];
 
@@ -42,9 +46,15 @@ pub struct FitResult {
     pub evr1: f64,
     /// Test EVR (Noise 2).
     pub evr2: f64,
+    /// Train loss per valid bin, each epoch (gfr's loss; padded bins do not count).
     pub train_losses: Vec<f64>,
+    /// Test (Noise 2) loss per valid bin, each epoch.
     pub test_losses: Vec<f64>,
     pub bin_size: u32,
+    /// Final train loss averaged over the padded length, as the published code computed it
+    /// (pickle key `train_loss_padded`; the dataset criteria use it). `None` in results saved
+    /// before gfr recorded it.
+    pub train_loss_padded: Option<f64>,
     pub meta: FitMeta,
 }
 
@@ -69,6 +79,10 @@ impl FitResult {
             ("train_losses", float_list(&self.train_losses)),
             ("test_losses", float_list(&self.test_losses)),
             ("bin_size", int(self.bin_size as i64)),
+            (
+                "train_loss_padded",
+                PyValue::F64(self.train_loss_padded.unwrap_or(f64::NAN)),
+            ),
         ]);
         if let PyValue::Dict(d) = &mut v {
             let m = &self.meta;
@@ -102,6 +116,12 @@ impl FitResult {
                 .floats_flat()
                 .context("field `test_losses`")?,
             bin_size: v.get("bin_size")?.as_u32().context("field `bin_size`")?,
+            train_loss_padded: match v.get_opt("train_loss_padded") {
+                Some(x) => {
+                    Some(x.as_f64().context("field `train_loss_padded`")?).filter(|x| x.is_finite())
+                }
+                None => None,
+            },
             meta: FitMeta {
                 config_name: v
                     .get_opt("config_name")
@@ -192,6 +212,15 @@ impl FitOptions {
 
     pub fn check(&self) -> Result<()> {
         Self::check_flags(self.bin_size, self.activation_bin_size, self.l1)?;
+        if !(1..=MAX_DEGREE).contains(&self.degree) {
+            bail!(
+                "--degree {}: must be between 1 and {MAX_DEGREE} (the published fits use 1)",
+                self.degree
+            );
+        }
+        if self.batch_cells == 0 {
+            bail!("--batch-cells 0: must be at least 1 (1 fits one cell at a time)");
+        }
         self.config.check()
     }
 
@@ -311,7 +340,24 @@ fn load_cell(
         ));
     }
     let rng = StdRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let start = match previous.filter(|p| cfg.finetune && p.params.bin_size == opts.bin_size) {
+    let saved = previous.filter(|p| cfg.finetune && p.params.bin_size == opts.bin_size);
+    // a saved neuron of another degree or other decay rates cannot share the batch's layer
+    let saved = saved.filter(|p| {
+        let fits = p.params.activation.poly_coeff.len() == opts.degree + 1
+            && p.params.lambda == crate::neuron::decay_rates(opts.bin_size);
+        if !fits {
+            progress.note(&format!(
+                "cell {}: the saved neuron (degree {}, {} filters) does not match --degree {} at {} ms; not finetuned, fitted afresh",
+                cell.cell_id,
+                p.params.activation.poly_coeff.len().saturating_sub(1),
+                p.params.lambda.len(),
+                opts.degree,
+                opts.bin_size
+            ));
+        }
+        fits
+    });
+    let start = match saved {
         Some(prev) => Start::Saved(prev.params.clone()),
         None => Start::FitActivation {
             data: activation_data(
@@ -347,6 +393,7 @@ fn prepare_cells(
         opts.degree,
         cfg.activation_epochs,
         cfg.activation_repeats,
+        cfg.activation_lr,
         cfg.eps,
         &opts.device,
     )
@@ -419,11 +466,18 @@ fn fit_prepared(
                     cfg.hparams.len()
                 ))
             })?;
+            if best.evr1.is_nan() {
+                return Err(CellError::Skip(
+                    "validation EVR is NaN in every run (Noise 1 has no explainable variance); nothing saved".into(),
+                ));
+            }
             let evr2 = cell.data.test.evr(&best.params);
+            let padded = cell.data.padded_train_loss(&best.params, cfg.eps);
             Ok(FitResult {
-                params: best.params,
                 evr1: best.evr1,
                 evr2,
+                train_loss_padded: Some(padded).filter(|x| x.is_finite()),
+                params: best.params,
                 train_losses: best.train_losses,
                 test_losses: best.test_losses,
                 bin_size: opts.bin_size,
@@ -455,16 +509,21 @@ fn activation_data(
     fallback: bool,
     progress: &dyn FitProgress,
 ) -> Result<ActivationData, CellError> {
-    let fires = |d: &ActivationData| d.rate.iter().any(|&y| y > 0.01);
+    let fires = |d: &ActivationData| d.rate.iter().any(|&y| y > FIRING_THRESHOLD);
     let data = ActivationData::from_cell(cell, bin).map_err(|e| CellError::Skip(e.to_string()))?;
+    if data.current.iter().all(|&x| x == 0.0) {
+        return Err(CellError::Skip(format!(
+            "every Long Square has 0 pA in its first {bin} ms bin: no f-I curve to fit"
+        )));
+    }
     if fallback
         && !fires(&data)
-        && bin < 100
-        && let Ok(wide) = ActivationData::from_cell(cell, 100)
+        && bin < FALLBACK_ACTIVATION_BIN
+        && let Ok(wide) = ActivationData::from_cell(cell, FALLBACK_ACTIVATION_BIN)
         && fires(&wide)
     {
         progress.note(&format!(
-            "cell {}: no Long Square fires in its first {bin} ms; activation fitted at 100 ms",
+            "cell {}: no Long Square fires in its first {bin} ms; activation fitted at {FALLBACK_ACTIVATION_BIN} ms",
             cell.cell_id
         ));
         return Ok(wide);
@@ -640,7 +699,12 @@ impl FitProgress for Bars {
         self.epochs.set_message(msg.to_string());
     }
     fn note(&self, msg: &str) {
-        self.epochs.println(msg);
+        // a hidden bar (--quiet, or no terminal) prints nothing through println
+        if self.epochs.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            self.epochs.println(msg);
+        }
     }
     fn run_started(&self, run: usize, runs: usize, epochs: usize) {
         self.epochs.reset();
@@ -805,5 +869,61 @@ mod tests {
         let d = activation_data(&cell, 20, false, &()).unwrap();
         assert_eq!(d.bin_size, 20);
         assert!(d.rate.iter().all(|&y| y <= 0.01));
+    }
+
+    /// The published loss: padded bins count (the model runs on zero current there) and the
+    /// sum is divided by the padded length.
+    #[test]
+    fn padded_train_loss_counts_padded_bins_as_published() {
+        let mut cell = late_spiking_cell();
+        cell.sweeps.truncate(2);
+        cell.sweeps[0].current.insert(20, vec![150.0, 150.0, 150.0]);
+        cell.sweeps[0].firing_rate.insert(20, vec![0.0, 0.05, 0.0]);
+        let noise = |name: &str| ProcessedSweep {
+            stimulus_name: name.into(),
+            sampling_rate: 20_000.0,
+            current: BTreeMap::from([(20, vec![120.0, 80.0, 160.0, 100.0])]),
+            firing_rate: BTreeMap::from([(20, vec![0.05, 0.0, 0.1, 0.05])]),
+        };
+        cell.sweeps.push(noise("Noise 1"));
+        cell.sweeps.push(noise("Noise 2"));
+        let data = FitData::from_cell(&cell, 20).unwrap();
+        let act = crate::neuron::ActivationParams {
+            max_current: 200.0,
+            max_firing_rate: 0.2,
+            poly_coeff: vec![0.1, 1.5],
+            threshold: 40.0,
+            bin_size: 20,
+        };
+        let p = NeuronParams::initial(20, act);
+        let eps = 1e-8;
+        // by hand: per group, mean over sweeps of the loss over the padded length, / length
+        let group = |sweeps: &[(Vec<f64>, Vec<f64>)]| {
+            let t = sweeps.iter().map(|s| s.0.len()).max().unwrap();
+            let pad = |v: &Vec<f64>| {
+                let mut v = v.clone();
+                v.resize(t, 0.0);
+                v
+            };
+            sweeps
+                .iter()
+                .map(|(c, y)| {
+                    crate::scan::poisson_nll(&crate::scan::predict(&p, &pad(c)), &pad(y), 20.0, eps)
+                })
+                .sum::<f64>()
+                / sweeps.len() as f64
+                / t as f64
+        };
+        let traces = |k: usize| {
+            let (c, y) = cell.sweeps[k].traces(20).unwrap();
+            (c.to_vec(), y.to_vec())
+        };
+        let want = (group(&[traces(0), traces(1)]) + group(&[traces(2)])) / 2.0;
+        let got = data.padded_train_loss(&p, eps);
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        // the Long Square group has a padded bin, so the valid-bin loss differs
+        let valid =
+            (batch_loss(&p, &data.train[0].1, eps) + batch_loss(&p, &data.train[1].1, eps)) / 2.0;
+        assert!((got - valid).abs() > 1e-6, "{got} vs {valid}");
     }
 }

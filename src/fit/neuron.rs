@@ -103,6 +103,32 @@ impl FitData {
     }
 }
 
+impl FitData {
+    /// The train loss as the published code computed it, for the dataset criteria: per
+    /// training group, the Poisson loss over every bin of the padded batch (padded bins: zero
+    /// current, zero rate, the model still running) averaged over sweeps and divided by the
+    /// padded length; then averaged over groups. gfr's own losses count valid bins only.
+    pub fn padded_train_loss(&self, p: &NeuronParams, eps: f64) -> f64 {
+        let dt = p.bin_size as f64;
+        let groups: Vec<f64> = self
+            .train
+            .iter()
+            .map(|(_, b)| {
+                let t = b.time;
+                let total: f64 = (0..b.n_sweeps())
+                    .map(|s| {
+                        let c = &b.current[s * t..(s + 1) * t];
+                        let y = &b.target[s * t..(s + 1) * t];
+                        b.weight[s] * scan::poisson_nll(&scan::predict(p, c), y, dt, eps)
+                    })
+                    .sum();
+                total / t.max(1) as f64
+            })
+            .collect();
+        groups.iter().sum::<f64>() / groups.len().max(1) as f64
+    }
+}
+
 /// Poisson loss per valid bin of a batch, averaged with each sweep's weight.
 fn per_bin(sweep_loss: &[f64], batch: &SweepBatch) -> f64 {
     let total: f64 = sweep_loss

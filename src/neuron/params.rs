@@ -69,6 +69,15 @@ impl ActivationParams {
         if p.poly_coeff.is_empty() {
             bail!("field `poly_coeff` is empty");
         }
+        if !(p.max_firing_rate > 0.0 && p.max_firing_rate.is_finite()) {
+            bail!(
+                "field `max_firing_rate` must be a positive number (ms⁻¹), got {}",
+                p.max_firing_rate
+            );
+        }
+        if !p.threshold.is_finite() {
+            bail!("field `b` must be a finite number, got {}", p.threshold);
+        }
         if !(p.max_current > 0.0 && p.max_current.is_finite()) {
             bail!(
                 "field `max_current` must be a positive number, got {}",
@@ -92,6 +101,23 @@ impl NeuronParams {
             lambda,
             bin_size,
             activation,
+        }
+    }
+
+    /// Replaces λ by the exact decay rates of its bin size when they agree to 1e-6 (PyTorch
+    /// saves them rounded to float32), so that neurons of one bin size share λ exactly.
+    pub fn snap_decay_rates(&mut self) {
+        if !super::BIN_SIZES.contains(&self.bin_size) {
+            return;
+        }
+        let exact = super::decay_rates(self.bin_size);
+        if exact.len() == self.lambda.len()
+            && exact
+                .iter()
+                .zip(&self.lambda)
+                .all(|(a, b)| (a - b).abs() <= 1e-6)
+        {
+            self.lambda = exact;
         }
     }
 
@@ -157,6 +183,8 @@ impl NeuronParams {
                 n
             );
         }
+        let mut p = p;
+        p.snap_decay_rates();
         let all = p
             .alpha
             .iter()
@@ -219,5 +247,18 @@ mod tests {
         assert!((r[0] - p.activation.eval(100.0)).abs() < 1e-12);
         let k = p.input_kernel(3);
         assert_eq!(k, vec![8.0, 0.0, 0.0]); // λ_0 = 1 forgets at once
+    }
+
+    #[test]
+    fn float32_decay_rates_snap_to_the_exact_ones() {
+        let mut p = neuron();
+        p.lambda = p.lambda.iter().map(|&l| l as f32 as f64).collect();
+        assert_ne!(p.lambda, crate::neuron::decay_rates(20));
+        let back = NeuronParams::from_py(&p.to_py()).unwrap();
+        assert_eq!(back.lambda, crate::neuron::decay_rates(20));
+        // rates that differ really are kept
+        p.lambda[3] = 0.5;
+        let back = NeuronParams::from_py(&p.to_py()).unwrap();
+        assert_eq!(back.lambda[3], 0.5);
     }
 }
