@@ -17,7 +17,8 @@ use crate::neuron::{GfrLayer, NeuronParams};
 
 /// Inclusion criteria: validation EVR above this…
 pub const MIN_VAL_EVR: f64 = 0.5;
-/// …and final train loss below this.
+/// …and final train loss below this, the loss averaged over the padded length as the
+/// published code computed it (`train_loss_padded`).
 pub const MAX_TRAIN_LOSS: f64 = 0.45;
 
 /// One fitted neuron in the dataset.
@@ -30,8 +31,13 @@ pub struct DatasetRecord {
     pub actv_bin_size: u32,
     pub val_evr: f64,
     pub test_evr: f64,
+    /// Final train loss per valid bin (gfr's loss; the published JSON's `train_loss` is the
+    /// padded-length average instead).
     pub train_loss: f64,
     pub test_loss: f64,
+    /// Final train loss averaged over the padded length, as published (the criteria use it);
+    /// `None` for fit results saved before gfr recorded it.
+    pub train_loss_padded: Option<f64>,
     pub params: NeuronParams,
     /// The activation bin size used (ms), when the 100 ms fallback replaced `actv_bin_size`
     /// (key `actv_bin_size_used`, absent otherwise).
@@ -56,13 +62,17 @@ impl DatasetRecord {
             test_evr: r.evr2,
             train_loss: r.final_train_loss(),
             test_loss: r.test_losses.last().copied().unwrap_or(f64::NAN),
+            train_loss_padded: r.train_loss_padded,
             params: r.params.clone(),
             actv_fallback: r.activation_fallback(),
         }
     }
 
+    /// The published filter: val EVR > 0.5 and the padded-length train loss < 0.45 (for
+    /// results without it, the per-valid-bin loss).
     pub fn meets_criteria(&self) -> bool {
-        self.val_evr > MIN_VAL_EVR && self.train_loss < MAX_TRAIN_LOSS
+        self.val_evr > MIN_VAL_EVR
+            && self.train_loss_padded.unwrap_or(self.train_loss) < MAX_TRAIN_LOSS
     }
 
     fn to_py(&self) -> PyValue {
@@ -75,6 +85,10 @@ impl DatasetRecord {
             ("test_evr", PyValue::F64(self.test_evr)),
             ("train_loss", PyValue::F64(self.train_loss)),
             ("test_loss", PyValue::F64(self.test_loss)),
+            (
+                "train_loss_padded",
+                PyValue::F64(self.train_loss_padded.unwrap_or(f64::NAN)),
+            ),
             ("params", self.params.to_py()),
         ]);
         if let (PyValue::Dict(d), Some(used)) = (&mut v, self.actv_fallback) {
@@ -108,6 +122,12 @@ impl DatasetRecord {
             test_evr: f("test_evr")?,
             train_loss: f("train_loss")?,
             test_loss: f("test_loss")?,
+            train_loss_padded: match v.get_opt("train_loss_padded") {
+                Some(x) => {
+                    Some(x.as_f64().context("field `train_loss_padded`")?).filter(|x| x.is_finite())
+                }
+                None => None,
+            },
             params: NeuronParams::from_py(v.get("params")?).context("field `params`")?,
             actv_fallback: match v.get_opt("actv_bin_size_used") {
                 Some(x) => Some(x.as_u32().context("field `actv_bin_size_used`")?),
@@ -123,6 +143,7 @@ impl DatasetRecord {
             "cell_id": self.cell_id, "cre-line": self.cre_line, "bin_size": self.bin_size,
             "actv_bin_size": self.actv_bin_size, "val_evr": num(self.val_evr), "test_evr": num(self.test_evr),
             "train_loss": num(self.train_loss), "test_loss": num(self.test_loss),
+            "train_loss_padded": num(self.train_loss_padded.unwrap_or(f64::NAN)),
             "params": {"a": [p.alpha], "b": [p.beta], "ds": p.lambda, "bin_size": p.bin_size,
                        "g": {"max_current": [a.max_current], "max_firing_rate": [a.max_firing_rate],
                              "poly_coeff": [a.poly_coeff], "b": [a.threshold], "bin_size": a.bin_size}}
@@ -133,10 +154,49 @@ impl DatasetRecord {
         v
     }
 
-    /// A record of the published JSON list; errors name the key.
+    /// A record of the published JSON list; errors name the key. The published records'
+    /// `train_loss` is the padded-length loss, so without `train_loss_padded` it stands for it.
     pub fn from_json(v: &Json) -> Result<Self> {
-        Self::from_py(&json_to_py(v)).map_err(|e| anyhow::anyhow!("{e:#}"))
+        let mut r = Self::from_py(&json_to_py(v)).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        if v.get("train_loss_padded").is_none() && r.train_loss.is_finite() {
+            r.train_loss_padded = Some(r.train_loss);
+        }
+        Ok(r)
     }
+}
+
+/// JSON text with the bare `NaN`, `Infinity` and `-Infinity` that pandas and Python's json
+/// module write (outside strings) replaced by `null`.
+pub fn pandas_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))
+        {
+            out.push_str("null");
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
 }
 
 /// JSON null for NaN (JSON has no NaN).
@@ -245,11 +305,12 @@ impl Dataset {
         write_atomic(path, &serde_json::to_vec(&self.to_json())?)
     }
 
-    /// Reads the published JSON list; errors name the file and the record.
+    /// Reads the published JSON list (bare `NaN` / `Infinity` as pandas writes them are read
+    /// as null); errors name the file and the record.
     pub fn load_json(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let v: Json = serde_json::from_str(&text)
+        let v: Json = serde_json::from_str(&pandas_json(&text))
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
         let list = v
             .as_array()

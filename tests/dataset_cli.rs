@@ -25,6 +25,7 @@ fn result(evr1: f64, last_train: f64, bin: u32, act_bin: u32) -> FitResult {
         train_losses: vec![0.9, last_train],
         test_losses: vec![0.8, 0.5],
         bin_size: bin,
+        train_loss_padded: Some(last_train),
         meta: Default::default(),
     }
 }
@@ -76,7 +77,7 @@ fn build_applies_the_criteria_and_python_reads_tuple_keys() {
         let script = format!(
             "import pickle\nd = pickle.load(open('{}', 'rb'))\nassert set(d) == {{(20, 20), (50, 100)}}, d.keys()\n\
              recs = d[(20, 20)]\nassert len(recs) == 1\nr = recs[0]\n\
-             assert set(r) == {{'cell_id','cre-line','bin_size','actv_bin_size','val_evr','test_evr','train_loss','test_loss','params'}}\n\
+             assert set(r) == {{'cell_id','cre-line','bin_size','actv_bin_size','val_evr','test_evr','train_loss','test_loss','train_loss_padded','params'}}\n\
              assert r['cell_id'] == 565871768 and r['cre-line'] == 'Oxtr-T2A-Cre' and r['val_evr'] > 0.5 and r['train_loss'] < 0.45\n\
              assert r['params']['g']['poly_coeff'] == [[0.05, 1.3]]\n\
              try:\n    import pandas\n    assert len(pandas.DataFrame(d[(50, 100)])) == 1\nexcept ImportError:\n    pass\n",
@@ -294,4 +295,68 @@ fn load_gfr_model_gives_a_layer_that_runs_the_neuron() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cell 7"), "{e}");
+}
+
+/// The criteria use the loss the published filter saw (averaged over the padded length), not
+/// gfr's per-valid-bin loss; results saved without it fall back to the latter.
+#[test]
+fn criteria_use_the_padded_length_train_loss() {
+    let dir = scratch("dspadded");
+    let p = dir.join("params");
+    let with = |valid: f64, padded: Option<f64>| FitResult {
+        train_loss_padded: padded,
+        ..result(0.8, valid, 20, 20)
+    };
+    with(0.6, Some(0.3)).save(&p.join("11.pickle")).unwrap(); // in: published loss 0.3
+    with(0.3, Some(0.6)).save(&p.join("12.pickle")).unwrap(); // out: published loss 0.6
+    with(0.3, None).save(&p.join("13.pickle")).unwrap(); // older result: in by its own loss
+    with(0.6, None).save(&p.join("14.pickle")).unwrap(); // older result: out
+    let out = dir.join("ds.pickle");
+    let text = ok(&gfr(&[
+        "dataset",
+        "build",
+        "--params-dir",
+        s(&p),
+        "--out",
+        s(&out),
+    ]));
+    assert!(text.contains("2 results included, 2 excluded"), "{text}");
+    let ds = Dataset::load(&out).unwrap();
+    let ids: Vec<u64> = ds.pairs[&(20, 20)].iter().map(|r| r.cell_id).collect();
+    assert_eq!(ids, vec![11, 13]);
+    let r = ds.record(11, 20, 20).unwrap();
+    // each field keeps its meaning
+    assert_eq!((r.train_loss, r.train_loss_padded), (0.6, Some(0.3)));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// pandas writes a human cell's empty cre line (and other missing numbers) as a bare NaN.
+#[test]
+fn import_reads_json_as_pandas_writes_it() {
+    let dir = scratch("dspandas");
+    let j = dir.join("gfr_dataset.json");
+    let params = r#"{"a": [[8.0, 1.5, 0, 0, 0, 0, 0, 0]], "b": [[0, 0, 0, -0.02, 0, 0, 0, 0]],
+        "ds": [1.0, 0.6321205588285577, 0.3296799539643607, 0.18126924692201818, 0.09516258196404048, 0.03921056084767682, 0.019801326693244747, 0.009950166250831893],
+        "bin_size": 20, "g": {"max_current": [250.0], "max_firing_rate": [0.2], "poly_coeff": [[0.05, 1.3]], "b": [60.0], "bin_size": 20}}"#;
+    std::fs::write(
+        &j,
+        format!(
+            r#"[{{"cell_id":525011903,"cre-line":NaN,"bin_size":20,"actv_bin_size":20,"val_evr":0.71,"test_evr":0.66,"train_loss":0.31,"test_loss":NaN,"params":{params}}},
+               {{"cell_id":565871768,"cre-line":"Oxtr-T2A-Cre","bin_size":20,"actv_bin_size":20,"val_evr":0.8,"test_evr":-Infinity,"train_loss":0.2,"test_loss":0.4,"params":{params}}},
+               {{"cell_id":7,"cre-line":"a \"NaN\" line","bin_size":20,"actv_bin_size":20,"val_evr":0.8,"test_evr":0.5,"train_loss":0.2,"test_loss":0.4,"params":{params}}}]"#
+        ),
+    )
+    .unwrap();
+    let out = dir.join("ds.pickle");
+    ok(&gfr(&["dataset", "import", s(&j), "--out", s(&out)]));
+    let ds = Dataset::load(&out).unwrap();
+    let human = ds.record(525011903, 20, 20).unwrap();
+    assert_eq!(human.cre_line, "");
+    assert!(human.test_loss.is_nan());
+    // the published train loss is the padded-length one
+    assert_eq!(human.train_loss_padded, Some(0.31));
+    assert!(ds.record(565871768, 20, 20).unwrap().test_evr.is_nan());
+    // NaN inside a string stays text
+    assert_eq!(ds.record(7, 20, 20).unwrap().cre_line, "a \"NaN\" line");
+    std::fs::remove_dir_all(dir).unwrap();
 }
