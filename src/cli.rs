@@ -94,6 +94,7 @@ enum Command {
 enum PlotCommand {
     /// Prediction vs recording on Noise 2, the activation fit, and the kernels of one cell.
     Fit {
+        /// The cell to plot.
         #[arg(long = "cell-id", visible_alias = "cell_id")]
         cell_id: u64,
         /// Folder of fit results (its bin{B}_actv{A} folders are searched too).
@@ -109,42 +110,55 @@ enum PlotCommand {
         /// Activation bin size of the result, when the cell has results for several pairs.
         #[arg(long = "activation-bin-size", visible_alias = "activation_bin_size")]
         activation_bin_size: Option<u32>,
+        /// Folder with processed_data/ and max_firing_rates/.
         #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
         data_dir: PathBuf,
+        /// Folder for the figures.
         #[arg(long, default_value = "figures")]
         out: PathBuf,
+        /// Image format.
         #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
         format: gfr::plot::Format,
     },
     /// Histograms of validation and test EVR per (bin, activation bin) pair.
     Dataset {
+        /// Dataset pickle of fitted neurons.
         #[arg(long, default_value = DEFAULT_DATASET)]
         dataset: PathBuf,
+        /// Folder for the figures.
         #[arg(long, default_value = "figures")]
         out: PathBuf,
+        /// Image format.
         #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
         format: gfr::plot::Format,
     },
     /// Train loss and test accuracy per epoch; several files overlay.
     Network {
+        /// Network JSON files written by `gfr network`.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Folder for the figures.
         #[arg(long, default_value = "figures")]
         out: PathBuf,
+        /// Image format.
         #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
         format: gfr::plot::Format,
     },
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct NetworkArgs {
     /// Seed form: LR EPOCHS BATCH_SIZE N_NODES FREEZE_NEURONS FREEZE_ACTIVATIONS.
     #[arg(num_args = 0..=6, value_name = "POSITIONAL")]
     positional: Vec<String>,
+    /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Passes over the training digits.
     #[arg(long, default_value_t = 30)]
     epochs: usize,
+    /// Digits per mini-batch.
     #[arg(
         long = "batch-size",
         visible_alias = "batch_size",
@@ -178,6 +192,7 @@ struct NetworkArgs {
     /// Shuffle the neurons taken from `--neurons FILE`.
     #[arg(long = "shuffle-neurons")]
     shuffle_neurons: bool,
+    /// gfr: a network of GFR neurons; rnn / lstm: a baseline with about as many parameters.
     #[arg(long, value_enum, default_value_t = ModelKind::Gfr)]
     model: ModelKind,
     /// Folder with MNIST IDX files. When they are not there, gfr downloads them there; when
@@ -203,10 +218,13 @@ struct NetworkArgs {
     /// Use only the first N test digits.
     #[arg(long = "test-limit")]
     test_limit: Option<usize>,
+    /// Backend: cpu (ndarray) or wgpu.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
+    /// Random seed (initial weights, batch order, drawn neurons).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Folder for the trained network (.bpk) and its JSON.
     #[arg(long = "save-dir", default_value = "model/network_params")]
     save_dir: PathBuf,
     /// Continue this run (same settings) from its last epoch's checkpoint
@@ -277,6 +295,7 @@ enum DatasetCommand {
             default_value = "model/params"
         )]
         params_dir: Vec<PathBuf>,
+        /// Dataset pickle to write.
         #[arg(long, default_value = DEFAULT_DATASET)]
         out: PathBuf,
         /// Also write the published JSON list here.
@@ -292,27 +311,34 @@ enum DatasetCommand {
     },
     /// Read a dataset in the published JSON format into the pickle.
     Import {
+        /// The published JSON list (`model/gfr_dataset.json`; bare NaN as pandas writes it is fine).
         file: PathBuf,
+        /// Dataset pickle to write.
         #[arg(long, default_value = DEFAULT_DATASET)]
         out: PathBuf,
     },
     /// Write the dataset as the published JSON list.
     Export {
+        /// JSON file to write.
         #[arg(long)]
         json: PathBuf,
+        /// Dataset pickle to read.
         #[arg(long, default_value = DEFAULT_DATASET)]
         dataset: PathBuf,
     },
     /// Cell counts per (bin size, activation bin size).
     Summary {
+        /// Dataset pickle to read.
         #[arg(long, default_value = DEFAULT_DATASET)]
         dataset: PathBuf,
     },
     /// One cell's record and neuron parameters.
     Show {
+        /// The cell to show.
         cell_id: u64,
         #[command(flatten)]
         bins: BinSizes,
+        /// Dataset pickle to read.
         #[arg(long, default_value = DEFAULT_DATASET)]
         dataset: PathBuf,
     },
@@ -336,6 +362,7 @@ struct BinSizes {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct PredictArgs {
     /// Cell id (looked up in --dataset).
     #[arg(long = "cell-id", visible_alias = "cell_id")]
@@ -357,6 +384,7 @@ struct PredictArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct BenchArgs {
     /// Number of simulated cells.
     #[arg(long, default_value_t = 20)]
@@ -368,6 +396,7 @@ struct BenchArgs {
     /// Backend: cpu (ndarray) or wgpu.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
+    /// Random seed of the simulated cells and the fit.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Cells fitted together (`gfr fit --batch-cells`).
@@ -380,16 +409,19 @@ struct BenchArgs {
     /// built-in 6,000-digit sample.
     #[arg(long)]
     network: bool,
-    /// Network benchmark: hidden neurons, batch size, epochs.
+    /// Network benchmark: hidden neurons H.
     #[arg(long = "n-nodes", default_value_t = 128)]
     n_nodes: usize,
+    /// Network benchmark: digits per mini-batch.
     #[arg(long = "batch-size", default_value_t = 64)]
     batch_size: usize,
+    /// Network benchmark: epochs timed.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct PreprocessArgs {
     /// CSV of cell ids; without it, every cell of the metadata table (written to
     /// DATA_DIR/cell_ids.csv).
@@ -402,6 +434,7 @@ struct PreprocessArgs {
         default_value = "cell_types"
     )]
     nwb_dir: PathBuf,
+    /// Where to write processed_data/, max_firing_rates/ and cell_ids.csv.
     #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
     data_dir: PathBuf,
     /// Allen cell metadata table (column `specimen__id`) [default: data/metadata.csv when in
@@ -412,11 +445,13 @@ struct PreprocessArgs {
     /// --cell-ids list the cells from the API.
     #[arg(long)]
     download: bool,
+    /// No progress bars.
     #[arg(long)]
     quiet: bool,
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct SimulateArgs {
     /// Number of cells.
     #[arg(long, default_value_t = 4)]
@@ -439,6 +474,7 @@ struct SimulateArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct FitArgs {
     /// CSV of cell ids (commas or newlines); default DATA_DIR/cell_ids.csv.
     cell_ids: Option<PathBuf>,
@@ -584,6 +620,9 @@ fn network(mut a: NetworkArgs) -> Result<()> {
     }
     if a.batch_size == 0 || a.n_nodes == 0 || a.epochs == 0 {
         bail!("--batch-size, --n-nodes and --epochs must be at least 1");
+    }
+    if a.train_limit == Some(0) || a.test_limit == Some(0) {
+        bail!("--train-limit and --test-limit must be at least 1 (leave them out for all digits)");
     }
     if !(a.history_scale > 0.0 && a.history_scale.is_finite()) {
         bail!(
@@ -1008,6 +1047,25 @@ fn neurons_from_network_json(path: &std::path::Path) -> Result<Vec<gfr::neuron::
                 .with_context(|| format!("{}: final_neurons[{i}]", path.display()))
         })
         .collect::<Result<Vec<_>>>()?;
+    let Some(first) = out.first() else {
+        bail!(
+            "{}: `final_neurons` is empty (no neurons to build a network from)",
+            path.display()
+        );
+    };
+    let (bin, lambda) = (first.bin_size, first.lambda.clone());
+    if let Some(i) = out
+        .iter()
+        .position(|p| p.bin_size != bin || p.lambda != lambda)
+    {
+        bail!(
+            "{}: final_neurons[{i}] has bin size {} ms and {} decay rates, final_neurons[0] {bin} ms and {}: the neurons of a layer must share them",
+            path.display(),
+            out[i].bin_size,
+            out[i].lambda.len(),
+            lambda.len()
+        );
+    }
     gfr::network::model::pad_degrees(&mut out);
     Ok(out)
 }
@@ -1212,6 +1270,13 @@ fn predict(a: PredictArgs) -> Result<()> {
     };
     let current = read_trace(&a.current)?;
     let rates = params.predict(&current);
+    if let Some(i) = rates.iter().position(|r| !r.is_finite()) {
+        bail!(
+            "the neuron's rate is {} at bin {i}: its parameters or the current ({}) are out of range",
+            rates[i],
+            a.current.display()
+        );
+    }
     let mut text = String::from("bin,current_pA,rate_per_ms\n");
     for (i, (c, r)) in current.iter().zip(&rates).enumerate() {
         text += &format!("{i},{c},{r}\n");
@@ -1281,8 +1346,8 @@ fn read_trace(path: &std::path::Path) -> Result<Vec<f64>> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    if a.cells == 0 {
-        bail!("--cells must be at least 1");
+    if a.cells == 0 || a.batch_cells == 0 {
+        bail!("--cells and --batch-cells must be at least 1");
     }
     let device = a.device.device().context("--device")?;
     if a.network {
@@ -1521,7 +1586,7 @@ fn fit(a: FitArgs) -> Result<()> {
         data_dir,
         device,
         seed: a.seed,
-        batch_cells: a.batch_cells.max(1),
+        batch_cells: a.batch_cells,
         resume: a.resume,
         shard: a.shard,
     };
@@ -1543,12 +1608,15 @@ fn fit(a: FitArgs) -> Result<()> {
             .join(gfr::fit::summary_name(opts.shard))
             .display()
     );
-    if reports
-        .iter()
-        .all(|r| r.status == "failed" || r.status == "skipped")
-        && reports.iter().any(|r| r.status == "failed")
-    {
-        bail!("no cell was fitted");
+    let fitted = |r: &&gfr::fit::CellReport| {
+        // a cell skipped because its saved result is kept (retrain_model false) is done
+        r.status != "failed" && (r.status != "skipped" || r.val_evr.is_some())
+    };
+    if !reports.is_empty() && !reports.iter().any(|r| fitted(&r)) {
+        bail!(
+            "no cell was fitted: all {} were skipped or failed (reasons above)",
+            reports.len()
+        );
     }
     Ok(())
 }
@@ -1559,5 +1627,104 @@ fn say(bar: &ProgressBar, line: String) {
         eprintln!("{line}");
     } else {
         bar.println(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` describes every flag and argument of every subcommand in a line.
+    #[test]
+    fn every_argument_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "gfr", &mut missing);
+        assert!(missing.is_empty(), "without a description: {missing:?}");
+        Cli::command().debug_assert();
+    }
+
+    /// Negative numbers after flags are values, not flags (they are then checked).
+    #[test]
+    fn negative_numbers_are_values() {
+        let cli = Cli::try_parse_from(["gfr", "fit", "--C", "-1", "--degree", "1"]).unwrap();
+        let Command::Fit(a) = cli.command else {
+            panic!("not fit")
+        };
+        assert_eq!(a.c, -1.0);
+        let cli = Cli::try_parse_from(["gfr", "network", "--history-scale", "-1"]).unwrap();
+        let Command::Network(a) = cli.command else {
+            panic!("not network")
+        };
+        assert_eq!(a.history_scale, -1.0);
+    }
+
+    /// The network JSON reader (`--neurons FILE.json`) under mutation fuzzing; an empty or
+    /// inconsistent `final_neurons` is an error, never a panic.
+    #[test]
+    fn network_json_reader_survives_mutations() {
+        use gfr::fuzz::{DEFAULT_ITERATIONS, fuzz, iterations};
+        let dir = std::env::temp_dir().join(format!("gfr-fuzz-netjson-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let neuron = |bin: u32| {
+            let act = gfr::neuron::ActivationParams {
+                max_current: 1.0,
+                max_firing_rate: 1.0,
+                poly_coeff: vec![0.0, 1.0],
+                threshold: 0.0,
+                bin_size: bin,
+            };
+            params_json(&gfr::neuron::NeuronParams::initial(bin, act))
+        };
+        let good = serde_json::json!({"model": "gfr", "final_neurons": [neuron(20), neuron(20)]});
+        let p = dir.join("good.json");
+        std::fs::write(&p, good.to_string()).unwrap();
+        assert_eq!(neurons_from_network_json(&p).unwrap().len(), 2);
+        for (bad, says) in [
+            (serde_json::json!({"final_neurons": []}), "empty"),
+            (
+                serde_json::json!({"final_neurons": [neuron(20), neuron(50)]}),
+                "final_neurons[1]",
+            ),
+        ] {
+            std::fs::write(&p, bad.to_string()).unwrap();
+            let e = format!("{:#}", neurons_from_network_json(&p).unwrap_err());
+            assert!(e.contains(says) && e.contains("good.json"), "{e}");
+        }
+        let file = dir.join("fuzz.json");
+        let done = fuzz(
+            "network-json",
+            vec![good.to_string().into_bytes()],
+            iterations(DEFAULT_ITERATIONS),
+            move |b| {
+                std::fs::write(&file, b).unwrap();
+                if let Ok(n) = neurons_from_network_json(&file) {
+                    // the neurons must make a layer
+                    let _ = gfr::neuron::GfrLayer::new(&n, &gfr::device::cpu());
+                }
+            },
+        );
+        done.unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -337,7 +337,8 @@ pub fn train_resumable<M: LineClassifier>(
             stats.test_accuracy_vote,
             stats.seconds
         );
-        if s.quiet {
+        // a hidden bar (no terminal: `gfr network … > log`) prints nothing through println
+        if s.quiet || bar.is_hidden() {
             eprintln!("{line}")
         } else {
             bar.println(line)
