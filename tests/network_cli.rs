@@ -497,3 +497,29 @@ fn mnist_is_downloaded_into_an_empty_folder() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Without a terminal (output to a file or pipe) and without --quiet, every epoch still
+/// prints its line.
+#[test]
+fn epoch_lines_are_printed_without_a_terminal() {
+    let dir = scratch("netlog");
+    let out = ok(&gfr(&[
+        "network",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--n-nodes",
+        "8",
+        "--offline",
+        "--save-dir",
+        s(&dir),
+    ]));
+    assert!(
+        out.contains("epoch   1: train loss") && out.contains("epoch   2: train loss"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
