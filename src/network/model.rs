@@ -579,6 +579,7 @@ mod tests {
                 train_losses: vec![0.3],
                 test_losses: vec![0.3],
                 bin_size: 20,
+                train_loss_padded: Some(0.3),
                 meta: Default::default(),
             };
             ds.insert(DatasetRecord::from_fit(id, &r, String::new()));
