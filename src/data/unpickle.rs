@@ -18,7 +18,10 @@ use serde_pickle::HashableValue;
 use super::pickle::PyValue;
 
 /// Largest pickle file read (bytes).
-pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
+pub const MAX_PICKLE_BYTES: u64 = 256 << 20;
+/// Most values (numbers, strings, containers) one pickle may create while it is read, which
+/// bounds the reader's memory (about 100 bytes each) whatever the file holds.
+pub const MAX_VALUES: usize = 8_000_000;
 /// Deepest nesting of lists, tuples and dicts accepted.
 pub const MAX_DEPTH: usize = 64;
 
@@ -200,6 +203,9 @@ impl<'a> Machine<'a> {
     fn run(&mut self) -> Result<Ref> {
         loop {
             let at = self.pos;
+            if self.objs.len() > MAX_VALUES {
+                bail!("more than {MAX_VALUES} values (byte {at})");
+            }
             let op = *self
                 .bytes
                 .get(self.pos)
