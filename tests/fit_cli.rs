@@ -375,9 +375,12 @@ fn cells_that_cannot_give_a_neuron_are_skipped_with_a_reason() {
     }
     gfr::data::processed::write_processed(&dd.processed(53), &sweeps).unwrap();
     let out = ok(&fit("configs/test.json", &data, &params, &[]));
-    assert!(params.join("54.pickle").exists(), "{out}");
+    assert!(params.join("bin20_actv20/54.pickle").exists(), "{out}");
     for id in [51, 52, 53] {
-        assert!(!params.join(format!("{id}.pickle")).exists(), "{id}: {out}");
+        assert!(
+            !params.join(format!("bin20_actv20/{id}.pickle")).exists(),
+            "{id}: {out}"
+        );
     }
     assert!(out.contains("maximum firing rate is 0"), "{out}");
     assert!(out.contains("every Long Square has 0 pA"), "{out}");
@@ -442,7 +445,7 @@ fn finetune_over_float32_or_other_degree_results_does_not_panic() {
     let ids = dir.join("first.csv");
     std::fs::write(&ids, "61\n").unwrap();
     ok(&fit("configs/test.json", &data, &params, &[s(&ids)]));
-    let path = params.join("61.pickle");
+    let path = params.join("bin20_actv20/61.pickle");
     let mut r = FitResult::load(&path).unwrap();
     r.params.lambda = r.params.lambda.iter().map(|&l| l as f32 as f64).collect();
     r.evr1 = -1.0;
@@ -455,7 +458,10 @@ fn finetune_over_float32_or_other_degree_results_does_not_panic() {
     let out = ok(&fit(s(&cfg), &data, &params, &["--batch-cells", "3"]));
     assert!(!out.contains("panicked"), "{out}");
     for id in 61..=63 {
-        assert!(params.join(format!("{id}.pickle")).exists(), "{id}: {out}");
+        assert!(
+            params.join(format!("bin20_actv20/{id}.pickle")).exists(),
+            "{id}: {out}"
+        );
     }
     let mut r = FitResult::load(&path).unwrap();
     r.evr1 = -1.0;

@@ -74,6 +74,7 @@ fn fit_result() -> gfr::fit::FitResult {
         test_losses: vec![0.6, 0.5],
         bin_size: 20,
         train_loss_padded: Some(0.3),
+        meta: Default::default(),
     }
 }
 

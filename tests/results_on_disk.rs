@@ -50,6 +50,7 @@ fn result(evr1: f64, bin: u32, asked: u32, used: u32) -> FitResult {
         train_losses: vec![0.9, 0.3],
         test_losses: vec![0.8, 0.5],
         bin_size: bin,
+        train_loss_padded: Some(0.3),
         meta: gfr::fit::FitMeta {
             actv_bin_size_requested: Some(asked),
             ..Default::default()
@@ -62,6 +63,7 @@ fn make_good(path: &Path, evr1: f64) {
     let mut r = FitResult::load(path).unwrap();
     r.evr1 = evr1;
     *r.train_losses.last_mut().unwrap() = 0.2;
+    r.train_loss_padded = Some(0.2); // the loss the criteria use
     r.save(path).unwrap();
 }
 
