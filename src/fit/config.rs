@@ -28,7 +28,9 @@ pub struct FitConfig {
     pub config_name: String,
     /// Adam steps of each activation restart.
     pub activation_epochs: usize,
-    /// Adam learning rate of the activation fit (published: 0.05).
+    /// Adam learning rate of the activation fit (published: 0.05). Left out when written
+    /// at the published value, so that `config_hash` of older configs stays the same.
+    #[serde(skip_serializing_if = "is_published_activation_lr")]
     pub activation_lr: f64,
     /// Restarts of the activation fit; the lowest final loss wins.
     pub activation_repeats: usize,
@@ -44,6 +46,10 @@ pub struct FitConfig {
     /// When no Long Square fires within the first activation bin, fit the activation to the
     /// first 100 ms bin instead (recorded in the result). false: the published procedure.
     pub activation_fallback: bool,
+}
+
+fn is_published_activation_lr(lr: &f64) -> bool {
+    *lr == super::ACTIVATION_LR
 }
 
 impl RunConfig {
