@@ -348,7 +348,7 @@ pub fn train_resumable<M: LineClassifier>(
             && let Err(e) = c.save(&model, &optim, &history)
         {
             let line = format!("warning: checkpoint not saved: {e:#}");
-            if s.quiet {
+            if s.quiet || bar.is_hidden() {
                 eprintln!("{line}")
             } else {
                 bar.println(line)
