@@ -1082,6 +1082,13 @@ fn save_network<M: burn::module::Module>(dir: &std::path::Path, name: &str, net:
         .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
+/// Checks that the folder of output file `file` (given by `flag`) can take files.
+fn check_out_folder(file: &std::path::Path, flag: &str) -> Result<()> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    gfr::fit::store::check_writable(dir.unwrap_or(std::path::Path::new(".")), flag)
+        .with_context(|| format!("{flag} {} cannot be written", file.display()))
+}
+
 fn dataset(c: DatasetCommand) -> Result<()> {
     use gfr::dataset::{Dataset, MAX_TRAIN_LOSS, MIN_VAL_EVR};
     match c {
@@ -1092,6 +1099,11 @@ fn dataset(c: DatasetCommand) -> Result<()> {
             metadata,
             overwrite,
         } => {
+            // the output folders take files: checked before reading every result
+            check_out_folder(&out, "--out")?;
+            if let Some(j) = &json {
+                check_out_folder(j, "--json")?;
+            }
             let (cre, _) = load_cre_lines(metadata)?;
             let (ds, report) = Dataset::build(&params_dir, &cre)?;
             for e in &report.unreadable {

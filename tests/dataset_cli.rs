@@ -360,3 +360,32 @@ fn import_reads_json_as_pandas_writes_it() {
     assert_eq!(ds.record(7, 20, 20).unwrap().cre_line, "a \"NaN\" line");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn build_checks_its_output_folders_first() {
+    let dir = scratch("dsbuildout");
+    let (a, _) = params_dirs(&dir);
+    let file = dir.join("afile");
+    std::fs::write(&file, "not a folder").unwrap();
+    for (flag, bad) in [("--out", "--json"), ("--json", "--out")] {
+        let target = file.join("ds.out");
+        let good = dir.join(format!("good{flag}"));
+        let text = fails(&gfr(&[
+            "dataset",
+            "build",
+            "--params-dir",
+            s(&a),
+            flag,
+            s(&target),
+            bad,
+            s(&good),
+        ]));
+        assert!(
+            text.contains(&format!("{flag} {} cannot be written", target.display())),
+            "{text}"
+        );
+        // checked before any work: no fit summaries read, nothing written
+        assert!(!text.contains("results included"), "{text}");
+        assert!(!good.exists());
+    }
+}
