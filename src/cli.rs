@@ -1583,6 +1583,15 @@ fn fit(a: FitArgs) -> Result<()> {
     let data_dir = DataDir::new(&a.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
     let mut ids = read_cell_ids(&ids_path)?;
+    // a mistyped --data-dir would otherwise skip every cell and exit 0
+    let processed = a.data_dir.join("processed_data");
+    if !processed.is_dir() {
+        bail!(
+            "--data-dir {}: {} is not a folder (`gfr preprocess` or `gfr simulate` writes it)",
+            a.data_dir.display(),
+            processed.display()
+        );
+    }
     if let Some((k, n)) = a.shard {
         ids = ids.into_iter().skip(k).step_by(n).collect();
         eprintln!("shard {k}/{n}: {} cells", ids.len());

@@ -227,6 +227,24 @@ fn bad_flags_and_configs_name_what_is_wrong() {
         s(&dir),
     ]));
     assert!(e.contains("cell_ids.csv"), "{e}");
+    // a cell list but no data there: an error naming the flag, not every cell skipped and exit 0
+    std::fs::write(dir.join("ids.csv"), "565871768\n").unwrap();
+    let e = fails(&gfr(&[
+        "fit",
+        s(&dir.join("ids.csv")),
+        "--config-path",
+        "configs/test.json",
+        "--data-dir",
+        s(&dir.join("nodata")),
+        "--save-path",
+        s(&dir.join("params")),
+    ]));
+    assert!(
+        e.contains(&format!("--data-dir {}", dir.join("nodata").display()))
+            && e.contains("processed_data"),
+        "{e}"
+    );
+    assert!(!dir.join("params").exists(), "nothing written: {e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
