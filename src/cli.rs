@@ -674,7 +674,13 @@ fn network(mut a: NetworkArgs) -> Result<()> {
             let (neurons, biological) = match a.neurons.as_str() {
                 "default" => (vec![default_neuron(); a.n_nodes], false),
                 "bio" => {
-                    let dataset = gfr::dataset::Dataset::load(&a.dataset)?;
+                    let dataset = gfr::dataset::Dataset::load(&a.dataset).with_context(|| {
+                        format!(
+                            "--neurons bio: no dataset of fitted neurons at --dataset {} \
+                             (`gfr dataset build` writes it)",
+                            a.dataset.display()
+                        )
+                    })?;
                     let (n, replacement) =
                         model::biological_neurons(&dataset, a.bio_pair, a.n_nodes, a.seed)?;
                     if replacement {
@@ -696,6 +702,14 @@ fn network(mut a: NetworkArgs) -> Result<()> {
                         n.shuffle(&mut rand::rngs::StdRng::seed_from_u64(a.seed));
                     }
                     let bio = n.iter().any(|p| p.activation.max_current != 1.0);
+                    if n.len() != a.n_nodes {
+                        eprintln!(
+                            "note: {} neurons from {file}: the network has H = {} (--n-nodes {} is not used)",
+                            n.len(),
+                            n.len(),
+                            a.n_nodes
+                        );
+                    }
                     (n, bio)
                 }
             };
@@ -795,6 +809,11 @@ fn network(mut a: NetworkArgs) -> Result<()> {
             )
         }
         ModelKind::Rnn | ModelKind::Lstm => {
+            if a.diagnose {
+                eprintln!(
+                    "note: --diagnose looks at GFR neurons; it does nothing for --model rnn|lstm"
+                );
+            }
             let gfr_trainable = parameter_counts(&GfrNetwork::new(
                 &vec![default_neuron(); a.n_nodes],
                 false,

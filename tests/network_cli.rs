@@ -523,3 +523,47 @@ fn epoch_lines_are_printed_without_a_terminal() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn flags_that_do_not_apply_are_said_and_a_missing_dataset_names_the_flag() {
+    let dir = scratch("netflags");
+    let base = [
+        "network",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "128",
+        "--test-limit",
+        "64",
+        "--offline",
+        "--save-dir",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.push(s(&dir));
+        args.extend_from_slice(extra);
+        gfr(&args)
+    };
+    let missing = dir.join("none.pickle");
+    let e = fails(&with(&["--neurons", "bio", "--dataset", s(&missing)]));
+    assert!(
+        e.contains(&format!("--dataset {}", missing.display())) && e.contains("gfr dataset build"),
+        "{e}"
+    );
+    let out = ok(&with(&["--model", "rnn", "--n-nodes", "8", "--diagnose"]));
+    assert!(out.contains("--diagnose looks at GFR neurons"), "{out}");
+    // neurons of an earlier run: their count is H, whatever --n-nodes says, and gfr says so
+    let out = ok(&with(&["--n-nodes", "6"]));
+    let json = out
+        .lines()
+        .find_map(|l| l.strip_prefix("saved "))
+        .and_then(|l| l.split(" and ").next())
+        .unwrap()
+        .to_string();
+    let out = ok(&with(&["--neurons", &json, "--n-nodes", "9"]));
+    assert!(
+        out.contains("note: 6 neurons from") && out.contains("--n-nodes 9 is not used"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
