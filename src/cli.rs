@@ -372,7 +372,7 @@ struct PredictArgs {
     /// Dataset pickle to take the neuron from.
     #[arg(long, conflicts_with = "params")]
     dataset: Option<PathBuf>,
-    /// A per-cell fit result (`model/params/{id}.pickle`) to take the neuron from.
+    /// A per-cell fit result (`model/params/bin{B}_actv{A}/{id}.pickle`) to take the neuron from.
     #[arg(long)]
     params: Option<PathBuf>,
     /// Current trace: CSV, one value per bin (pA); a header and a `current` column are optional.
