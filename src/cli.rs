@@ -1118,6 +1118,19 @@ fn dataset(c: DatasetCommand) -> Result<()> {
             metadata,
             overwrite,
         } => {
+            // a folder named twice is read once (else its results drop each other as duplicates
+            // and its summaries count twice)
+            let mut seen = std::collections::HashSet::new();
+            let params_dir: Vec<PathBuf> = params_dir
+                .into_iter()
+                .filter(|d| {
+                    let first = seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
+                    if !first {
+                        eprintln!("note: --params-dir {} given twice: read once", d.display());
+                    }
+                    first
+                })
+                .collect();
             // the output folders take files: checked before reading every result
             check_out_folder(&out, "--out")?;
             if let Some(j) = &json {

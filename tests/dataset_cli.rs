@@ -389,3 +389,25 @@ fn build_checks_its_output_folders_first() {
         assert!(!good.exists());
     }
 }
+
+#[test]
+fn a_params_dir_named_twice_is_read_once() {
+    let dir = scratch("dstwice");
+    let (_, b) = params_dirs(&dir);
+    let out = dir.join("ds.pickle");
+    let again = format!("{}/.", s(&b));
+    let text = ok(&gfr(&[
+        "dataset",
+        "build",
+        "--params-dir",
+        s(&b),
+        "--params-dir",
+        &again,
+        "--out",
+        s(&out),
+    ]));
+    assert!(text.contains("given twice: read once"), "{text}");
+    assert!(!text.contains("duplicate results dropped"), "{text}");
+    assert!(text.contains("1 results included, 1 excluded"), "{text}");
+    assert_eq!(Dataset::load(&out).unwrap().n_records(), 1);
+}
