@@ -1615,7 +1615,7 @@ fn fit(a: FitArgs) -> Result<()> {
     let data_dir = DataDir::new(&a.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
     let mut ids = read_cell_ids(&ids_path)?;
-    // a mistyped --data-dir would otherwise skip every cell and exit 0
+    // a mistyped --data-dir: one clear error, not one "cannot read" per cell
     let processed = a.data_dir.join("processed_data");
     if !processed.is_dir() {
         bail!(
