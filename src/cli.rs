@@ -1615,15 +1615,6 @@ fn fit(a: FitArgs) -> Result<()> {
     let data_dir = DataDir::new(&a.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
     let mut ids = read_cell_ids(&ids_path)?;
-    // a mistyped --data-dir: one clear error, not one "cannot read" per cell
-    let processed = a.data_dir.join("processed_data");
-    if !processed.is_dir() {
-        bail!(
-            "--data-dir {}: {} is not a folder (`gfr preprocess` or `gfr simulate` writes it)",
-            a.data_dir.display(),
-            processed.display()
-        );
-    }
     if let Some((k, n)) = a.shard {
         ids = ids.into_iter().skip(k).step_by(n).collect();
         eprintln!("shard {k}/{n}: {} cells", ids.len());
@@ -1644,6 +1635,15 @@ fn fit(a: FitArgs) -> Result<()> {
         shard: a.shard,
     };
     opts.check()?;
+    // a mistyped --data-dir: one clear error, not one "cannot read" per cell
+    let processed = a.data_dir.join("processed_data");
+    if !processed.is_dir() {
+        bail!(
+            "--data-dir {}: {} is not a folder (`gfr preprocess` or `gfr simulate` writes it)",
+            a.data_dir.display(),
+            processed.display()
+        );
+    }
     eprintln!(
         "fitting {} cells: bin {} ms, activation bin {} ms, config `{}` ({} runs), device {}",
         ids.len(),
