@@ -58,9 +58,9 @@ pub enum BioInput {
     Published,
     /// gfr's default: the default network's dimensionless drive u = W_in x + b_in +
     /// W_rec r̂ + b_rec (Burn's default initialisation) reaches each neuron relative to its
-    /// own f-I curve, I = (x* + w · (ρ + u)) / G (threshold x*, dynamic range w, onset gain G, rest drive ρ = [`REST_DRIVE`], see
+    /// own f-I curve, I = (x* + w · u) / G (threshold x*, dynamic range w, onset gain G, see
     /// [`OperatingPoint`]), and leaves it as r̂ = r / γ, the fraction of the cell's maximum
-    /// rate. For the default neuron this is the default network with ρ added to b_in.
+    /// rate. For the default neuron this is the identity.
     Relative,
 }
 
@@ -85,12 +85,6 @@ pub struct OperatingPoint {
     /// the gain the activation was fitted at (spec §3).
     pub gain: f64,
 }
-
-/// Where a neuron of [`BioInput::Relative`] sits at zero drive (u = 0), in units of its range w
-/// above its threshold x*: I = (x* + w · (REST_DRIVE + u)) / G, a tonic current that keeps it
-/// firing at rest (onset rate γ tanh(0.5) ≈ 0.46 γ, then lower as it adapts). Chosen by
-/// measurement over 0, 0.5 and 1 (see the README).
-pub const REST_DRIVE: f64 = 0.5;
 
 /// Smallest onset gain used for [`BioInput::Relative`], as a fraction of the default α₀ / n = 1
 /// (a cell whose fitted filters pass almost nothing at onset would otherwise get a huge drive).
@@ -226,9 +220,7 @@ impl GfrNetwork {
                 (
                     s.clone(),
                     s,
-                    ops.iter()
-                        .map(|o| (o.threshold + REST_DRIVE * o.range) / gain(o))
-                        .collect(),
+                    ops.iter().map(|o| o.threshold / gain(o)).collect(),
                     neurons
                         .iter()
                         .map(|n| 1.0 / n.activation.max_firing_rate)
@@ -501,10 +493,9 @@ mod tests {
         assert!(d.threshold.abs() < 1e-12 && (d.range - 1.0).abs() < 1e-12 && d.gain == 1.0);
     }
 
-    /// For default neurons the relative input is the default network with the rest drive ρ added
-    /// to b_in: the same logits.
+    /// For default neurons the relative input is the identity: the same network, the same logits.
     #[test]
-    fn relative_input_for_default_neurons_is_the_default_network_plus_the_rest_drive() {
+    fn relative_input_is_the_identity_for_default_neurons() {
         let device = crate::device::cpu();
         let (train, _) = mnist::builtin_sample();
         let (x, _) = crate::network::train::batch_tensors(&train, &[0, 1, 2, 3], &device);
@@ -513,9 +504,6 @@ mod tests {
         let mut b = GfrNetwork::biological(&neurons, BioInput::Relative, &device);
         // the same weights (the tests share the backend's random generator)
         (b.input, b.recurrent, b.output) = (a.input.clone(), a.recurrent.clone(), a.output.clone());
-        let mut a = a;
-        let bias = a.input.bias.take().unwrap();
-        a.input.bias = Some(bias.map(|t| t + REST_DRIVE));
         let la = crate::neuron::to_vec(a.readouts(x.clone(), 1).remove(0));
         let lb = crate::neuron::to_vec(b.readouts(x, 1).remove(0));
         assert!(
@@ -525,8 +513,8 @@ mod tests {
         assert!(la.iter().any(|v| v.abs() > 1e-3));
     }
 
-    /// The relative input puts a resting neuron (no pixels, no recurrence) ρ w above its
-    /// threshold, whatever its b and σ; the published bias keeps PyTorch's default range.
+    /// The relative input puts a resting neuron (no pixels, no recurrence) just above its
+    /// threshold, whatever its b and σ; the published input leaves one with b = 0.7 σ silent.
     #[test]
     fn relative_input_drives_each_neuron_from_its_threshold() {
         let device = crate::device::cpu();
@@ -540,9 +528,8 @@ mod tests {
         let offset = crate::neuron::to_vec(net.input_offset.val());
         for (i, p) in neurons.iter().enumerate() {
             let o = OperatingPoint::of(p);
-            // I · G = x* + ρ w: the activation's input at onset sits ρ w above threshold
-            let rest = o.threshold + REST_DRIVE * o.range;
-            assert!((offset[i] * o.gain - rest).abs() < 1e-3 * rest);
+            // I · G = x*: the activation's input at onset sits at the threshold
+            assert!((offset[i] * o.gain - o.threshold).abs() < 1e-3 * o.threshold);
         }
         let d = crate::neuron::to_vec(drive);
         assert!(d.iter().all(|v| v.is_finite()));
