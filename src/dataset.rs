@@ -308,8 +308,17 @@ impl Dataset {
     /// Reads the published JSON list (bare `NaN` / `Infinity` as pandas writes them are read
     /// as null); errors name the file and the record.
     pub fn load_json(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.first() == Some(&0x80) {
+            bail!(
+                "{} is a pickle, not a JSON file (`gfr dataset import` reads the published JSON list; \
+                 a gfr dataset pickle is read by `--dataset`)",
+                path.display()
+            );
+        }
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("{} is not a JSON file (not UTF-8 text)", path.display()))?;
         let v: Json = serde_json::from_str(&pandas_json(&text))
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
         let list = v

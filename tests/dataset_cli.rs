@@ -411,3 +411,31 @@ fn a_params_dir_named_twice_is_read_once() {
     assert!(text.contains("1 results included, 1 excluded"), "{text}");
     assert_eq!(Dataset::load(&out).unwrap().n_records(), 1);
 }
+
+/// A pickle given to `dataset import` is named as such, and so is a binary file.
+#[test]
+fn import_of_a_pickle_or_binary_file_says_it_is_not_json() {
+    let dir = scratch("importpickle");
+    let pickle = dir.join("ds.pickle");
+    std::fs::write(&pickle, b"\x80\x04N.").unwrap();
+    let e = fails(&gfr(&[
+        "dataset",
+        "import",
+        s(&pickle),
+        "--out",
+        s(&dir.join("o.pickle")),
+    ]));
+    assert!(e.contains("is a pickle, not a JSON file"), "{e}");
+    let binary = dir.join("ds.bin");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x9f]).unwrap();
+    let e = fails(&gfr(&[
+        "dataset",
+        "import",
+        s(&binary),
+        "--out",
+        s(&dir.join("o.pickle")),
+    ]));
+    assert!(e.contains("is not a JSON file"), "{e}");
+    assert!(!dir.join("o.pickle").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
