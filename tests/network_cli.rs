@@ -256,16 +256,7 @@ fn biological_neurons_come_from_the_dataset() {
             threshold: b,
             bin_size: 20,
         };
-        let r = gfr::fit::FitResult {
-            params: NeuronParams::initial(20, act),
-            evr1: 0.8,
-            evr2: 0.8,
-            train_losses: vec![0.3],
-            test_losses: vec![0.3],
-            bin_size: 20,
-            train_loss_padded: Some(0.3),
-            meta: Default::default(),
-        };
+        let r = gfr::fit::FitResult::with_final_loss(NeuronParams::initial(20, act), 0.8, 0.8, 0.3);
         ds.insert(DatasetRecord::from_fit(id, &r, String::new()));
     }
     let path = dir.join("ds.pickle");

@@ -71,6 +71,21 @@ pub struct FitMeta {
 }
 
 impl FitResult {
+    /// A result whose histories hold only a final loss (train = test = padded = `loss`), as
+    /// records imported from elsewhere or built by hand carry.
+    pub fn with_final_loss(params: NeuronParams, evr1: f64, evr2: f64, loss: f64) -> Self {
+        Self {
+            bin_size: params.bin_size,
+            params,
+            evr1,
+            evr2,
+            train_losses: vec![loss],
+            test_losses: vec![loss],
+            train_loss_padded: Some(loss),
+            meta: FitMeta::default(),
+        }
+    }
+
     pub fn to_py(&self) -> PyValue {
         let mut v = dict([
             ("params", self.params.to_py()),

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::mnist::{Mnist, SIDE};
 use super::model::GfrNetwork;
-use super::train::{batch_tensors, slice_grads};
+use super::train::{batch_tensors, logit_spread, slice_grads};
 
 /// 10th, 50th and 90th percentiles.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -126,7 +126,7 @@ pub fn diagnose(net: &GfrNetwork, data: &Mnist, digits: usize, device: &Device) 
     let (images, _) = batch_tensors(data, &idx, &plain);
     let [batch, time, _] = images.dims();
     let h = model.hidden();
-    let (drive, w_rec) = model.drive(images.clone(), 1);
+    let (drive, w_rec) = model.drive(images, 1);
     let act = &model.neurons.activation;
     let row = |t: Tensor<1>| t.reshape([1, h]);
     let (b, sigma, gamma) = (
@@ -162,9 +162,7 @@ pub fn diagnose(net: &GfrNetwork, data: &Mnist, digits: usize, device: &Device) 
             rate: Spread::of(rate),
         });
     }
-    let logits = super::model::LineClassifier::readouts(&model, images, 1).remove(0);
-    let first = logits.clone().slice([0..1, 0..super::model::CLASSES]);
-    let logit_spread = (logits - first).abs().max().into_scalar::<f32>() as f64;
+    let logit_spread = logit_spread(&model, data, batch, &plain);
     let grad_device = if device.is_autodiff() {
         device.clone()
     } else {

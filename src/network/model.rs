@@ -572,16 +572,8 @@ mod tests {
         use crate::dataset::{Dataset, DatasetRecord};
         let mut ds = Dataset::default();
         for id in 0..10u64 {
-            let r = crate::fit::FitResult {
-                params: fitted_like(100.0 + id as f64, [0.0, 1.0]),
-                evr1: 0.8,
-                evr2: 0.8,
-                train_losses: vec![0.3],
-                test_losses: vec![0.3],
-                bin_size: 20,
-                train_loss_padded: Some(0.3),
-                meta: Default::default(),
-            };
+            let params = fitted_like(100.0 + id as f64, [0.0, 1.0]);
+            let r = crate::fit::FitResult::with_final_loss(params, 0.8, 0.8, 0.3);
             ds.insert(DatasetRecord::from_fit(id, &r, String::new()));
         }
         for seed in 0..5 {

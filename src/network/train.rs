@@ -215,21 +215,31 @@ pub fn batch_grads<M: LineClassifier>(
     (loss, correct, grads)
 }
 
-/// Whether the first readout is the same for the first 256 digits of `data`: the hidden layer
-/// is silent at the readout step, so no gradient reaches the input weights and training
-/// cannot start (e.g. biological neurons whose thresholds the scaled input never reaches).
-pub fn silent_readout<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> bool {
+/// Largest difference between two digits' first readouts over the first `digits` digits of
+/// `data` (0: every digit gets the same answer, so no gradient reaches the input weights).
+pub fn logit_spread<M: LineClassifier>(
+    model: &M,
+    data: &Mnist,
+    digits: usize,
+    device: &Device,
+) -> f64 {
     let model = model.valid();
     let device = &device.clone().without_autodiff();
-    let idx: Vec<usize> = (0..data.len().min(256)).collect();
+    let idx: Vec<usize> = (0..data.len().min(digits)).collect();
     if idx.len() < 2 {
-        return false;
+        return f64::INFINITY;
     }
     let (x, _) = batch_tensors(data, &idx, device);
     let logits = model.readouts(x, 1).remove(0);
     let first = logits.clone().slice([0..1, 0..super::model::CLASSES]);
-    let spread = (logits - first).abs().max().into_scalar::<f32>();
-    spread < 1e-6
+    (logits - first).abs().max().into_scalar::<f32>() as f64
+}
+
+/// Whether the first readout is the same for the first 256 digits of `data`: the hidden layer
+/// is silent at the readout step, so no gradient reaches the input weights and training
+/// cannot start (e.g. biological neurons whose thresholds the scaled input never reaches).
+pub fn silent_readout<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> bool {
+    logit_spread(model, data, 256, device) < 1e-6
 }
 
 /// Step-1 and vote accuracy of `model` on `data`.
