@@ -1142,10 +1142,27 @@ fn dataset(c: DatasetCommand) -> Result<()> {
                 eprintln!("skipped unreadable result: {e}");
             }
             let dirs: Vec<String> = params_dir.iter().map(|d| d.display().to_string()).collect();
+            if !report.partial.is_empty() {
+                println!(
+                    "{} partial results left out (a fit stopped between its runs; `gfr fit --resume` with the same config ends them): {}",
+                    report.partial.len(),
+                    report
+                        .partial
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             if report.found == 0 {
                 bail!(
-                    "no readable fit results in {}; {} was not written",
+                    "no readable fit results in {}{}; {} was not written",
                     dirs.join(", "),
+                    if report.partial.is_empty() {
+                        ""
+                    } else {
+                        " (only partial ones: run `gfr fit --resume` to end them)"
+                    },
                     out.display()
                 );
             }

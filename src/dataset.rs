@@ -394,6 +394,11 @@ impl Dataset {
                         continue;
                     }
                 };
+                // the best of some runs only: not the neuron the fit would select
+                if r.meta.partial.is_some() {
+                    report.partial.push(found.path);
+                    continue;
+                }
                 let rec = DatasetRecord::from_fit(
                     id,
                     &r,
@@ -447,6 +452,8 @@ pub struct BuildReport {
     pub duplicates: Vec<PathBuf>,
     /// Included results whose activation was fitted through the 100 ms fallback.
     pub fallback: usize,
+    /// Partial results (a fit stopped between runs), left out: `gfr fit --resume` ends them.
+    pub partial: Vec<PathBuf>,
     /// The fit summaries (`fit_summary*.json`) found beside the results.
     pub summaries: Vec<PathBuf>,
 }

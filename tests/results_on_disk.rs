@@ -697,3 +697,160 @@ fn a_killed_network_run_resumes_from_its_checkpoint() {
     assert!(out.contains("nothing to resume"), "{out}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Three runs of a few epochs: a fit with results between its runs.
+fn three_runs(dir: &Path) -> PathBuf {
+    config(
+        dir,
+        "three.json",
+        r#"{"config_name": "three", "activation_epochs": 30, "activation_repeats": 2, "hparams": [{"lr": 0.01, "epochs": 12}, {"lr": 0.003, "epochs": 12}, {"lr": 0.001, "epochs": 12}]}"#,
+    )
+}
+
+/// Every number of two results, compared exactly.
+fn assert_same_fit(a: &FitResult, b: &FitResult, what: &str) {
+    assert_eq!(a.params, b.params, "{what}: params");
+    assert_eq!(a.evr1.to_bits(), b.evr1.to_bits(), "{what}: evr1");
+    assert_eq!(a.evr2.to_bits(), b.evr2.to_bits(), "{what}: evr2");
+    assert_eq!(a.train_losses, b.train_losses, "{what}: train losses");
+    assert_eq!(a.test_losses, b.test_losses, "{what}: test losses");
+    assert_eq!(
+        a.train_loss_padded, b.train_loss_padded,
+        "{what}: padded loss"
+    );
+    assert_eq!(a.meta, b.meta, "{what}: meta");
+}
+
+/// Stops a fit (by panicking, as a kill would stop it) when run `stop` starts.
+struct StopAtRun(usize);
+impl gfr::fit::FitProgress for StopAtRun {
+    fn run_started(&self, run: usize, _runs: usize, _epochs: usize) {
+        if run == self.0 {
+            panic!("stopped at run {run}");
+        }
+    }
+}
+
+#[test]
+fn a_fit_stopped_between_runs_keeps_its_best_so_far_and_resumes_to_the_same_result() {
+    use gfr::fit::{FitConfig, FitOptions, fit_and_save_batch};
+    let dir = scratch("partial");
+    let data = dir.join("data");
+    simulate(&data, 3, 121);
+    let config = FitConfig::load(&three_runs(&dir)).unwrap();
+    let ids = [121u64, 122, 123];
+    let opts = |save: &str| {
+        let mut o = FitOptions::new(
+            gfr::data::DataDir::new(data.clone()),
+            dir.join(save),
+            config.clone(),
+            gfr::device::cpu(),
+        );
+        o.batch_cells = 3;
+        o
+    };
+    // uninterrupted
+    let whole = opts("whole");
+    for r in fit_and_save_batch(&ids, &whole, &()) {
+        assert_eq!(r.status, "saved", "{}", r.message);
+    }
+    // stopped as run 3 of 3 starts: runs 1 and 2 are on disk, marked partial
+    let stopped = opts("stopped");
+    let caught = std::panic::catch_unwind(|| fit_and_save_batch(&ids, &stopped, &StopAtRun(2)));
+    assert!(caught.is_err());
+    for id in ids {
+        let r = FitResult::load(&stopped.result_path(id)).unwrap();
+        let p = r.meta.partial.expect("a partial result");
+        assert_eq!(p.runs_done, 2, "cell {id}");
+        assert!(r.evr1.is_finite() && r.params.alpha.iter().all(|a| a.is_finite()));
+    }
+    // the dataset leaves partial results out and says how to end them
+    let out = fails(&gfr(&[
+        "dataset",
+        "build",
+        "--params-dir",
+        s(&dir.join("stopped")),
+        "--out",
+        s(&dir.join("ds.pickle")),
+    ]));
+    assert!(
+        out.contains("3 partial results left out") && out.contains("only partial ones"),
+        "{out}"
+    );
+    assert!(!dir.join("ds.pickle").exists());
+    // without --resume a partial result is not skipped; with it, the fit goes on from run 3 and
+    // ends where the uninterrupted fit ended, number for number
+    let resumed = FitOptions {
+        resume: true,
+        ..stopped.clone()
+    };
+    let reports = fit_and_save_batch(&ids, &resumed, &StopAtRun(99));
+    for (id, r) in ids.iter().zip(&reports) {
+        assert_eq!(r.status, "saved", "cell {id}: {}", r.message);
+        let a = FitResult::load(&whole.result_path(*id)).unwrap();
+        let b = FitResult::load(&resumed.result_path(*id)).unwrap();
+        assert!(b.meta.partial.is_none());
+        assert_same_fit(&a, &b, &format!("cell {id}"));
+    }
+    // once complete, --resume skips them
+    for r in fit_and_save_batch(&ids, &resumed, &StopAtRun(0)) {
+        assert_eq!(r.status, "skipped", "{}", r.message);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_fit_killed_mid_batch_resumes_from_its_partial_results() {
+    let dir = scratch("killbatch");
+    let data = dir.join("data");
+    simulate(&data, 3, 131);
+    let cfg = config(
+        &dir,
+        "four.json",
+        r#"{"config_name": "four", "activation_epochs": 30, "activation_repeats": 1, "hparams": [{"lr": 0.01, "epochs": 40}, {"lr": 0.003, "epochs": 40}, {"lr": 0.001, "epochs": 40}, {"lr": 0.0003, "epochs": 40}]}"#,
+    );
+    let (killed, whole) = (dir.join("killed"), dir.join("whole"));
+    let pair = killed.join("bin20_actv20");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gfr"))
+        .args(["fit", "--config-path", s(&cfg), "--data-dir", s(&data)])
+        .args(["--save-path", s(&killed), "--quiet", "--batch-cells", "3"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let partial_on_disk = || {
+        (131..=133).any(|id| {
+            FitResult::load(&pair.join(format!("{id}.pickle")))
+                .is_ok_and(|r| r.meta.partial.is_some())
+        })
+    };
+    while !partial_on_disk() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no partial result appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the fit ended before a partial result was seen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL, mid-batch
+    child.wait().unwrap();
+    let out = ok(&fit(
+        s(&cfg),
+        &data,
+        &killed,
+        &["--resume", "--batch-cells", "3"],
+    ));
+    assert!(out.contains("going on from its partial result"), "{out}");
+    ok(&fit(s(&cfg), &data, &whole, &["--batch-cells", "3"]));
+    for id in 131..=133u64 {
+        let a = FitResult::load(&whole.join(format!("bin20_actv20/{id}.pickle"))).unwrap();
+        let b = FitResult::load(&pair.join(format!("{id}.pickle"))).unwrap();
+        assert_same_fit(&a, &b, &format!("cell {id}"));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

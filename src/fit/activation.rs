@@ -1,9 +1,9 @@
 //! Fitting the activation g to one point per Long Square sweep (spec §3, first stage).
 
+use crate::fit::CellRng;
 use anyhow::{Result, bail};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::data::CellRecording;
@@ -68,7 +68,7 @@ pub fn initial_activation(
     data: &ActivationData,
     degree: usize,
     max_rate: f64,
-    rng: &mut StdRng,
+    rng: &mut CellRng,
 ) -> ActivationParams {
     let mut pts: Vec<(f64, f64)> = data
         .current
@@ -123,7 +123,7 @@ pub fn fit_activation(
     repeats: usize,
     eps: f64,
     device: &Device,
-    rng: &mut StdRng,
+    rng: &mut CellRng,
 ) -> Result<(ActivationParams, f64)> {
     fit_activations(
         &mut [(data, max_rate, rng)],
@@ -142,7 +142,7 @@ pub fn fit_activation(
 /// element separately and padded points are masked, so each restart is the run it would be
 /// alone.
 pub fn fit_activations(
-    cells: &mut [(&ActivationData, f64, &mut StdRng)],
+    cells: &mut [(&ActivationData, f64, &mut CellRng)],
     degree: usize,
     epochs: usize,
     repeats: usize,
@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn initial_threshold_is_the_point_before_firing_starts() {
         let d = data();
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = CellRng::seed_from_u64(0);
         let g = initial_activation(&d, 1, 0.5, &mut rng);
         // first y > 0.01 is x = 125 (y = 0.025); the point before it is x = 100
         assert_eq!(g.threshold, 100.0);
@@ -248,8 +248,8 @@ mod tests {
     #[test]
     fn fitting_lowers_the_loss_and_finds_the_threshold() {
         let d = data();
-        let mut rng = StdRng::seed_from_u64(1);
-        let init = initial_activation(&d, 1, 0.5, &mut StdRng::seed_from_u64(1));
+        let mut rng = CellRng::seed_from_u64(1);
+        let init = initial_activation(&d, 1, 0.5, &mut CellRng::seed_from_u64(1));
         let (g, loss) =
             fit_activation(&d, 1, 0.5, 300, 2, 1e-8, &crate::device::cpu(), &mut rng).unwrap();
         assert!(loss < d.loss(&init, 1e-8), "{loss}");

@@ -14,7 +14,6 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde::Serialize;
 
 pub use activation::{
@@ -25,6 +24,11 @@ pub use config::{FitConfig, RunConfig};
 pub use evr::{explained_variance, explained_variance_ratio};
 pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run, train_runs};
 pub use store::{pair_dir, pair_dir_name, summary_name};
+
+/// A cell's random stream (activation restarts, the order of training groups): ChaCha12, the
+/// algorithm of rand's `StdRng`, whose position can be saved with a partial result and restored
+/// by `gfr fit --resume`.
+pub type CellRng = rand_chacha::ChaCha12Rng;
 
 use crate::data::pickle::{
     PyValue, PyValueExt, dict, float_list, int, read_pickle, write_atomic, write_pickle,
@@ -68,6 +72,19 @@ pub struct FitMeta {
     /// `--activation-bin-size` asked for (ms); `params.g.bin_size` is the one used, which
     /// differs when the 100 ms activation fallback was taken.
     pub actv_bin_size_requested: Option<u32>,
+    /// Set in a result saved between the runs of a fit: the best of the runs done so far. A
+    /// complete result of the same config replaces it even at an equal EVR, and
+    /// `gfr fit --resume` goes on from it.
+    pub partial: Option<Partial>,
+}
+
+/// How far a fit had got when its partial result was saved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Partial {
+    /// Runs (entries of `hparams`) done.
+    pub runs_done: usize,
+    /// Position of the cell's random stream ([`CellRng`]) after them, in 32-bit words.
+    pub rng_word_pos: u128,
 }
 
 impl FitResult {
@@ -113,6 +130,14 @@ impl FitResult {
             if let Some(a) = m.actv_bin_size_requested {
                 put("actv_bin_size_requested", int(a as i64));
             }
+            if let Some(p) = m.partial {
+                put("partial_runs_done", int(p.runs_done as i64));
+                // a decimal string: the position can exceed 64 bits
+                put(
+                    "partial_rng_word_pos",
+                    PyValue::String(p.rng_word_pos.to_string()),
+                );
+            }
         }
         v
     }
@@ -148,6 +173,18 @@ impl FitResult {
                     .map(String::from),
                 actv_bin_size_requested: match v.get_opt("actv_bin_size_requested") {
                     Some(x) => Some(x.as_u32().context("field `actv_bin_size_requested`")?),
+                    None => None,
+                },
+                partial: match v.get_opt("partial_runs_done") {
+                    Some(x) => Some(Partial {
+                        runs_done: x.as_u32().context("field `partial_runs_done`")? as usize,
+                        rng_word_pos: v
+                            .get("partial_rng_word_pos")?
+                            .as_str()
+                            .ok()
+                            .and_then(|t| t.parse().ok())
+                            .context("field `partial_rng_word_pos` (a decimal string)")?,
+                    }),
                     None => None,
                 },
             },
@@ -289,6 +326,7 @@ impl FitOptions {
             config_name: Some(self.config.config_name.clone()),
             config_hash: Some(self.config_hash()),
             actv_bin_size_requested: Some(self.activation_bin_size),
+            partial: None,
         }
     }
 }
@@ -324,7 +362,10 @@ impl FitProgress for () {}
 struct PreparedCell {
     data: FitData,
     start: NeuronParams,
-    rng: StdRng,
+    rng: CellRng,
+    /// Runs already done (a partial result resumed) and the best of them.
+    done: usize,
+    best: Option<RunResult>,
 }
 
 /// Where a cell's filter fit starts: a saved neuron (finetune) or a fresh activation fit.
@@ -337,7 +378,7 @@ enum Start {
 struct LoadedCell {
     data: FitData,
     start: Start,
-    rng: StdRng,
+    rng: CellRng,
 }
 
 /// Groups a cell's data and decides where its fit starts.
@@ -354,7 +395,7 @@ fn load_cell(
             "no training sweeps (Long Square, Ramp, Noise 1)".into(),
         ));
     }
-    let rng = StdRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let rng = CellRng::seed_from_u64(opts.seed ^ cell.cell_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let saved = previous.filter(|p| cfg.finetune && p.params.bin_size == opts.bin_size);
     // a saved neuron of another degree or other decay rates cannot share the batch's layer
     let saved = saved.filter(|p| {
@@ -394,7 +435,7 @@ fn prepare_cells(
     progress: &dyn FitProgress,
 ) -> Vec<Result<PreparedCell, CellError>> {
     let cfg = &opts.config;
-    let mut problems: Vec<(&ActivationData, f64, &mut StdRng)> = Vec::new();
+    let mut problems: Vec<(&ActivationData, f64, &mut CellRng)> = Vec::new();
     for cell in cells.iter_mut() {
         if let Start::FitActivation { data, max_rate } = &cell.start {
             problems.push((data, *max_rate, &mut cell.rng));
@@ -430,17 +471,21 @@ fn prepare_cells(
                 data: cell.data,
                 start,
                 rng: cell.rng,
+                done: 0,
+                best: None,
             })
         })
         .collect()
 }
 
-/// Runs every config run on a batch of prepared cells (same number of training groups) and
-/// keeps, per cell, the run with the best validation EVR.
+/// Runs every config run on a batch of prepared cells (same number of training groups, same
+/// runs already done) and keeps, per cell, the run with the best validation EVR. After each
+/// run but the last, `checkpoint(c, partial)` gets cell c's best so far, marked partial.
 fn fit_prepared(
     cells: &mut [PreparedCell],
     opts: &FitOptions,
     progress: &dyn FitProgress,
+    checkpoint: &mut dyn FnMut(usize, FitResult),
 ) -> Vec<Result<FitResult, CellError>> {
     let cfg = &opts.config;
     let settings = RunSettings {
@@ -448,12 +493,15 @@ fn fit_prepared(
         l1: opts.l1,
         train_activation: !cfg.freeze_activation,
     };
+    let runs = cfg.hparams.len();
+    let done = cells.first().map_or(0, |c| c.done);
+    debug_assert!(cells.iter().all(|c| c.done == done));
     let inits: Vec<NeuronParams> = cells.iter().map(|c| c.start.clone()).collect();
-    let mut best: Vec<Option<RunResult>> = vec![None; cells.len()];
-    for (i, run) in cfg.hparams.iter().enumerate() {
-        progress.run_started(i, cfg.hparams.len(), run.epochs);
+    let mut best: Vec<Option<RunResult>> = cells.iter_mut().map(|c| c.best.take()).collect();
+    for (i, run) in cfg.hparams.iter().enumerate().skip(done) {
+        progress.run_started(i, runs, run.epochs);
         let data: Vec<&FitData> = cells.iter().map(|c| &c.data).collect();
-        let mut rngs: Vec<StdRng> = cells.iter().map(|c| c.rng.clone()).collect();
+        let mut rngs: Vec<CellRng> = cells.iter().map(|c| c.rng.clone()).collect();
         let results = train_runs(
             &inits,
             &data,
@@ -471,14 +519,24 @@ fn fit_prepared(
                 best[c] = Some(r);
             }
         }
+        if i + 1 < runs {
+            for (c, b) in best.iter().enumerate() {
+                if let Some(b) = b.as_ref().filter(|b| b.evr1.is_finite()) {
+                    let partial = Partial {
+                        runs_done: i + 1,
+                        rng_word_pos: cells[c].rng.get_word_pos(),
+                    };
+                    checkpoint(c, finished(b.clone(), &cells[c].data, opts, Some(partial)));
+                }
+            }
+        }
     }
     best.into_iter()
         .zip(cells.iter())
         .map(|(b, cell)| {
             let best = b.ok_or_else(|| {
                 CellError::Fail(format!(
-                    "all {} runs diverged (non-finite loss); nothing saved",
-                    cfg.hparams.len()
+                    "all {runs} runs diverged (non-finite loss); nothing saved"
                 ))
             })?;
             if best.evr1.is_nan() {
@@ -486,20 +544,32 @@ fn fit_prepared(
                     "validation EVR is NaN in every run (Noise 1 has no explainable variance); nothing saved".into(),
                 ));
             }
-            let evr2 = cell.data.test.evr(&best.params);
-            let padded = cell.data.padded_train_loss(&best.params, cfg.eps);
-            Ok(FitResult {
-                evr1: best.evr1,
-                evr2,
-                train_loss_padded: Some(padded).filter(|x| x.is_finite()),
-                params: best.params,
-                train_losses: best.train_losses,
-                test_losses: best.test_losses,
-                bin_size: opts.bin_size,
-                meta: opts.meta(),
-            })
+            Ok(finished(best, &cell.data, opts, None))
         })
         .collect()
+}
+
+/// A cell's result from its best run: the test EVR and the padded train loss computed.
+fn finished(
+    best: RunResult,
+    data: &FitData,
+    opts: &FitOptions,
+    partial: Option<Partial>,
+) -> FitResult {
+    FitResult {
+        evr1: best.evr1,
+        evr2: data.test.evr(&best.params),
+        train_loss_padded: Some(data.padded_train_loss(&best.params, opts.config.eps))
+            .filter(|x| x.is_finite()),
+        params: best.params,
+        train_losses: best.train_losses,
+        test_losses: best.test_losses,
+        bin_size: opts.bin_size,
+        meta: FitMeta {
+            partial,
+            ..opts.meta()
+        },
+    }
 }
 
 /// Fits one cell and returns its result, or why it was skipped / failed.
@@ -511,7 +581,7 @@ pub fn fit_cell_result(
 ) -> Result<FitResult, CellError> {
     let loaded = load_cell(cell, opts, previous, progress)?;
     let prepared = prepare_cells(vec![loaded], opts, progress).remove(0)?;
-    fit_prepared(&mut [prepared], opts, progress).remove(0)
+    fit_prepared(&mut [prepared], opts, progress, &mut |_, _| {}).remove(0)
 }
 
 /// The activation-fit points at `bin` ms. When no Long Square fires within its first bin
@@ -573,13 +643,16 @@ pub enum SaveOutcome {
 
 /// Writes `new` to `path` unless the result saved there (read now, under the folder's lock)
 /// has an evr1 at least as high: whichever of several overlapping runs writes last, the best
-/// result survives. An unreadable saved file is replaced.
+/// result survives. At an equal evr1 a result further along replaces a partial one (the same
+/// best run after more runs, or final). An unreadable saved file is replaced.
 pub fn save_if_better(path: &Path, new: &FitResult) -> Result<SaveOutcome> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let _lock = store::FolderLock::acquire(dir)?;
+    let runs_done = |r: &FitResult| r.meta.partial.map_or(usize::MAX, |p| p.runs_done);
     if path.exists()
         && let Ok(saved) = FitResult::load(path)
         && !better(new.evr1, saved.evr1)
+        && !(new.evr1 == saved.evr1 && runs_done(new) > runs_done(&saved))
     {
         return Ok(SaveOutcome::KeptSaved(saved.evr1));
     }
@@ -613,10 +686,11 @@ pub fn fit_and_save_batch(
     let hash = opts.config_hash();
     let mut reports: Vec<Option<CellReport>> = vec![None; cell_ids.len()];
     let mut previous: Vec<Option<FitResult>> = vec![None; cell_ids.len()];
-    // (index, prepared cell) of the cells that go on to the filter fit, by group count
-    let mut ready: std::collections::BTreeMap<usize, Vec<(usize, PreparedCell)>> =
+    // (index, prepared cell) of the cells that go on to the filter fit, by group count and
+    // runs already done
+    let mut ready: std::collections::BTreeMap<(usize, usize), Vec<(usize, PreparedCell)>> =
         Default::default();
-    let mut loaded: Vec<(usize, LoadedCell)> = Vec::new();
+    let mut loaded: Vec<(usize, LoadedCell, Option<(Partial, FitResult)>)> = Vec::new();
     for (i, &cell_id) in cell_ids.iter().enumerate() {
         let path = opts.result_path(cell_id);
         if path.exists() {
@@ -627,8 +701,21 @@ pub fn fit_and_save_batch(
                 )),
             }
         }
+        // a partial result of this config (a fit stopped between runs) goes on where it stopped
+        let mut resume_from = None;
         if let Some(prev) = &previous[i] {
-            let skip = if opts.resume && prev.meta.config_hash.as_deref() == Some(&hash) {
+            let same_config = prev.meta.config_hash.as_deref() == Some(&hash);
+            let skip = if opts.resume && same_config && prev.meta.partial.is_some() {
+                if opts.config.finetune {
+                    progress.note(&format!(
+                        "cell {cell_id}: {} is partial; a finetuning config cannot go on from it, fitted again",
+                        path.display()
+                    ));
+                } else {
+                    resume_from = prev.meta.partial.map(|p| (p, prev.clone()));
+                }
+                None
+            } else if opts.resume && same_config {
                 Some(format!(
                     "{} was fitted with this config (`{}`, {hash}); --resume skips it",
                     path.display(),
@@ -651,25 +738,64 @@ pub fn fit_and_save_batch(
             .map_err(|e| CellError::Skip(format!("{e:#}")))
             .and_then(|cell| load_cell(&cell, opts, previous[i].as_ref(), progress));
         match loaded_cell {
-            Ok(c) => loaded.push((i, c)),
+            Ok(c) => loaded.push((i, c, resume_from)),
             Err(e) => reports[i] = Some(unfit(cell_id, e)),
         }
     }
-    // the activations of the whole batch are fitted together
-    let (idx, cells): (Vec<usize>, Vec<LoadedCell>) = loaded.into_iter().unzip();
-    for (i, prepared) in idx.into_iter().zip(prepare_cells(cells, opts, progress)) {
+    // the activations of the whole batch are fitted together (again for a resumed cell: the
+    // same fit from the same seed gives the same starting neuron)
+    let (idx, cells, resumes): (Vec<usize>, Vec<LoadedCell>, Vec<_>) =
+        loaded
+            .into_iter()
+            .fold(Default::default(), |(mut a, mut b, mut c), (i, l, r)| {
+                a.push(i);
+                b.push(l);
+                c.push(r);
+                (a, b, c)
+            });
+    for ((i, prepared), resume) in idx
+        .into_iter()
+        .zip(prepare_cells(cells, opts, progress))
+        .zip(resumes)
+    {
         let cell_id = cell_ids[i];
         match prepared {
-            Ok(p) => ready.entry(p.data.train.len()).or_default().push((i, p)),
+            Ok(mut p) => {
+                if let Some((partial, prev)) = resume {
+                    progress.note(&format!(
+                        "cell {cell_id}: going on from its partial result ({} of {} runs done)",
+                        partial.runs_done,
+                        opts.config.hparams.len()
+                    ));
+                    p.rng.set_word_pos(partial.rng_word_pos);
+                    p.done = partial.runs_done.min(opts.config.hparams.len());
+                    p.best = Some(RunResult {
+                        params: prev.params,
+                        train_losses: prev.train_losses,
+                        test_losses: prev.test_losses,
+                        evr1: prev.evr1,
+                    });
+                }
+                ready
+                    .entry((p.data.train.len(), p.done))
+                    .or_default()
+                    .push((i, p))
+            }
             Err(e) => reports[i] = Some(unfit(cell_id, e)),
         }
     }
     for (_, group) in ready {
         let (idx, mut cells): (Vec<usize>, Vec<PreparedCell>) = group.into_iter().unzip();
-        for (i, result) in idx
-            .into_iter()
-            .zip(fit_prepared(&mut cells, opts, progress))
-        {
+        // between runs each cell's best so far is saved, marked partial: a fit killed
+        // mid-batch loses at most the run in progress
+        let mut checkpoint = |c: usize, partial: FitResult| {
+            let cell_id = cell_ids[idx[c]];
+            if let Err(e) = save_if_better(&opts.result_path(cell_id), &partial) {
+                progress.note(&format!("cell {cell_id}: partial result not saved: {e:#}"));
+            }
+        };
+        let results = fit_prepared(&mut cells, opts, progress, &mut checkpoint);
+        for (&i, result) in idx.iter().zip(results) {
             let cell_id = cell_ids[i];
             let path = opts.result_path(cell_id);
             reports[i] = Some(match result {
@@ -846,6 +972,22 @@ mod tests {
     use super::*;
     use crate::data::ProcessedSweep;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn cell_streams_are_rands_std_stream_and_restore_from_their_position() {
+        use rand::{Rng, RngCore};
+        let mut std = rand::rngs::StdRng::seed_from_u64(42);
+        let mut cell = CellRng::seed_from_u64(42);
+        for _ in 0..1000 {
+            assert_eq!(std.next_u64(), cell.next_u64());
+        }
+        let _: u32 = cell.random_range(0..7); // an odd number of words
+        let mut restored = CellRng::seed_from_u64(42);
+        restored.set_word_pos(cell.get_word_pos());
+        for _ in 0..100 {
+            assert_eq!(cell.next_u32(), restored.next_u32());
+        }
+    }
 
     /// A Long Square whose first spike comes after 20 ms: silent at 20 ms, firing at 100 ms.
     fn late_spiking_cell() -> CellRecording {

@@ -1,9 +1,9 @@
 //! Fitting the filters α, β (and optionally the activation) by backpropagation through time
 //! with the fused scan and Burn's Adam (spec §3, second stage).
 
+use crate::fit::CellRng;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::config::RunConfig;
@@ -282,7 +282,7 @@ pub fn train_run(
     run: &RunConfig,
     settings: &RunSettings,
     device: &Device,
-    rng: &mut StdRng,
+    rng: &mut CellRng,
     on_epoch: impl FnMut(usize, f64),
 ) -> Option<RunResult> {
     train_runs(
@@ -309,7 +309,7 @@ pub fn train_runs(
     run: &RunConfig,
     settings: &RunSettings,
     device: &Device,
-    rngs: &mut [StdRng],
+    rngs: &mut [CellRng],
     mut on_epoch: impl FnMut(usize, f64),
 ) -> Vec<Option<RunResult>> {
     let cells = inits.len();
