@@ -18,6 +18,10 @@ pub struct RunConfig {
     pub lr: f64,
     /// Maximum epochs (each visits every training group once).
     pub epochs: usize,
+    /// Start from the best run so far (by validation EVR) instead of the initial neuron: a
+    /// refinement of it. Left out when false, so that `config_hash` of older configs stays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_best: bool,
 }
 
 /// The fitting config: activation fit, then one run per `hparams` entry. Missing keys take
@@ -54,7 +58,19 @@ fn is_published_activation_lr(lr: &f64) -> bool {
 
 impl RunConfig {
     pub fn new(lr: f64, epochs: usize) -> Self {
-        Self { lr, epochs }
+        Self {
+            lr,
+            epochs,
+            from_best: false,
+        }
+    }
+
+    /// A run that refines the best run so far.
+    pub fn from_best(lr: f64, epochs: usize) -> Self {
+        Self {
+            from_best: true,
+            ..Self::new(lr, epochs)
+        }
     }
 }
 

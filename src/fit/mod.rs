@@ -496,10 +496,17 @@ fn fit_prepared(
     let runs = cfg.hparams.len();
     let done = cells.first().map_or(0, |c| c.done);
     debug_assert!(cells.iter().all(|c| c.done == done));
-    let inits: Vec<NeuronParams> = cells.iter().map(|c| c.start.clone()).collect();
     let mut best: Vec<Option<RunResult>> = cells.iter_mut().map(|c| c.best.take()).collect();
     for (i, run) in cfg.hparams.iter().enumerate().skip(done) {
         progress.run_started(i, runs, run.epochs);
+        let inits: Vec<NeuronParams> = cells
+            .iter()
+            .zip(&best)
+            .map(|(c, b)| match b {
+                Some(b) if run.from_best => b.params.clone(),
+                _ => c.start.clone(),
+            })
+            .collect();
         let data: Vec<&FitData> = cells.iter().map(|c| &c.data).collect();
         let mut rngs: Vec<CellRng> = cells.iter().map(|c| c.rng.clone()).collect();
         let results = train_runs(

@@ -111,6 +111,10 @@ fn activation(nrn: &HostNeurons, j: usize, u: f64) -> (f64, f64) {
         z += c * c * pw;
         pw *= v;
     }
+    // tanh z > 0 exactly where z > 0 (NaN: neither), so a silent neuron costs no tanh
+    if !(z > 0.0) {
+        return (0.0, 0.0);
+    }
     let th = z.tanh();
     let gamma = nrn.max_rate[j];
     if th > 0.0 {
@@ -271,6 +275,12 @@ pub fn forward(
         }
         (rows, cols, out)
     });
+    if let [(rows, cols, _)] = parts.as_slice()
+        && *rows == (0..dims.batch)
+        && *cols == (0..dims.neurons)
+    {
+        return parts.into_iter().next().expect("one part").2;
+    }
     let mut trace = Trace {
         rates: vec![0.0; dims.len()],
         act_in: vec![0.0; dims.len()],
@@ -385,6 +395,12 @@ pub fn backward(
         }
         (rows, cols, g)
     });
+    if let [(rows, cols, _)] = parts.as_slice()
+        && *rows == (0..dims.batch)
+        && *cols == (0..dims.neurons)
+    {
+        return parts.into_iter().next().expect("one part").2;
+    }
     let mut out = HostGrads {
         current: vec![0.0; dims.len()],
         alpha: vec![0.0; nn * n],
