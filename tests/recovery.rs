@@ -32,3 +32,55 @@ fn fitting_recovers_a_known_gfr_neuron() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The first-epoch train loss of every run, through the progress callbacks.
+#[derive(Default)]
+struct FirstLosses {
+    run: std::cell::Cell<usize>,
+    seen: std::cell::RefCell<Vec<(usize, usize, f64)>>,
+}
+impl gfr::fit::FitProgress for FirstLosses {
+    fn run_started(&self, run: usize, _runs: usize, _epochs: usize) {
+        self.run.set(run);
+    }
+    fn epoch(&self, epoch: usize, train_loss: f64) {
+        self.seen
+            .borrow_mut()
+            .push((self.run.get(), epoch, train_loss));
+    }
+}
+
+#[test]
+fn a_from_best_run_starts_from_the_best_run_so_far() {
+    let dir = std::env::temp_dir().join(format!("gfr-test-frombest-{}", std::process::id()));
+    let data = DataDir::new(dir.join("data"));
+    simulate_cell(140, 0, 5, GroundTruth::Gfr)
+        .recording
+        .save(&data)
+        .unwrap();
+    let mut config = FitConfig::new(vec![
+        RunConfig::new(1e-2, 40),
+        RunConfig::from_best(1e-3, 3),
+        RunConfig::new(1e-3, 3),
+    ]);
+    config.activation_epochs = 200;
+    config.activation_repeats = 1;
+    let opts = FitOptions::new(data, dir.join("params"), config, gfr::device::cpu());
+    let progress = FirstLosses::default();
+    let r = fit_and_save(140, &opts, &progress);
+    assert_eq!(r.status, "saved", "{}", r.message);
+    let seen = progress.seen.into_inner();
+    let loss = |run: usize, first: bool| {
+        let mut l = seen.iter().filter(|s| s.0 == run).map(|s| s.2);
+        if first { l.next() } else { l.last() }.unwrap()
+    };
+    // the refinement goes on from where run 1 ended; the fresh run starts over
+    let (end1, refine, fresh) = (loss(0, false), loss(1, true), loss(2, true));
+    eprintln!("run 1 ends at {end1}, refinement starts at {refine}, fresh run at {fresh}");
+    assert!((refine - end1).abs() < 0.05 * end1, "{refine} vs {end1}");
+    assert!(
+        fresh > refine + 0.1 * (fresh - end1).abs() && fresh > end1,
+        "{fresh}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

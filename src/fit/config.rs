@@ -22,6 +22,10 @@ pub struct RunConfig {
     /// refinement of it. Left out when false, so that `config_hash` of older configs stays.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_best: bool,
+    /// Train the activation (b, c) in this run too, whatever `freeze_activation` says (None:
+    /// as `freeze_activation` says). Left out when None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_activation: Option<bool>,
 }
 
 /// The fitting config: activation fit, then one run per `hparams` entry. Missing keys take
@@ -62,6 +66,7 @@ impl RunConfig {
             lr,
             epochs,
             from_best: false,
+            train_activation: None,
         }
     }
 

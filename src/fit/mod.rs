@@ -509,6 +509,10 @@ fn fit_prepared(
             .collect();
         let data: Vec<&FitData> = cells.iter().map(|c| &c.data).collect();
         let mut rngs: Vec<CellRng> = cells.iter().map(|c| c.rng.clone()).collect();
+        let settings = RunSettings {
+            train_activation: run.train_activation.unwrap_or(settings.train_activation),
+            ..settings.clone()
+        };
         let results = train_runs(
             &inits,
             &data,

@@ -193,6 +193,19 @@ fn run_tasks<T: Send>(
     })
 }
 
+/// Rows `cols` of a per-neuron table `[N, n]`, transposed to `[n, cols.len()]`.
+fn transposed(table: &[f64], neurons: usize, n: usize, cols: &Range<usize>) -> Vec<f64> {
+    debug_assert_eq!(table.len(), neurons * n);
+    let width = cols.len();
+    let mut out = vec![0.0; n * width];
+    for (jl, j) in cols.clone().enumerate() {
+        for i in 0..n {
+            out[i * width + jl] = table[j * n + i];
+        }
+    }
+    out
+}
+
 /// Forward pass over `current` (P, `[B, T, N]`); `lengths`: valid bins per sequence `[B, N]`
 /// (later bins keep rate 0); `recurrent`: W, `[N, N]`.
 pub fn forward(
@@ -223,7 +236,13 @@ pub fn forward(
             total: vec![0.0; size],
             slope: vec![0.0; size],
         };
-        let mut h = vec![0.0; nb * width * n];
+        // filter states, filter-major per row so that the neuron loops vectorise: `[nb, n, width]`
+        let mut h = vec![0.0; nb * n * width];
+        let (alpha_t, beta_t) = (
+            transposed(nrn.alpha, nn, n, &cols),
+            transposed(nrn.beta, nn, n, &cols),
+        );
+        let mut sum = vec![0.0; width];
         // r_{t−1} of every neuron, per row: `[nb, N]`
         let mut r_prev = vec![0.0; nb * nn];
         let mut input = vec![0.0; nb * width];
@@ -245,23 +264,41 @@ pub fn forward(
             }
             for (bl, b) in rows.clone().enumerate() {
                 let base = (bl * dims.time + t) * width;
+                let inp = &input[bl * width..(bl + 1) * width];
+                let r_own = &r_prev[bl * nn + cols.start..bl * nn + cols.end];
+                let valid = |jl: usize| t < lengths[b * nn + cols.start + jl];
+                // h_t[i] = (1 − λ_i) h_{t−1}[i] + α_i I_t + β_i r_{t−1}, summed in filter order
+                // (the same operations in the same order as neuron by neuron)
+                sum.fill(0.0);
+                let all_valid = (0..width).all(valid);
+                for i in 0..n {
+                    let d = nrn.decay[i];
+                    let hi = &mut h[(bl * n + i) * width..(bl * n + i + 1) * width];
+                    let (ai, bi) = (
+                        &alpha_t[i * width..(i + 1) * width],
+                        &beta_t[i * width..(i + 1) * width],
+                    );
+                    if all_valid {
+                        let terms = ai.iter().zip(bi).zip(inp.iter().zip(r_own));
+                        for ((h, s), ((a, b), (x, r))) in
+                            hi.iter_mut().zip(sum.iter_mut()).zip(terms)
+                        {
+                            *h = d * *h + a * x + b * r;
+                            *s += *h;
+                        }
+                    } else {
+                        for jl in (0..width).filter(|&jl| valid(jl)) {
+                            hi[jl] = d * hi[jl] + ai[jl] * inp[jl] + bi[jl] * r_own[jl];
+                            sum[jl] += hi[jl];
+                        }
+                    }
+                }
                 for (jl, j) in cols.clone().enumerate() {
-                    if t >= lengths[b * nn + j] {
+                    if !valid(jl) {
                         continue;
                     }
-                    let i_t = input[bl * width + jl];
-                    let hj = &mut h[(bl * width + jl) * n..(bl * width + jl + 1) * n];
-                    let (a, bta) = (
-                        &nrn.alpha[j * n..(j + 1) * n],
-                        &nrn.beta[j * n..(j + 1) * n],
-                    );
-                    let r_own = r_prev[bl * nn + j];
-                    let mut sum = 0.0;
-                    for i in 0..n {
-                        hj[i] = nrn.decay[i] * hj[i] + a[i] * i_t + bta[i] * r_own;
-                        sum += hj[i];
-                    }
-                    let u = sum / n as f64;
+                    let i_t = inp[jl];
+                    let u = sum[jl] / n as f64;
                     let (rate, slope) = activation(nrn, j, u);
                     out.rates[base + jl] = rate;
                     out.slope[base + jl] = slope;
