@@ -17,6 +17,10 @@ impl NetworkObserver for Notes {
     }
 }
 
+/// Burn seeds its CPU backend for the whole process: runs in parallel threads would draw
+/// each other's initial weights, so the tests here take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A one-epoch run on a small slice of the built-in sample (an empty MNIST folder, offline).
 fn tiny(dir: &std::path::Path) -> NetworkSpec {
     NetworkSpec {
@@ -42,6 +46,7 @@ fn without_seconds(mut v: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn run_network_returns_what_it_saves_and_what_the_cli_saves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("netapi");
     let spec = NetworkSpec {
         diagnose: true,
@@ -114,6 +119,7 @@ fn run_network_returns_what_it_saves_and_what_the_cli_saves() {
 
 #[test]
 fn baselines_and_bad_settings() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("netapi-rnn");
     let spec = NetworkSpec {
         model: ModelKind::Lstm,

@@ -262,6 +262,10 @@ pub struct SavedNetwork {
 
 /// Runs the network experiment of `spec` (see the module's documentation). `None` when
 /// `spec.resume` finds the run already complete (nothing is trained or written).
+///
+/// The run seeds the backend with `spec.seed`; Burn's CPU backend has one seed per process,
+/// so runs in parallel threads of one process are not reproducible (run them one at a time,
+/// or in separate processes).
 pub fn run_network(spec: &NetworkSpec, obs: &dyn NetworkObserver) -> Result<Option<SavedNetwork>> {
     let flag = |f: &str| obs.setting(f);
     if !(spec.lr > 0.0 && spec.lr.is_finite()) {
