@@ -5,6 +5,9 @@
 //!
 //! 64 default GFR neurons, 4,000 training and 500 test digits, one epoch: about 2 s (test
 //! accuracy 0.50 after it; chance is 0.1).
+//!
+//! `gfr::run_network` runs the whole experiment of `gfr network` instead (MNIST, neuron
+//! source, baselines, checkpoints, the saved network and its JSON) from a `gfr::NetworkSpec`.
 
 use gfr::network::mnist::builtin_sample;
 use gfr::{GfrNetwork, TrainSettings, default_neuron};

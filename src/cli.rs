@@ -262,6 +262,16 @@ enum ModelKind {
     Lstm,
 }
 
+impl From<ModelKind> for gfr::network::ModelKind {
+    fn from(m: ModelKind) -> Self {
+        match m {
+            ModelKind::Gfr => Self::Gfr,
+            ModelKind::Rnn => Self::Rnn,
+            ModelKind::Lstm => Self::Lstm,
+        }
+    }
+}
+
 fn parse_pair(s: &str) -> Result<(u32, u32), String> {
     let (a, b) = s
         .split_once('/')
@@ -594,7 +604,7 @@ fn plot(c: PlotCommand) -> Result<()> {
 }
 
 fn network(mut a: NetworkArgs) -> Result<()> {
-    use gfr::network::*;
+    use gfr::network::{NetworkSpec, NeuronSource, run_network};
     let p = &a.positional;
     let names = [
         "lr",
@@ -615,490 +625,60 @@ fn network(mut a: NetworkArgs) -> Result<()> {
             _ => a.freeze_activations = parse_bool(v, names[i])?,
         }
     }
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        bail!("--lr {}: must be a positive number", a.lr);
-    }
-    if a.batch_size == 0 || a.n_nodes == 0 || a.epochs == 0 {
-        bail!("--batch-size, --n-nodes and --epochs must be at least 1");
-    }
-    if a.train_limit == Some(0) || a.test_limit == Some(0) {
-        bail!("--train-limit and --test-limit must be at least 1 (leave them out for all digits)");
-    }
-    if !(a.history_scale > 0.0 && a.history_scale.is_finite()) {
-        bail!(
-            "--history-scale {}: must be a positive number",
-            a.history_scale
-        );
-    }
-    let (mut train_set, mut test_set, source) = mnist::load(&a.mnist_dir, a.offline)?;
-    match &source {
-        MnistSource::Dir(d) => eprintln!(
-            "MNIST from {}: {} training, {} test digits",
-            d.display(),
-            train_set.len(),
-            test_set.len()
-        ),
-        MnistSource::BuiltInSample { why } => eprintln!(
-            "no MNIST files in {} ({why}; or put train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
-             t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] there); using the built-in SAMPLE of real MNIST: \
-             {} training, {} test digits",
-            a.mnist_dir.display(),
-            train_set.len(),
-            test_set.len()
-        ),
-    }
-    if let Some(n) = a.train_limit {
-        train_set = train_set.truncate(n);
-    }
-    if let Some(n) = a.test_limit {
-        test_set = test_set.truncate(n);
-    }
-    gfr::fit::store::check_writable(&a.save_dir, "--save-dir")?;
-    for stale in gfr::data::pickle::clean_stale_temporaries(&a.save_dir) {
-        eprintln!(
-            "removed {}, left by a process that no longer runs",
-            stale.display()
-        );
-    }
-    let device = a.device.device().context("--device")?.autodiff();
-    let settings = TrainSettings {
+    let spec = NetworkSpec {
         lr: a.lr,
         epochs: a.epochs,
         batch_size: a.batch_size,
+        n_nodes: a.n_nodes,
+        freeze_neurons: a.freeze_neurons,
+        freeze_activations: a.freeze_activations,
+        neurons: match a.neurons.as_str() {
+            "default" => NeuronSource::Default,
+            "bio" => NeuronSource::Biological {
+                dataset: a.dataset,
+                pair: a.bio_pair,
+            },
+            file => NeuronSource::File {
+                path: PathBuf::from(file),
+                shuffle: a.shuffle_neurons,
+            },
+        },
+        bio_input: a.bio_input.into(),
+        model: a.model.into(),
+        history_scale: a.history_scale,
+        mnist_dir: a.mnist_dir,
+        offline: a.offline,
+        train_limit: a.train_limit,
+        test_limit: a.test_limit,
+        device: a.device,
         seed: a.seed,
+        save_dir: a.save_dir,
+        resume: a.resume,
+        overwrite: a.overwrite,
+        diagnose: a.diagnose,
         quiet: a.quiet,
     };
-    device.seed(a.seed);
-    let (name, json) = match a.model {
-        ModelKind::Gfr => {
-            let (neurons, biological) = match a.neurons.as_str() {
-                "default" => (vec![default_neuron(); a.n_nodes], false),
-                "bio" => {
-                    let dataset = gfr::dataset::Dataset::load(&a.dataset).with_context(|| {
-                        format!(
-                            "--neurons bio: no dataset of fitted neurons at --dataset {} \
-                             (`gfr dataset build` writes it)",
-                            a.dataset.display()
-                        )
-                    })?;
-                    let (n, replacement) =
-                        model::biological_neurons(&dataset, a.bio_pair, a.n_nodes, a.seed)?;
-                    if replacement {
-                        eprintln!(
-                            "note: --n-nodes {} exceeds the {} neurons of {} for pair {}/{}: drawn with replacement",
-                            a.n_nodes,
-                            dataset.pairs[&a.bio_pair].len(),
-                            a.dataset.display(),
-                            a.bio_pair.0,
-                            a.bio_pair.1
-                        );
-                    }
-                    (n, true)
-                }
-                file => {
-                    let mut n = neurons_from_network_json(std::path::Path::new(file))?;
-                    if a.shuffle_neurons {
-                        use rand::{SeedableRng, seq::SliceRandom};
-                        n.shuffle(&mut rand::rngs::StdRng::seed_from_u64(a.seed));
-                    }
-                    let bio = n.iter().any(|p| p.activation.max_current != 1.0);
-                    if n.len() != a.n_nodes {
-                        eprintln!(
-                            "note: {} neurons from {file}: the network has H = {} (--n-nodes {} is not used)",
-                            n.len(),
-                            n.len(),
-                            a.n_nodes
-                        );
-                    }
-                    (n, bio)
-                }
-            };
-            a.n_nodes = neurons.len();
-            let bins: Vec<(u32, u32)> = neurons
-                .iter()
-                .map(|p| (p.bin_size, p.activation.bin_size))
-                .collect();
-            let bio_input: BioInput = a.bio_input.into();
-            let net = if biological {
-                GfrNetwork::biological(&neurons, bio_input, &device)
-            } else {
-                GfrNetwork::new(&neurons, false, &device)
-            };
-            // the published biological network freezes the activation with the neurons
-            let freeze_activations = a.freeze_activations || (biological && a.freeze_neurons);
-            let net = net.with_history_scale(a.history_scale).tap_neurons(|l| {
-                l.with_trainable_filters(!a.freeze_neurons)
-                    .with_trainable_activation(!freeze_activations)
-            });
-            eprintln!(
-                "{} neurons{}: α, β {}; b, c {}; W_in, b_in, W_rec, b_rec, W_out, b_out trained",
-                if biological { "biological" } else { "default" },
-                if biological {
-                    format!(" (--bio-input {})", bio_input.name())
-                } else {
-                    String::new()
-                },
-                if a.freeze_neurons {
-                    "frozen"
-                } else {
-                    "trained"
-                },
-                if freeze_activations {
-                    "frozen"
-                } else {
-                    "trained"
-                },
-            );
-            let name = format!(
-                "gfr_l_{}_{}_{}",
-                a.n_nodes,
-                py_bool(a.freeze_neurons),
-                py_bool(a.freeze_activations)
-            );
-            let diagnostics_init = a.diagnose.then(|| {
-                let d = diagnose(&net, &train_set, 256, &device);
-                eprintln!("before training, {}", d.table());
-                d
-            });
-            if silent_readout(&net, &train_set, &device) {
-                eprintln!(
-                    "warning: every hidden neuron is silent at the readout step for the first training digits, \
-                     so no gradient reaches the input weights and training cannot start. With biological neurons \
-                     use `--bio-input relative` (the default), which drives each neuron relative to its own threshold; \
-                     `--diagnose` shows how far from threshold the neurons sit (see the README)"
-                );
-            }
-            let (trainable, total) = parameter_counts(&net);
-            let (rnn_h, lstm_h) = matched_hidden_sizes(trainable);
-            eprintln!(
-                "GFR network: H = {}, {trainable} trainable of {total} parameters (a matched RNN has H = {rnn_h}, an LSTM H = {lstm_h})",
-                a.n_nodes
-            );
-            let mut run = run_settings(&a, "gfr", &source, train_set.len(), test_set.len());
-            if biological {
-                run["bio_input"] = bio_input.name().into();
-            }
-            let Some((name, net, history)) = run_training(
-                net, &name, &a, &run, &train_set, &test_set, &settings, &device,
-            )?
-            else {
-                return Ok(());
-            };
-            let diagnostics_trained = a.diagnose.then(|| {
-                let d = diagnose(&net, &train_set, 256, &device);
-                eprintln!("after training, {}", d.table());
-                d
-            });
-            let neurons_py: Vec<serde_json::Value> = net
-                .neurons
-                .to_params(bins[0].0)
-                .into_iter()
-                .zip(&bins)
-                .map(|(mut p, &(bin, actv_bin))| {
-                    (p.bin_size, p.activation.bin_size) = (bin, actv_bin);
-                    params_json(&p)
-                })
-                .collect();
-            save_network(&a.save_dir, &name, net)?;
-            (
-                (name, run),
-                serde_json::json!({"model": "gfr", "neurons": a.neurons, "history_scale": a.history_scale,
-                "bio_input": biological.then_some(bio_input.name()), "activations_frozen": freeze_activations, "trainable_params": trainable, "total_params": total,
-                "history": history, "final_neurons": neurons_py,
-                "diagnostics": {"init": diagnostics_init, "trained": diagnostics_trained}}),
-            )
-        }
-        ModelKind::Rnn | ModelKind::Lstm => {
-            if a.diagnose {
-                eprintln!(
-                    "note: --diagnose looks at GFR neurons; it does nothing for --model rnn|lstm"
-                );
-            }
-            let gfr_trainable = parameter_counts(&GfrNetwork::new(
-                &vec![default_neuron(); a.n_nodes],
-                false,
-                &device,
-            ))
-            .0;
-            let (rnn_h, lstm_h) = matched_hidden_sizes(gfr_trainable);
-            let (kind, h) = if a.model == ModelKind::Rnn {
-                ("rnn", rnn_h)
-            } else {
-                ("lstm", lstm_h)
-            };
-            let name = format!("{kind}_l_{}", a.n_nodes);
-            let run = run_settings(&a, kind, &source, train_set.len(), test_set.len());
-            macro_rules! run {
-                ($net:expr) => {{
-                    let net = $net;
-                    let (trainable, total) = parameter_counts(&net);
-                    eprintln!("{kind}: H = {h}, {trainable} parameters (matched to the GFR network's {gfr_trainable} trainable at H = {})", a.n_nodes);
-                    let Some((name, net, history)) =
-                        run_training(net, &name, &a, &run, &train_set, &test_set, &settings, &device)?
-                    else {
-                        return Ok(());
-                    };
-                    save_network(&a.save_dir, &name, net)?;
-                    (name, serde_json::json!({"model": kind, "hidden": h, "trainable_params": trainable, "total_params": total, "history": history}))
-                }};
-            }
-            let (name, j) = if a.model == ModelKind::Rnn {
-                run!(RnnNetwork::new(h, &device))
-            } else {
-                run!(LstmNetwork::new(h, &device))
-            };
-            ((name, run), j)
-        }
-    };
-    let mut json = json;
-    let last = json["history"]
-        .as_array()
-        .and_then(|h| h.last())
-        .cloned()
-        .unwrap_or_default();
-    let extra = serde_json::json!({
-        "lr": a.lr, "epochs": a.epochs, "batch_size": a.batch_size, "n_nodes": a.n_nodes,
-        "freeze_neurons": a.freeze_neurons, "freeze_activations": a.freeze_activations, "seed": a.seed,
-        "device": a.device.name(), "mnist": match &source { MnistSource::Dir(d) => d.display().to_string(), MnistSource::BuiltInSample { .. } => "built-in sample".into() },
-        "n_train": train_set.len(), "n_test": test_set.len(),
-        "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
-        "final_test_accuracy_step1": last["test_accuracy_step1"], "final_test_accuracy_vote": last["test_accuracy_vote"],
-    });
-    let (name, run) = name;
-    for (k, v) in extra
-        .as_object()
-        .unwrap()
-        .iter()
-        .chain(run.as_object().unwrap())
-    {
-        json[k] = v.clone();
+    if let Some(saved) = run_network(&spec, &Stderr)? {
+        println!(
+            "saved {} and {}",
+            saved.json.display(),
+            saved.weights.display()
+        );
     }
-    let path = a.save_dir.join(format!("{name}.json"));
-    gfr::data::pickle::write_atomic(&path, &serde_json::to_vec_pretty(&json)?)?;
-    checkpoint_of(&a, &name, &run).remove();
-    println!(
-        "saved {} and {}",
-        path.display(),
-        a.save_dir.join(format!("{name}.bpk")).display()
-    );
     Ok(())
 }
 
-/// The settings that make a network run what it is (written into its JSON): a run whose
-/// JSON or checkpoint records other settings is never replaced or resumed.
-fn run_settings(
-    a: &NetworkArgs,
-    model: &str,
-    source: &gfr::network::MnistSource,
-    n_train: usize,
-    n_test: usize,
-) -> serde_json::Value {
-    let mnist = match source {
-        gfr::network::MnistSource::Dir(d) => d.display().to_string(),
-        gfr::network::MnistSource::BuiltInSample { .. } => "built-in sample".into(),
-    };
-    let mut run = serde_json::json!({
-        "model": model, "lr": a.lr, "epochs": a.epochs, "batch_size": a.batch_size,
-        "n_nodes": a.n_nodes, "freeze_neurons": a.freeze_neurons,
-        "freeze_activations": a.freeze_activations, "seed": a.seed, "mnist": mnist,
-        "n_train": n_train, "n_test": n_test,
-    });
-    if model == "gfr" {
-        run["neurons"] = a.neurons.clone().into();
-        run["history_scale"] = a.history_scale.into();
-        run["shuffle_neurons"] = a.shuffle_neurons.into();
-        if a.neurons == "bio" {
-            run["dataset"] = a.dataset.display().to_string().into();
-            run["bio_pair"] = serde_json::json!([a.bio_pair.0, a.bio_pair.1]);
-        }
+/// Prints a run's notes on stderr and names settings by their flags.
+struct Stderr;
+
+impl gfr::network::NetworkObserver for Stderr {
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
     }
-    run
-}
 
-fn checkpoint_of(a: &NetworkArgs, name: &str, run: &serde_json::Value) -> gfr::network::Checkpoint {
-    gfr::network::Checkpoint {
-        dir: a.save_dir.join(format!("{name}.checkpoint")),
-        run: run.clone(),
+    fn setting(&self, field: &str) -> String {
+        format!("--{}", field.replace('_', "-"))
     }
-}
-
-/// The name this run saves under: `base` unless an earlier run of other settings holds it
-/// (its JSON or checkpoint), then `{base}_run2`, `_run3`, … (the first free or same-settings
-/// one); `--overwrite` takes `base` regardless.
-fn run_name(a: &NetworkArgs, base: &str, run: &serde_json::Value) -> String {
-    let same = |j: &serde_json::Value| {
-        run.as_object()
-            .unwrap()
-            .iter()
-            .all(|(k, v)| j.get(k) == Some(v))
-    };
-    for k in 1.. {
-        let name = if k == 1 {
-            base.to_string()
-        } else {
-            format!("{base}_run{k}")
-        };
-        let json = a.save_dir.join(format!("{name}.json"));
-        let ckpt = checkpoint_of(a, &name, run);
-        let saved = std::fs::read(&json)
-            .ok()
-            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default());
-        // a checkpoint folder without a state (killed in its first epoch) holds nothing
-        let state = ckpt.state().ok().flatten();
-        if saved.is_none() && state.is_none() {
-            return name;
-        }
-        let ok = saved.as_ref().is_none_or(same) && state.as_ref().is_none_or(|s| s.run == *run);
-        if ok || (k == 1 && a.overwrite) {
-            if !ok {
-                eprintln!(
-                    "--overwrite: replacing {} (a run of other settings)",
-                    json.display()
-                );
-            }
-            return name;
-        }
-        if k == 1 {
-            eprintln!(
-                "{} holds a run of other settings (seed, lr, neurons, …); this run is saved as \
-                 {base}_runN instead (--overwrite replaces it)",
-                json.display()
-            );
-        }
-    }
-    unreachable!()
-}
-
-/// Picks the run's name, then trains from scratch or (`--resume`) from its checkpoint,
-/// checkpointing every epoch. None when `--resume` finds the run already complete.
-#[allow(clippy::too_many_arguments)]
-fn run_training<M: gfr::network::LineClassifier>(
-    net: M,
-    base: &str,
-    a: &NetworkArgs,
-    run: &serde_json::Value,
-    train_set: &gfr::network::Mnist,
-    test_set: &gfr::network::Mnist,
-    settings: &gfr::network::TrainSettings,
-    device: &burn::tensor::Device,
-) -> Result<Option<(String, M, Vec<gfr::network::EpochStats>)>> {
-    let name = run_name(a, base, run);
-    if name != base {
-        eprintln!("saving this run as {name}");
-    }
-    let ckpt = checkpoint_of(a, &name, run);
-    let state = ckpt.state()?;
-    let same_state = state.as_ref().is_some_and(|s| s.run == *run);
-    let (net, optim, history) = if a.resume && same_state {
-        let (net, optim, history) = ckpt.load(net)?.expect("a saved state");
-        eprintln!(
-            "resuming {name} after epoch {} of {} ({})",
-            history.len(),
-            a.epochs,
-            ckpt.dir.display()
-        );
-        (net, optim, history)
-    } else {
-        if state.is_some() && !a.overwrite {
-            bail!(
-                "{} holds this run's checkpoint; --resume continues it, --overwrite starts over",
-                ckpt.dir.display()
-            );
-        }
-        if a.resume {
-            let done = a.save_dir.join(format!("{name}.json"));
-            if done.exists() {
-                eprintln!("{} is complete; nothing to resume", done.display());
-                return Ok(None);
-            }
-            eprintln!(
-                "no checkpoint of this run in {}; starting it",
-                a.save_dir.display()
-            );
-        }
-        ckpt.remove();
-        (net, gfr::network::adam(), Vec::new())
-    };
-    let (net, history) = gfr::network::train_resumable(
-        net,
-        optim,
-        history,
-        train_set,
-        test_set,
-        settings,
-        device,
-        Some(&ckpt),
-    );
-    Ok(Some((name, net, history)))
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b { "True" } else { "False" }
-}
-
-fn params_json(p: &gfr::neuron::NeuronParams) -> serde_json::Value {
-    serde_json::json!({"a": [p.alpha], "b": [p.beta], "ds": p.lambda, "bin_size": p.bin_size,
-        "g": {"max_current": [p.activation.max_current], "max_firing_rate": [p.activation.max_firing_rate],
-              "poly_coeff": [p.activation.poly_coeff], "b": [p.activation.threshold], "bin_size": p.activation.bin_size}})
-}
-
-/// The trained neurons (`final_neurons`) of a network JSON written by `gfr network`.
-fn neurons_from_network_json(path: &std::path::Path) -> Result<Vec<gfr::neuron::NeuronParams>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "--neurons: cannot read {} (expected default, bio or a network JSON)",
-            path.display()
-        )
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let list = v["final_neurons"].as_array().with_context(|| {
-        format!(
-            "{}: no `final_neurons` list (not a GFR network file)",
-            path.display()
-        )
-    })?;
-    let mut out = list
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            gfr::neuron::NeuronParams::from_py(&gfr::dataset::json_to_py(n))
-                .with_context(|| format!("{}: final_neurons[{i}]", path.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let Some(first) = out.first() else {
-        bail!(
-            "{}: `final_neurons` is empty (no neurons to build a network from)",
-            path.display()
-        );
-    };
-    let (bin, lambda) = (first.bin_size, first.lambda.clone());
-    if let Some(i) = out
-        .iter()
-        .position(|p| p.bin_size != bin || p.lambda != lambda)
-    {
-        bail!(
-            "{}: final_neurons[{i}] has bin size {} ms and {} decay rates, final_neurons[0] {bin} ms and {}: the neurons of a layer must share them",
-            path.display(),
-            out[i].bin_size,
-            out[i].lambda.len(),
-            lambda.len()
-        );
-    }
-    gfr::network::model::pad_degrees(&mut out);
-    Ok(out)
-}
-
-/// Saves a trained network with Burn's recorder (burnpack), atomically.
-fn save_network<M: burn::module::Module>(dir: &std::path::Path, name: &str, net: M) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create --save-dir {}", dir.display()))?;
-    let path = dir.join(format!("{name}.bpk"));
-    let tmp = dir.join(format!(".{name}.bpk.{}.tmp", std::process::id()));
-    net.save_file(&tmp)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
 /// Checks that the folder of output file `file` (given by `flag`) can take files.
@@ -1747,54 +1327,5 @@ mod tests {
             panic!("not network")
         };
         assert_eq!(a.history_scale, -1.0);
-    }
-
-    /// The network JSON reader (`--neurons FILE.json`) under mutation fuzzing; an empty or
-    /// inconsistent `final_neurons` is an error, never a panic.
-    #[test]
-    fn network_json_reader_survives_mutations() {
-        use gfr::fuzz::{DEFAULT_ITERATIONS, fuzz, iterations};
-        let dir = std::env::temp_dir().join(format!("gfr-fuzz-netjson-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let neuron = |bin: u32| {
-            let act = gfr::neuron::ActivationParams {
-                max_current: 1.0,
-                max_firing_rate: 1.0,
-                poly_coeff: vec![0.0, 1.0],
-                threshold: 0.0,
-                bin_size: bin,
-            };
-            params_json(&gfr::neuron::NeuronParams::initial(bin, act))
-        };
-        let good = serde_json::json!({"model": "gfr", "final_neurons": [neuron(20), neuron(20)]});
-        let p = dir.join("good.json");
-        std::fs::write(&p, good.to_string()).unwrap();
-        assert_eq!(neurons_from_network_json(&p).unwrap().len(), 2);
-        for (bad, says) in [
-            (serde_json::json!({"final_neurons": []}), "empty"),
-            (
-                serde_json::json!({"final_neurons": [neuron(20), neuron(50)]}),
-                "final_neurons[1]",
-            ),
-        ] {
-            std::fs::write(&p, bad.to_string()).unwrap();
-            let e = format!("{:#}", neurons_from_network_json(&p).unwrap_err());
-            assert!(e.contains(says) && e.contains("good.json"), "{e}");
-        }
-        let file = dir.join("fuzz.json");
-        let done = fuzz(
-            "network-json",
-            vec![good.to_string().into_bytes()],
-            iterations(DEFAULT_ITERATIONS),
-            move |b| {
-                std::fs::write(&file, b).unwrap();
-                if let Ok(n) = neurons_from_network_json(&file) {
-                    // the neurons must make a layer
-                    let _ = gfr::neuron::GfrLayer::new(&n, &gfr::device::cpu());
-                }
-            },
-        );
-        done.unwrap_or_else(|e| panic!("{e}"));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -33,6 +33,8 @@ pub use data::DataDir;
 pub use dataset::{Dataset, load_gfr_model};
 pub use device::{Backend, cpu};
 pub use fit::{CellReport, FitConfig, FitOptions, FitResult, RunConfig, fit_cells};
-pub use network::{GfrNetwork, TrainSettings, default_neuron};
+pub use network::{
+    GfrNetwork, NetworkRun, NetworkSpec, TrainSettings, default_neuron, run_network,
+};
 pub use neuron::{GfrLayer, NeuronParams};
 pub use simulate::{GroundTruth, simulate_cell};

@@ -5,17 +5,20 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::mnist::{Mnist, SIDE};
 use super::model::GfrNetwork;
 use super::train::{batch_tensors, logit_spread, slice_grads};
 
 /// 10th, 50th and 90th percentiles.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub p10: f64,
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub p50: f64,
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub p90: f64,
 }
 
@@ -36,11 +39,12 @@ impl Spread {
 }
 
 /// One step of the sequence, over every (digit, neuron).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepDiagnostics {
     /// 1..=28: image rows; 29: the first zero-input readout step.
     pub step: usize,
     /// Fraction of (digit, neuron) pairs with a non-zero rate.
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub active_fraction: f64,
     /// (mean filter value − b) / σ: where the activation's input sits relative to threshold.
     pub margin: Spread,
@@ -51,7 +55,7 @@ pub struct StepDiagnostics {
 }
 
 /// Diagnostics of a GFR network on the first `digits` digits of a data set.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Diagnostics {
     pub digits: usize,
     pub steps: Vec<StepDiagnostics>,
@@ -60,10 +64,13 @@ pub struct Diagnostics {
     pub neurons: usize,
     /// Largest difference between two digits' logits at the readout (0: every digit gets the
     /// same answer and no gradient reaches the input weights).
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub logit_spread: f64,
     /// L2 norm of the cross-entropy gradient reaching W_in, on one mini-batch of 64 digits.
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub input_gradient_norm: f64,
     /// The same for W_out.
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub output_gradient_norm: f64,
 }
 

@@ -1,11 +1,16 @@
 //! Networks of GFR neurons on line-by-line MNIST (spec §5), with RNN and LSTM baselines.
 
 pub mod diagnose;
+pub mod experiment;
 pub mod mnist;
 pub mod model;
 pub mod train;
 
 pub use diagnose::{Diagnostics, diagnose};
+pub use experiment::{
+    GfrRun, ModelKind, NetworkObserver, NetworkRun, NetworkSpec, NeuronSource, RunDiagnostics,
+    SavedNetwork, neurons_from_network_json, run_network,
+};
 pub use mnist::{Mnist, MnistSource};
 pub use model::{
     BioInput, GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, OperatingPoint, RnnNetwork,

@@ -28,10 +28,15 @@ pub const CLIP_NORM: f64 = 5.0;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochStats {
     pub epoch: usize,
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub train_accuracy: f64,
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub test_accuracy_step1: f64,
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub test_accuracy_vote: f64,
+    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub seconds: f64,
 }
 
