@@ -360,7 +360,16 @@ pub fn backward(
             coeffs: vec![0.0; width * kk],
             threshold: vec![0.0; width],
         };
-        let mut a = vec![0.0; nb * width * n];
+        // adjoint filter states, filter-major per row: `[nb, n, width]`; ∂L/∂α, ∂L/∂β
+        // filter-major too (`[n, width]`), transposed at the end
+        let mut a = vec![0.0; nb * n * width];
+        let (alpha_t, beta_t) = (
+            transposed(nrn.alpha, nn, n, &cols),
+            transposed(nrn.beta, nn, n, &cols),
+        );
+        let (mut g_alpha, mut g_beta) = (vec![0.0; n * width], vec![0.0; n * width]);
+        let (mut r_vec, mut share, mut jj) = (vec![0.0; width], vec![0.0; width], vec![0.0; width]);
+        let (mut i_vec, mut r_prev) = (vec![0.0; width], vec![0.0; width]);
         // J_{t+1} of every neuron per row, and its recurrent share J_{t+1} Wᵀ (with W only)
         let mut j_next = vec![0.0; nb * nn];
         let mut j_cur = vec![0.0; nb * nn];
@@ -377,22 +386,41 @@ pub fn backward(
                 );
             }
             for (bl, b) in rows.clone().enumerate() {
-                for (jl, j) in cols.clone().enumerate() {
-                    if t >= lengths[b * nn + j] {
-                        j_cur[bl * nn + j] = 0.0;
-                        continue;
+                let valid = |jl: usize| t < lengths[b * nn + cols.start + jl];
+                let all_valid = (0..width).all(valid);
+                let valid_cols: Vec<usize> = if all_valid {
+                    Vec::new()
+                } else {
+                    (0..width).filter(|&jl| valid(jl)).collect()
+                };
+                // runs `f` on every valid column (in order)
+                let each = |f: &mut dyn FnMut(usize)| {
+                    if all_valid {
+                        (0..width).for_each(&mut *f)
+                    } else {
+                        valid_cols.iter().copied().for_each(&mut *f)
                     }
-                    let at = dims.at(b, t, j);
-                    let aj = &mut a[(bl * width + jl) * n..(bl * width + jl + 1) * n];
-                    let (al, bt) = (
-                        &nrn.alpha[j * n..(j + 1) * n],
-                        &nrn.beta[j * n..(j + 1) * n],
-                    );
-                    // R_t = ∂L/∂r_t + Σ_i β_i a_{t+1}[i] + Σ_m J_{t+1}[m] W[j, m]
-                    let mut r = grad_rates[at] + fed_back[bl * width + jl];
-                    for i in 0..n {
-                        r += bt[i] * aj[i];
+                };
+                let row = dims.at(b, t, cols.start);
+                // R_t = ∂L/∂r_t + Σ_m J_{t+1}[m] W[j, m] + Σ_i β_i a_{t+1}[i]
+                each(&mut |jl| r_vec[jl] = grad_rates[row + jl] + fed_back[bl * width + jl]);
+                for i in 0..n {
+                    let ai = &a[(bl * n + i) * width..(bl * n + i + 1) * width];
+                    let bi = &beta_t[i * width..(i + 1) * width];
+                    if all_valid {
+                        for ((r, b), a) in r_vec.iter_mut().zip(bi).zip(ai) {
+                            *r += b * a;
+                        }
+                    } else {
+                        for &jl in &valid_cols {
+                            r_vec[jl] += bi[jl] * ai[jl];
+                        }
                     }
+                }
+                each(&mut |jl| {
+                    let j = cols.start + jl;
+                    let at = row + jl;
+                    let r = r_vec[jl];
                     let mut e = 0.0;
                     let dr_dz = if r != 0.0 { trace.slope[at] } else { 0.0 };
                     if dr_dz != 0.0 {
@@ -410,25 +438,61 @@ pub fn backward(
                         e = r * dr_dz * dz_dv / nrn.max_current[j];
                         g.threshold[jl] -= e;
                     }
-                    let i_t = trace.total[at];
-                    let r_prev = if t > 0 {
+                    share[jl] = e / n as f64;
+                    i_vec[jl] = trace.total[at];
+                    r_prev[jl] = if t > 0 {
                         trace.rates[dims.at(b, t - 1, j)]
                     } else {
                         0.0
                     };
-                    let mut jj = 0.0;
-                    let share = e / n as f64;
-                    for i in 0..n {
-                        aj[i] = nrn.decay[i] * aj[i] + share;
-                        g.alpha[jl * n + i] += aj[i] * i_t;
-                        g.beta[jl * n + i] += aj[i] * r_prev;
-                        jj += al[i] * aj[i];
+                    jj[jl] = 0.0;
+                });
+                // a_t[i] = (1 − λ_i) a_{t+1}[i] + e / n;  ∂L/∂α_i += a_t[i] I_t;
+                // ∂L/∂β_i += a_t[i] r_{t−1};  J_t = Σ_i α_i a_t[i] (filter order, as before)
+                for i in 0..n {
+                    let d = nrn.decay[i];
+                    let ai = &mut a[(bl * n + i) * width..(bl * n + i + 1) * width];
+                    let al = &alpha_t[i * width..(i + 1) * width];
+                    let ga = &mut g_alpha[i * width..(i + 1) * width];
+                    let gb = &mut g_beta[i * width..(i + 1) * width];
+                    if all_valid {
+                        let inputs = share.iter().zip(&i_vec).zip(&r_prev).zip(al);
+                        let outputs = ai
+                            .iter_mut()
+                            .zip(ga.iter_mut())
+                            .zip(gb.iter_mut())
+                            .zip(jj.iter_mut());
+                        for ((((a, ga), gb), jj), (((s, x), rp), al)) in outputs.zip(inputs) {
+                            *a = d * *a + s;
+                            *ga += *a * x;
+                            *gb += *a * rp;
+                            *jj += al * *a;
+                        }
+                    } else {
+                        for &jl in &valid_cols {
+                            ai[jl] = d * ai[jl] + share[jl];
+                            ga[jl] += ai[jl] * i_vec[jl];
+                            gb[jl] += ai[jl] * r_prev[jl];
+                            jj[jl] += al[jl] * ai[jl];
+                        }
                     }
-                    g.current[(bl * dims.time + t) * width + jl] = jj;
-                    j_cur[bl * nn + j] = jj;
+                }
+                for jl in 0..width {
+                    let j = cols.start + jl;
+                    let value = if all_valid || valid(jl) { jj[jl] } else { 0.0 };
+                    if all_valid || valid(jl) {
+                        g.current[(bl * dims.time + t) * width + jl] = value;
+                    }
+                    j_cur[bl * nn + j] = value;
                 }
             }
             std::mem::swap(&mut j_next, &mut j_cur);
+        }
+        for jl in 0..width {
+            for i in 0..n {
+                g.alpha[jl * n + i] = g_alpha[i * width + jl];
+                g.beta[jl * n + i] = g_beta[i * width + jl];
+            }
         }
         (rows, cols, g)
     });
