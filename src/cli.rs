@@ -1260,7 +1260,8 @@ fn fit(a: FitArgs) -> Result<()> {
     );
     let fitted = |r: &&gfr::fit::CellReport| {
         // a cell skipped because its saved result is kept (retrain_model false) is done
-        r.status != "failed" && (r.status != "skipped" || r.val_evr.is_some())
+        r.status != gfr::fit::CellStatus::Failed
+            && (r.status != gfr::fit::CellStatus::Skipped || r.val_evr.is_some())
     };
     if !reports.is_empty() && !reports.iter().any(|r| fitted(&r)) {
         bail!(

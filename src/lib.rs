@@ -32,7 +32,7 @@ pub use burn::tensor::Device;
 pub use data::DataDir;
 pub use dataset::{Dataset, load_gfr_model};
 pub use device::{Backend, cpu};
-pub use fit::{CellReport, FitConfig, FitOptions, FitResult, RunConfig, fit_cells};
+pub use fit::{CellReport, CellStatus, FitConfig, FitOptions, FitResult, RunConfig, fit_cells};
 pub use network::{
     GfrNetwork, NetworkRun, NetworkSpec, TrainSettings, default_neuron, run_network,
 };

@@ -474,7 +474,7 @@ fn the_activation_fallback_is_labelled_and_duplicates_keep_the_best() {
     // the fit summary table says so too
     let report = gfr::fit::CellReport {
         cell_id: 1,
-        status: "saved".into(),
+        status: gfr::fit::CellStatus::Saved,
         val_evr: Some(0.8),
         test_evr: Some(0.75),
         train_loss: Some(0.3),

@@ -331,12 +331,50 @@ impl FitOptions {
     }
 }
 
+/// What a fit did with one cell (written as "saved", "kept-previous", "skipped", "failed").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellStatus {
+    /// A new result was written.
+    Saved,
+    /// A new result was made, but the saved one was at least as good and stays.
+    KeptPrevious,
+    /// Nothing fitted: a saved result stands (`--resume`, `retrain_model: false`) or the cell
+    /// cannot give a neuron.
+    Skipped,
+    /// The fit or the write failed.
+    Failed,
+}
+
+impl CellStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellStatus::Saved => "saved",
+            CellStatus::KeptPrevious => "kept-previous",
+            CellStatus::Skipped => "skipped",
+            CellStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for CellStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// `status == "saved"`: the written form.
+impl PartialEq<&str> for CellStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// What happened to one cell.
 #[derive(Clone, Debug, Serialize)]
 pub struct CellReport {
     pub cell_id: u64,
-    /// "saved", "kept-previous", "skipped" or "failed".
-    pub status: String,
+    pub status: CellStatus,
     pub val_evr: Option<f64>,
     pub test_evr: Option<f64>,
     pub train_loss: Option<f64>,
@@ -680,19 +718,20 @@ pub fn fit_and_save_batch(
     progress: &dyn FitProgress,
 ) -> Vec<CellReport> {
     let t0 = Instant::now();
-    let report = |cell_id: u64, status: &str, r: Option<&FitResult>, message: String| CellReport {
-        cell_id,
-        status: status.to_string(),
-        val_evr: r.map(|r| r.evr1),
-        test_evr: r.map(|r| r.evr2),
-        train_loss: r.map(FitResult::final_train_loss),
-        seconds: 0.0,
-        message,
-        activation_fallback: r.and_then(FitResult::activation_fallback),
-    };
+    let report =
+        |cell_id: u64, status: CellStatus, r: Option<&FitResult>, message: String| CellReport {
+            cell_id,
+            status,
+            val_evr: r.map(|r| r.evr1),
+            test_evr: r.map(|r| r.evr2),
+            train_loss: r.map(FitResult::final_train_loss),
+            seconds: 0.0,
+            message,
+            activation_fallback: r.and_then(FitResult::activation_fallback),
+        };
     let unfit = |cell_id: u64, e: CellError| match e {
-        CellError::Skip(m) => report(cell_id, "skipped", None, m),
-        CellError::Fail(m) => report(cell_id, "failed", None, m),
+        CellError::Skip(m) => report(cell_id, CellStatus::Skipped, None, m),
+        CellError::Fail(m) => report(cell_id, CellStatus::Failed, None, m),
     };
     let hash = opts.config_hash();
     let mut reports: Vec<Option<CellReport>> = vec![None; cell_ids.len()];
@@ -741,7 +780,7 @@ pub fn fit_and_save_batch(
                 None
             };
             if let Some(why) = skip {
-                reports[i] = Some(report(cell_id, "skipped", Some(prev), why));
+                reports[i] = Some(report(cell_id, CellStatus::Skipped, Some(prev), why));
                 continue;
             }
         }
@@ -811,12 +850,15 @@ pub fn fit_and_save_batch(
             let path = opts.result_path(cell_id);
             reports[i] = Some(match result {
                 Ok(new) => match save_if_better(&path, &new) {
-                    Ok(SaveOutcome::Written) => {
-                        report(cell_id, "saved", Some(&new), path.display().to_string())
-                    }
+                    Ok(SaveOutcome::Written) => report(
+                        cell_id,
+                        CellStatus::Saved,
+                        Some(&new),
+                        path.display().to_string(),
+                    ),
                     Ok(SaveOutcome::KeptSaved(evr1)) => report(
                         cell_id,
-                        "kept-previous",
+                        CellStatus::KeptPrevious,
                         Some(&new),
                         format!(
                             "saved result {} has evr1 {evr1:.3} ≥ new {:.3}; kept it",
@@ -824,7 +866,7 @@ pub fn fit_and_save_batch(
                             new.evr1
                         ),
                     ),
-                    Err(e) => report(cell_id, "failed", Some(&new), format!("{e:#}")),
+                    Err(e) => report(cell_id, CellStatus::Failed, Some(&new), format!("{e:#}")),
                 },
                 Err(e) => unfit(cell_id, e),
             });
@@ -916,7 +958,7 @@ pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec
         });
         for r in fit_and_save_batch(chunk, opts, &bars) {
             let line = match (&r.val_evr, &r.test_evr) {
-                (Some(v), Some(t)) if r.status != "failed" => format!(
+                (Some(v), Some(t)) if r.status != CellStatus::Failed => format!(
                     "cell {}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.2} s)",
                     r.cell_id, r.status, r.seconds
                 ),
@@ -961,7 +1003,7 @@ pub fn summary_table(reports: &[CellReport]) -> String {
     }
     let notes: Vec<_> = reports
         .iter()
-        .filter(|r| r.status == "skipped" || r.status == "failed")
+        .filter(|r| matches!(r.status, CellStatus::Skipped | CellStatus::Failed))
         .collect();
     for r in notes {
         s += &format!("  {} {}: {}\n", r.status, r.cell_id, r.message);
