@@ -370,6 +370,7 @@ pub fn backward(
         let (mut g_alpha, mut g_beta) = (vec![0.0; n * width], vec![0.0; n * width]);
         let (mut r_vec, mut share, mut jj) = (vec![0.0; width], vec![0.0; width], vec![0.0; width]);
         let (mut i_vec, mut r_prev) = (vec![0.0; width], vec![0.0; width]);
+        let every_col: Vec<usize> = (0..width).collect();
         // J_{t+1} of every neuron per row, and its recurrent share J_{t+1} Wᵀ (with W only)
         let mut j_next = vec![0.0; nb * nn];
         let mut j_cur = vec![0.0; nb * nn];
@@ -393,17 +394,13 @@ pub fn backward(
                 } else {
                     (0..width).filter(|&jl| valid(jl)).collect()
                 };
-                // runs `f` on every valid column (in order)
-                let each = |f: &mut dyn FnMut(usize)| {
-                    if all_valid {
-                        (0..width).for_each(&mut *f)
-                    } else {
-                        valid_cols.iter().copied().for_each(&mut *f)
-                    }
-                };
+                // the valid columns, in order
+                let live: &[usize] = if all_valid { &every_col } else { &valid_cols };
                 let row = dims.at(b, t, cols.start);
                 // R_t = ∂L/∂r_t + Σ_m J_{t+1}[m] W[j, m] + Σ_i β_i a_{t+1}[i]
-                each(&mut |jl| r_vec[jl] = grad_rates[row + jl] + fed_back[bl * width + jl]);
+                for &jl in live {
+                    r_vec[jl] = grad_rates[row + jl] + fed_back[bl * width + jl];
+                }
                 for i in 0..n {
                     let ai = &a[(bl * n + i) * width..(bl * n + i + 1) * width];
                     let bi = &beta_t[i * width..(i + 1) * width];
@@ -417,7 +414,7 @@ pub fn backward(
                         }
                     }
                 }
-                each(&mut |jl| {
+                for &jl in live {
                     let j = cols.start + jl;
                     let at = row + jl;
                     let r = r_vec[jl];
@@ -446,7 +443,7 @@ pub fn backward(
                         0.0
                     };
                     jj[jl] = 0.0;
-                });
+                }
                 // a_t[i] = (1 − λ_i) a_{t+1}[i] + e / n;  ∂L/∂α_i += a_t[i] I_t;
                 // ∂L/∂β_i += a_t[i] r_{t−1};  J_t = Σ_i α_i a_t[i] (filter order, as before)
                 for i in 0..n {
