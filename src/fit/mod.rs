@@ -673,9 +673,22 @@ fn better(a: f64, b: f64) -> bool {
 /// Why a cell produced no new result.
 #[derive(Debug)]
 pub enum CellError {
+    /// The cell cannot give a neuron (the reason); nothing is saved.
     Skip(String),
+    /// The fit failed (the reason).
     Fail(String),
 }
+
+impl std::fmt::Display for CellError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CellError::Skip(m) => write!(f, "skipped: {m}"),
+            CellError::Fail(m) => write!(f, "failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CellError {}
 
 /// Loads, fits and saves one cell, never replacing a saved result with a worse one.
 pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress) -> CellReport {
