@@ -143,12 +143,14 @@ impl GfrLayer {
         let [batch, time, n_neurons] = current.dims();
         let mut state = self.init_state(batch);
         let mut rates = Vec::with_capacity(time);
+        // the activation's constants once per sequence (γ = 1 is checked on the device once)
+        let prepared = self.prepare();
         for t in 0..time {
             let input = current
                 .clone()
                 .slice([0..batch, t..t + 1, 0..n_neurons])
                 .reshape([batch, n_neurons]);
-            state = self.step(state, input);
+            state = prepared.step(state, input);
             rates.push(state.rate.clone().unsqueeze_dim::<3>(1));
         }
         Tensor::cat(rates, 1)
