@@ -22,6 +22,7 @@ pub mod fit;
 pub mod fuzz;
 pub mod network;
 pub mod neuron;
+pub mod optim;
 pub mod plot;
 pub mod scan;
 pub mod simulate;

@@ -2,7 +2,7 @@
 
 use crate::fit::CellRng;
 use anyhow::{Result, bail};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand_distr::{Distribution, Normal};
 
@@ -182,7 +182,7 @@ pub fn fit_activations(
     let dt = Tensor::<2>::from_data(TensorData::new(dt, [1, cols]), &ad);
     let padded = mask.clone().equal_elem(0.0);
     let mut g = PolynomialActivation::new(&inits.iter().collect::<Vec<_>>(), &ad);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam();
     for _ in 0..epochs {
         let mu = g.forward(x.clone()) * dt.clone();
         let log_mu = (mu.clone() + eps).mask_fill(padded.clone(), 1.0).log();

@@ -2,7 +2,7 @@
 //! with the fused scan and Burn's Adam (spec §3, second stage).
 
 use crate::fit::CellRng;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 
@@ -349,7 +349,7 @@ pub fn train_runs(
     let mut layer = GfrLayer::new(inits, &ad)
         .with_trainable_filters(true)
         .with_trainable_activation(settings.train_activation);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam();
     let mut orders: Vec<Vec<usize>> = vec![(0..groups).collect(); cells];
     let mut state: Vec<CellRun> = (0..cells)
         .map(|_| CellRun::Running {

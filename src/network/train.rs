@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
@@ -268,11 +268,7 @@ pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> 
     )
 }
 
-/// The optimizer of network training: PyTorch's Adam defaults (ε = 1e-8), as the published
-/// code used.
-pub fn adam() -> ModuleOptimizer {
-    AdamConfig::new().with_epsilon(1e-8).init()
-}
+pub use crate::optim::adam;
 
 /// Trains `model` with Adam on `train`, evaluating on `test` after each epoch. `device` must
 /// be an autodiff device. Returns the trained model and the history.
