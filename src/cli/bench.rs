@@ -1,0 +1,100 @@
+//! `gfr bench`: fitting and network-training benchmarks.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::{ConfigPath, DEFAULT_BATCH_CELLS, DeviceArg, load_fit_config};
+
+#[derive(Args)]
+#[command(allow_negative_numbers = true)]
+pub(super) struct BenchArgs {
+    /// Number of simulated cells.
+    #[arg(long, default_value_t = 20)]
+    cells: usize,
+    #[command(flatten)]
+    config: ConfigPath,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Random seed of the simulated cells and the fit.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Cells fitted together (`gfr fit --batch-cells`).
+    #[arg(long = "batch-cells", default_value_t = DEFAULT_BATCH_CELLS)]
+    batch_cells: usize,
+    /// Also write the numbers as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Benchmark network training instead: seconds per epoch of the default GFR network on the
+    /// built-in 6,000-digit sample.
+    #[arg(long)]
+    network: bool,
+    /// Network benchmark: hidden neurons H.
+    #[arg(long = "n-nodes", default_value_t = 128)]
+    n_nodes: usize,
+    /// Network benchmark: digits per mini-batch.
+    #[arg(long = "batch-size", default_value_t = 64)]
+    batch_size: usize,
+    /// Network benchmark: epochs timed.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+}
+
+pub(super) fn run(a: BenchArgs) -> Result<()> {
+    if a.cells == 0 || a.batch_cells == 0 {
+        bail!("--cells and --batch-cells must be at least 1");
+    }
+    let device = a.device.device.device().context("--device")?;
+    if a.network {
+        eprintln!(
+            "benchmark: {} epochs of the default GFR network, H = {}, batch {}, on {}",
+            a.epochs,
+            a.n_nodes,
+            a.batch_size,
+            a.device.device.name()
+        );
+        let b = gfr::bench::bench_network(
+            a.n_nodes,
+            a.batch_size,
+            a.epochs.max(1),
+            a.device.device.name(),
+            device,
+        );
+        println!("seconds per epoch   {:.3}", b.seconds_per_epoch);
+        println!("test acc (step 1)   {:.3}", b.test_accuracy_step1);
+        println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
+        if let Some(p) = a.json {
+            gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
+        }
+        return Ok(());
+    }
+    let config = load_fit_config(a.config.config_path.clone())?;
+    eprintln!(
+        "benchmark: fitting {} simulated cells with config `{}` on {}",
+        a.cells,
+        config.config_name,
+        a.device.device.name()
+    );
+    let b = gfr::bench::bench_fit(
+        a.cells,
+        a.batch_cells,
+        config,
+        a.device.device.name(),
+        device,
+        a.seed,
+    )?;
+    println!(
+        "cells               {} ({} at a time)",
+        b.cells, b.batch_cells
+    );
+    println!("seconds per cell    {:.3}", b.seconds_per_cell);
+    println!("seconds per epoch   {:.5}", b.seconds_per_epoch);
+    println!("cells per hour      {:.0}", b.cells_per_hour);
+    println!("median test EVR     {:.3}", b.median_test_evr);
+    println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
+    if let Some(p) = a.json {
+        gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
+    }
+    Ok(())
+}

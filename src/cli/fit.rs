@@ -1,0 +1,164 @@
+//! `gfr fit`: one GFR neuron per cell.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use gfr::data::{DataDir, read_cell_ids};
+use gfr::fit::{FitOptions, fit_cells, summary_table};
+
+use super::{
+    BinSizes, ConfigPath, DEFAULT_BATCH_CELLS, DeviceArg, InputDataDir, ProgressBars,
+    load_fit_config,
+};
+
+#[derive(Args)]
+#[command(allow_negative_numbers = true)]
+pub(super) struct FitArgs {
+    /// CSV of cell ids (commas or newlines); default DATA_DIR/cell_ids.csv.
+    cell_ids: Option<PathBuf>,
+    #[command(flatten)]
+    bins: BinSizes,
+    /// Degree d of the activation polynomial.
+    #[arg(long, default_value_t = 1)]
+    degree: usize,
+    /// L1 weight C on the filter weights.
+    #[arg(long = "C", default_value_t = 0.0)]
+    c: f64,
+    /// Folder for the results: `bin{B}_actv{A}/{id}.pickle` and `bin{B}_actv{A}/fit_summary.json`
+    /// (one folder per bin-size pair).
+    #[arg(
+        long = "save-path",
+        visible_alias = "save_path",
+        default_value = "model/params/"
+    )]
+    save_path: PathBuf,
+    #[command(flatten)]
+    config: ConfigPath,
+    #[command(flatten)]
+    data: InputDataDir,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Random seed (activation restarts, group order).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fit N cells together in one batched model (each keeps its own parameters, optimizer
+    /// state, schedule, early stop and selection: on the CPU the results are those of
+    /// one-at-a-time bit for bit, on wgpu up to float rounding; 1 fits one cell at a time).
+    #[arg(
+        long = "batch-cells",
+        visible_alias = "batch_cells",
+        default_value_t = DEFAULT_BATCH_CELLS
+    )]
+    batch_cells: usize,
+    /// Fit only every N-th cell starting at K (`K/N`, 0 ≤ K < N), e.g. one Slurm array task.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Skip cells whose saved result for this bin-size pair was made with this config
+    /// (config, degree, C, seed), whatever `retrain_model` says: finish an interrupted run.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    bars: ProgressBars,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected K/N, e.g. 0/8"))?;
+    let k: usize = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: K is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: N is not a number"))?;
+    if n == 0 || k >= n {
+        return Err(format!("`{s}`: need 0 ≤ K < N"));
+    }
+    Ok((k, n))
+}
+
+pub(super) fn run(a: FitArgs) -> Result<()> {
+    FitOptions::check_flags(a.bins.bin_size, a.bins.activation_bin_size, a.c)?;
+    let config = load_fit_config(a.config.config_path.clone())?;
+    let data_dir = DataDir::new(&a.data.data_dir);
+    let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
+    let mut ids = read_cell_ids(&ids_path)?;
+    if let Some((k, n)) = a.shard {
+        ids = ids.into_iter().skip(k).step_by(n).collect();
+        eprintln!("shard {k}/{n}: {} cells", ids.len());
+    }
+    let device = a.device.device.device().context("--device")?;
+    let opts = FitOptions {
+        bin_size: a.bins.bin_size,
+        activation_bin_size: a.bins.activation_bin_size,
+        degree: a.degree,
+        l1: a.c,
+        save_path: a.save_path.clone(),
+        config,
+        data_dir,
+        device,
+        seed: a.seed,
+        batch_cells: a.batch_cells,
+        resume: a.resume,
+        shard: a.shard,
+    };
+    opts.check()?;
+    // a mistyped --data-dir: one clear error, not one "cannot read" per cell
+    let processed = a.data.data_dir.join("processed_data");
+    if !processed.is_dir() {
+        bail!(
+            "--data-dir {}: {} is not a folder (`gfr preprocess` or `gfr simulate` writes it)",
+            a.data.data_dir.display(),
+            processed.display()
+        );
+    }
+    eprintln!(
+        "fitting {} cells: bin {} ms, activation bin {} ms, config `{}` ({} runs), device {}",
+        ids.len(),
+        a.bins.bin_size,
+        a.bins.activation_bin_size,
+        opts.config.config_name,
+        opts.config.hparams.len(),
+        a.device.device.name()
+    );
+    let reports = fit_cells(&ids, &opts, a.bars.quiet)?;
+    print!("{}", summary_table(&reports));
+    println!(
+        "summary: {}",
+        opts.pair_dir()
+            .join(gfr::fit::summary_name(opts.shard))
+            .display()
+    );
+    let fitted = |r: &&gfr::fit::CellReport| {
+        // a cell skipped because its saved result is kept (retrain_model false) is done
+        r.status != gfr::fit::CellStatus::Failed
+            && (r.status != gfr::fit::CellStatus::Skipped || r.val_evr.is_some())
+    };
+    if !reports.is_empty() && !reports.iter().any(|r| fitted(&r)) {
+        bail!(
+            "no cell was fitted: all {} were skipped or failed (reasons above)",
+            reports.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command};
+    use clap::Parser;
+
+    /// Negative numbers after flags are values, not flags (they are then checked).
+    #[test]
+    fn negative_numbers_are_values() {
+        let cli = Cli::try_parse_from(["gfr", "fit", "--C", "-1", "--degree", "1"]).unwrap();
+        let Command::Fit(a) = cli.command else {
+            panic!("not fit")
+        };
+        assert_eq!(a.c, -1.0);
+    }
+}

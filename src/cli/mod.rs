@@ -1,0 +1,216 @@
+//! Command-line interface: one subcommand per pipeline stage, with the seed's flag spellings.
+//!
+//! This file holds the top-level parser, the dispatch and what several commands share (default
+//! inputs, flattened argument groups); each command's arguments and code are in its own file.
+
+mod bench;
+mod dataset;
+mod fit;
+mod network;
+mod plot;
+mod predict;
+mod preprocess;
+mod simulate;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use indicatif::ProgressBar;
+
+use gfr::device::Backend;
+use gfr::fit::FitConfig;
+
+/// Cells fitted together by default: batching changes no result (on the CPU, bit for bit) and
+/// saves about 40% of the time (`gfr bench`).
+const DEFAULT_BATCH_CELLS: usize = 16;
+
+/// Default input files, read from the working folder when there; else the copy compiled in.
+const DEFAULT_CONFIG: &str = "configs/default.json";
+const DEFAULT_METADATA: &str = "data/metadata.csv";
+
+/// The flag's path; else `default` when it is in the working folder; else `None` (the caller
+/// uses the built-in copy), said in one line.
+fn default_input(flag: Option<PathBuf>, default: &str) -> Option<PathBuf> {
+    if flag.is_some() {
+        return flag;
+    }
+    let p = PathBuf::from(default);
+    if p.exists() {
+        return Some(p);
+    }
+    eprintln!("{default} is not in this folder: using the copy built into gfr");
+    None
+}
+
+/// The fitting config of `--config-path` (see [`default_input`]).
+fn load_fit_config(flag: Option<PathBuf>) -> Result<FitConfig> {
+    match default_input(flag, DEFAULT_CONFIG) {
+        Some(p) => FitConfig::load(&p),
+        None => Ok(FitConfig::builtin()),
+    }
+}
+
+/// Cre lines of `--metadata` (see [`default_input`]) and where they came from.
+fn load_cre_lines(
+    flag: Option<PathBuf>,
+) -> Result<(std::collections::HashMap<u64, String>, String)> {
+    match default_input(flag, DEFAULT_METADATA) {
+        Some(p) => Ok((gfr::dataset::read_cre_lines(&p)?, p.display().to_string())),
+        None => Ok((
+            gfr::dataset::builtin_cre_lines()?,
+            format!("the built-in {DEFAULT_METADATA}"),
+        )),
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "gfr",
+    version,
+    about = "Generalized Firing Rate neurons: fit them to recordings, train networks of them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn Allen Cell Types recordings (NWB) into binned current / firing-rate traces.
+    Preprocess(preprocess::PreprocessArgs),
+    /// Simulate spiking cells under an Allen-like protocol and write them as processed data.
+    Simulate(simulate::SimulateArgs),
+    /// Fit one GFR neuron per cell (activation, then filters) and save the results.
+    Fit(fit::FitArgs),
+    /// Benchmark fitting on simulated cells: seconds per cell and per epoch, cells per hour,
+    /// peak memory.
+    Bench(bench::BenchArgs),
+    /// The dataset of fitted neurons: build, import, export, summary, show.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
+    /// Run a fitted neuron on a current trace and write its firing rate per bin.
+    Predict(predict::PredictArgs),
+    /// Train a recurrent network of GFR neurons (or an RNN / LSTM baseline) on
+    /// line-by-line MNIST. Also accepts the seed's positional form:
+    /// `gfr network 1e-3 30 64 128 True False`.
+    Network(network::NetworkArgs),
+    /// Figures: a fitted cell, the dataset's EVRs, network training curves.
+    #[command(subcommand)]
+    Plot(plot::PlotCommand),
+}
+
+const DEFAULT_DATASET: &str = "model/gfr_dataset.pickle";
+
+/// `--bin-size` and `--activation-bin-size`, with the seed's underscore spellings.
+#[derive(Args, Clone, Copy)]
+struct BinSizes {
+    /// Model bin size Δt in ms: 10, 20, 50 or 100.
+    #[arg(long = "bin-size", visible_alias = "bin_size", default_value_t = 20)]
+    bin_size: u32,
+    /// Activation bin size Δt' in ms: 20 or 100 (10 and 50 also work).
+    #[arg(
+        long = "activation-bin-size",
+        visible_alias = "activation_bin_size",
+        default_value_t = 20
+    )]
+    activation_bin_size: u32,
+}
+
+/// `--data-dir` of the commands that write processed data.
+#[derive(Args)]
+struct OutputDataDir {
+    /// Where to write processed_data/, max_firing_rates/ and cell_ids.csv.
+    #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+/// `--data-dir` of the commands that read processed data.
+#[derive(Args)]
+struct InputDataDir {
+    /// Folder with processed_data/ and max_firing_rates/.
+    #[arg(long = "data-dir", visible_alias = "data_dir", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+/// `--config-path`: the fitting config (see [`load_fit_config`]).
+#[derive(Args)]
+struct ConfigPath {
+    /// Fitting config (JSON) [default: configs/default.json when in the working folder, else
+    /// the copy built into gfr].
+    #[arg(long = "config-path", visible_alias = "config_path")]
+    config_path: Option<PathBuf>,
+}
+
+/// `--device`: the backend.
+#[derive(Args)]
+struct DeviceArg {
+    /// Backend: cpu (ndarray) or wgpu.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    device: Backend,
+}
+
+/// `--quiet` of the commands that draw progress bars (`gfr network` says it in the singular).
+#[derive(Args)]
+struct ProgressBars {
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Preprocess(a) => preprocess::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Fit(a) => fit::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Dataset(c) => dataset::run(c),
+        Command::Predict(a) => predict::run(a),
+        Command::Network(a) => network::run(a),
+        Command::Plot(c) => plot::run(c),
+    }
+}
+
+/// A line above a progress bar, or on stderr when there is no terminal to draw the bar on.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` describes every flag and argument of every subcommand in a line.
+    #[test]
+    fn every_argument_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "gfr", &mut missing);
+        assert!(missing.is_empty(), "without a description: {missing:?}");
+        Cli::command().debug_assert();
+    }
+}

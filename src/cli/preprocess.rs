@@ -1,0 +1,153 @@
+//! `gfr preprocess`: Allen Cell Types recordings (NWB) to binned traces.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use gfr::data::{DataDir, read_cell_ids, write_cell_ids};
+
+use super::{OutputDataDir, ProgressBars, load_cre_lines, say};
+
+#[derive(Args)]
+#[command(allow_negative_numbers = true)]
+pub(super) struct PreprocessArgs {
+    /// CSV of cell ids; without it, every cell of the metadata table (written to
+    /// DATA_DIR/cell_ids.csv).
+    #[arg(long = "cell-ids", visible_alias = "cell_ids")]
+    cell_ids: Option<PathBuf>,
+    /// Folder of NWB files: `specimen_{id}/ephys.nwb` (Allen SDK cache) or `{id}.nwb`.
+    #[arg(
+        long = "nwb-dir",
+        visible_alias = "nwb_dir",
+        default_value = "cell_types"
+    )]
+    nwb_dir: PathBuf,
+    #[command(flatten)]
+    data: OutputDataDir,
+    /// Allen cell metadata table (column `specimen__id`) [default: data/metadata.csv when in
+    /// the working folder, else the copy built into gfr].
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// Fetch missing NWB files from the Allen Brain Atlas API (resumable), and without
+    /// --cell-ids list the cells from the API.
+    #[arg(long)]
+    download: bool,
+    #[command(flatten)]
+    bars: ProgressBars,
+}
+
+pub(super) fn run(a: PreprocessArgs) -> Result<()> {
+    use gfr::data::preprocess::{Outcome, preprocess_cell};
+    let data = DataDir::new(&a.data.data_dir);
+    let where_to_put = || {
+        format!(
+            "put the NWB files in {dir}/specimen_{{id}}/ephys.nwb (the Allen SDK's CellTypesCache layout) or {dir}/{{id}}.nwb",
+            dir = a.nwb_dir.display()
+        )
+    };
+    let ids = match &a.cell_ids {
+        Some(p) => read_cell_ids(p)?,
+        None => {
+            let (mut ids, source) = match a.download.then(gfr::data::download::list_cells) {
+                Some(Ok(ids)) => (ids, "the Allen Brain Atlas API".to_string()),
+                other => {
+                    if let Some(Err(e)) = other {
+                        eprintln!("cannot list cells online ({e:#}); using the metadata table");
+                    }
+                    let (cre, source) = load_cre_lines(a.metadata.clone())
+                        .context("without --cell-ids the cell list comes from --metadata")?;
+                    (cre.into_keys().collect::<Vec<u64>>(), source)
+                }
+            };
+            ids.sort_unstable();
+            write_cell_ids(&data.cell_ids(), &ids)?;
+            eprintln!(
+                "{} cells from {source}; ids written to {}",
+                ids.len(),
+                data.cell_ids().display()
+            );
+            ids
+        }
+    };
+    if a.download {
+        let missing: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| gfr::data::nwb::nwb_path(&a.nwb_dir, id).is_none())
+            .collect();
+        eprintln!(
+            "downloading {} missing NWB files into {}",
+            missing.len(),
+            a.nwb_dir.display()
+        );
+        let bar = ProgressBar::new(0);
+        if a.bars.quiet {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        for (k, &id) in missing.iter().enumerate() {
+            if let Err(e) = gfr::data::download::download_nwb(&a.nwb_dir, id, &bar) {
+                if k == 0 {
+                    bar.finish_and_clear();
+                    // nothing came through: most likely offline
+                    bail!("--download: {e:#}\n{}", where_to_put());
+                }
+                say(&bar, format!("cell {id}: download failed: {e:#}"));
+            }
+        }
+        bar.finish_and_clear();
+    }
+    let bar = ProgressBar::new(ids.len() as u64);
+    if a.bars.quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(
+            "preprocessing {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap(),
+    );
+    let (mut done, mut skipped, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for &id in &ids {
+        bar.set_message(format!("cell {id}"));
+        match preprocess_cell(&a.nwb_dir, &data, id) {
+            Outcome::Done {
+                sweeps,
+                max_firing_rate,
+            } => {
+                say(
+                    &bar,
+                    format!(
+                        "cell {id}: {sweeps} sweeps, max firing rate {max_firing_rate:.3} ms⁻¹"
+                    ),
+                );
+                done.push(id);
+            }
+            Outcome::Skipped(why) => {
+                say(&bar, format!("cell {id}: skipped, {why}"));
+                skipped.push((id, why));
+            }
+            Outcome::Failed(why) => {
+                say(&bar, format!("cell {id}: FAILED, {why}"));
+                failed.push((id, why));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "preprocessed {} cells: {} done, {} skipped (outputs exist), {} failed",
+        ids.len(),
+        done.len(),
+        skipped.len(),
+        failed.len()
+    );
+    for (id, why) in &failed {
+        println!("  failed {id}: {why}");
+    }
+    if done.is_empty() && !failed.is_empty() && skipped.is_empty() {
+        bail!("no cell could be preprocessed");
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `gfr simulate`: synthetic cells written as processed data.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use gfr::data::{DataDir, read_cell_ids, write_cell_ids};
+use gfr::simulate::{GroundTruth, simulate_cell};
+
+use super::{OutputDataDir, say};
+
+#[derive(Args)]
+#[command(allow_negative_numbers = true)]
+pub(super) struct SimulateArgs {
+    /// Number of cells.
+    #[arg(long, default_value_t = 4)]
+    cells: usize,
+    /// Random seed; the same seed gives the same cells.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    data: OutputDataDir,
+    /// The model that generates spikes.
+    #[arg(long, value_enum, default_value_t = GroundTruth::Adex)]
+    truth: GroundTruth,
+    /// Id of the first cell; the others follow.
+    #[arg(long = "first-id", default_value_t = 900_000_001)]
+    first_id: u64,
+    /// Replace a DATA_DIR/cell_ids.csv that lists other cells.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+pub(super) fn run(a: SimulateArgs) -> Result<()> {
+    if a.cells == 0 {
+        bail!("--cells must be at least 1");
+    }
+    let dir = DataDir::new(&a.data.data_dir);
+    let new_ids: Vec<u64> = (0..a.cells as u64).map(|k| a.first_id + k).collect();
+    if dir.cell_ids().exists() && !a.overwrite {
+        let old = read_cell_ids(&dir.cell_ids()).unwrap_or_default();
+        if old != new_ids {
+            bail!(
+                "{} exists and lists other cells ({} ids, first {}); nothing was simulated. \
+                 Use another --data-dir, or --overwrite to replace the list",
+                dir.cell_ids().display(),
+                old.len(),
+                old.first().map_or("—".to_string(), |x| x.to_string())
+            );
+        }
+    }
+    let bar = ProgressBar::new(a.cells as u64);
+    bar.set_style(ProgressStyle::with_template("simulating {bar:30} {pos}/{len} {msg}").unwrap());
+    let mut ids = Vec::new();
+    for k in 0..a.cells {
+        let id = a.first_id + k as u64;
+        let cell = simulate_cell(id, k, a.seed, a.truth);
+        cell.recording.save(&dir)?;
+        say(
+            &bar,
+            format!(
+                "cell {id}: {} — {} sweeps, max rate {:.3} ms⁻¹",
+                cell.description,
+                cell.recording.sweeps.len(),
+                cell.recording.max_firing_rate
+            ),
+        );
+        ids.push(id);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    write_cell_ids(&dir.cell_ids(), &ids)?;
+    println!(
+        "wrote {} cells to {} (ids in {})",
+        ids.len(),
+        a.data.data_dir.display(),
+        dir.cell_ids().display()
+    );
+    Ok(())
+}
