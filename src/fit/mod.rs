@@ -4,7 +4,7 @@
 mod activation;
 mod config;
 mod evr;
-mod neuron;
+mod filters;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub use activation::{
 };
 pub use config::{FitConfig, RunConfig};
 pub use evr::{explained_variance, explained_variance_ratio};
-pub use neuron::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run, train_runs};
+pub use filters::{FitData, Repeats, RunResult, RunSettings, batch_loss, train_run, train_runs};
 pub use store::{pair_dir, pair_dir_name, summary_name};
 
 /// A cell's random stream (activation restarts, the order of training groups): ChaCha12, the
