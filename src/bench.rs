@@ -109,7 +109,8 @@ pub fn bench_network(
     device_name: &str,
     device: burn::tensor::Device,
 ) -> NetworkBench {
-    use crate::network::{GfrNetwork, TrainSettings, default_neuron, mnist, train};
+    use crate::data::mnist;
+    use crate::network::{GfrNetwork, TrainSettings, default_neuron, train};
     let (train_set, test_set) = mnist::builtin_sample();
     let device = device.autodiff();
     // the same initial network every run

@@ -3,7 +3,7 @@
 //! * [`neuron`] — the GFR neuron: parameters, activation, and the layer as Burn modules.
 //! * [`scan`] — the fused GFR scan (one Burn operation: host and CubeCL kernels, handwritten
 //!   backward) that the cell fitter and the network both run their neurons through.
-//! * [`data`] — sweeps, binning, the processed-data layout and pickle I/O.
+//! * [`data`] — sweeps, binning, the processed-data layout, pickle I/O and MNIST.
 //! * [`simulate`] — the built-in synthetic cells.
 //! * [`fit`] — fitting one GFR neuron per cell, EVR, and result files.
 //! * [`dataset`] — the dataset of fitted neurons (pickle / JSON).

@@ -1,7 +1,9 @@
-//! Data formats: binning of sweeps, the processed-data layout, and pickle I/O.
+//! Data formats: binning of sweeps, the processed-data layout, pickle I/O, and MNIST (IDX files
+//! and the built-in sample).
 
 pub mod binning;
 pub mod download;
+pub mod mnist;
 pub mod nwb;
 pub mod pickle;
 pub mod preprocess;

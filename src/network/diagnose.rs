@@ -7,9 +7,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::mnist::{Mnist, SIDE};
 use super::model::GfrNetwork;
 use super::train::{batch_tensors, logit_spread, slice_grads};
+use crate::data::mnist::{Mnist, SIDE};
 
 /// 10th, 50th and 90th percentiles.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

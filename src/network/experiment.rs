@@ -13,7 +13,6 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::diagnose::{Diagnostics, diagnose};
-use super::mnist::{self, Mnist, MnistSource};
 use super::model::{
     self, BioInput, GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, RnnNetwork,
     default_neuron, matched_hidden_sizes,
@@ -21,6 +20,7 @@ use super::model::{
 use super::train::{
     Checkpoint, EpochStats, TrainSettings, adam, parameter_counts, silent_readout, train_resumable,
 };
+use crate::data::mnist::{self, Mnist, MnistSource};
 use crate::device::Backend;
 use crate::neuron::NeuronParams;
 

@@ -2,9 +2,12 @@
 
 pub mod diagnose;
 pub mod experiment;
-pub mod mnist;
 pub mod model;
 pub mod train;
+
+/// The MNIST reader and built-in sample, which live in [`crate::data::mnist`]; re-exported so
+/// that `gfr::network::mnist` paths keep working.
+pub use crate::data::mnist;
 
 pub use diagnose::{Diagnostics, diagnose};
 pub use experiment::{

@@ -6,7 +6,7 @@ use burn::nn::{Initializer, Linear, LinearConfig, Lstm, LstmConfig, LstmState};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
-use super::mnist::SIDE;
+use crate::data::mnist::SIDE;
 use crate::neuron::{ActivationParams, GfrLayer, NeuronParams, activation_tensor1};
 
 /// Digits.
@@ -461,7 +461,7 @@ impl GfrNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::mnist;
+    use crate::data::mnist;
 
     fn fitted_like(threshold: f64, c: [f64; 2]) -> NeuronParams {
         let mut p = NeuronParams::initial(

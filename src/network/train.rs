@@ -16,8 +16,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::mnist::{Mnist, SIDE};
 use super::model::{LineClassifier, vote};
+use crate::data::mnist::{Mnist, SIDE};
 
 /// Zero-input readout steps scored by the vote.
 pub const VOTE_STEPS: usize = 5;
@@ -507,7 +507,8 @@ pub fn parameter_counts<M: Module>(model: &M) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{GfrNetwork, default_neuron, mnist};
+    use crate::data::mnist;
+    use crate::network::{GfrNetwork, default_neuron};
 
     #[test]
     fn a_silent_readout_is_detected() {
