@@ -130,7 +130,7 @@ thread_local! {
 
 /// Runs `f` with the scans of this thread kept on this thread: for callers that already
 /// split their work over the cores (the network's data-parallel mini-batches).
-pub fn serial<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn serial<T>(f: impl FnOnce() -> T) -> T {
     let before = SERIAL.with(|s| s.replace(true));
     let out = f();
     SERIAL.with(|s| s.set(before));

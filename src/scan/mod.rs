@@ -2,8 +2,9 @@
 //! as one Burn operation. The cell fitter and the network both run their neurons through it.
 //!
 //! - [`cpu`]: the host implementation (`f64`, split over the cores), also used by [`predict`];
-//! - [`cube`]: the CubeCL kernels for the wgpu backend;
-//! - [`op`]: the backend extension tying them into Burn, with a handwritten backward pass
+//! - `cube` (crate-private): the CubeCL kernels for the wgpu backend;
+//! - `op` (crate-private; [`GfrScanBackend`], [`ScanInputs`] and [`Recurrence`] are re-exported):
+//!   the backend extension tying them into Burn, with a handwritten backward pass
 //!   (backpropagation through time: the forward pass keeps r, u, I and ∂r/∂z per bin, the backward
 //!   pass runs the adjoint recurrence in reverse).
 //!
@@ -12,8 +13,8 @@
 //! differences.
 
 pub mod cpu;
-pub mod cube;
-pub mod op;
+pub(crate) mod cube;
+pub(crate) mod op;
 
 use burn::tensor::{Int, Tensor};
 
