@@ -6,6 +6,7 @@ pub mod nwb;
 pub mod pickle;
 pub mod preprocess;
 pub mod processed;
+pub mod spikes;
 pub mod unpickle;
 
 pub use binning::{PROCESSED_BIN_SIZES, ProcessedSweep, RawSweep, bin_sweep, max_firing_rate};
