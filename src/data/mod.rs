@@ -3,6 +3,7 @@
 pub mod binning;
 pub mod download;
 pub mod nwb;
+pub mod nwb2;
 pub mod pickle;
 pub mod preprocess;
 pub mod processed;

@@ -157,16 +157,19 @@ pub fn filtfilt(sos: &[Sos; 2], x: &[f64]) -> Vec<f64> {
 
 /// dV/dt (mV/ms) of a voltage trace in mV, filtered as `p` says: `n − 1` forward differences.
 pub fn dvdt(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<f64> {
-    let filtered;
-    let v = match p.filter_khz.and_then(|f| bessel_sos(rate_hz, f * 1e3)) {
-        Some(sos) => {
-            filtered = filtfilt(&sos, v_mv);
-            &filtered
-        }
-        None => v_mv,
-    };
     let scale = rate_hz * 1e-3;
-    v.windows(2).map(|w| (w[1] - w[0]) * scale).collect()
+    match p.filter_khz.and_then(|f| bessel_sos(rate_hz, f * 1e3)) {
+        Some(sos) => {
+            // differences in place, in the filtered trace's own buffer
+            let mut v = filtfilt(&sos, v_mv);
+            for i in 0..v.len().saturating_sub(1) {
+                v[i] = (v[i + 1] - v[i]) * scale;
+            }
+            v.pop();
+            v
+        }
+        None => v_mv.windows(2).map(|w| (w[1] - w[0]) * scale).collect(),
+    }
 }
 
 /// First index of the largest value of `x[lo..hi]` (numpy's `argmax`); `lo` if empty.
@@ -187,8 +190,8 @@ pub fn detect_spikes(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<Spike> 
     if n < 3 {
         return Vec::new();
     }
-    let v: Vec<f64> = if v_mv.iter().all(|x| x.is_finite()) {
-        v_mv.to_vec()
+    let v: std::borrow::Cow<[f64]> = if v_mv.iter().all(|x| x.is_finite()) {
+        std::borrow::Cow::Borrowed(v_mv)
     } else {
         let first = v_mv.iter().copied().find(|x| x.is_finite()).unwrap_or(0.0);
         v_mv.iter()
@@ -198,7 +201,8 @@ pub fn detect_spikes(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<Spike> 
                 }
                 Some(*last)
             })
-            .collect()
+            .collect::<Vec<f64>>()
+            .into()
     };
     let dv = dvdt(&v, rate_hz, p);
 
