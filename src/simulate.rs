@@ -174,6 +174,40 @@ impl AdexParams {
         (spikes, voltage)
     }
 
+    /// [`Self::run`] with an action-potential waveform drawn at each spike, for testing spike
+    /// detection from the voltage: the AdEx voltage is reset as soon as it reaches `v_peak`,
+    /// so the recorded trace would show no spike shape. From each spike sample on, within the
+    /// refractory period, the voltage rises from `v_peak` to +30 mV in 0.2 ms, falls to
+    /// 3 mV below `v_reset` in 0.6 ms and returns to `v_reset` by the end of the refractory
+    /// period (at least 1 ms). Returns spike times (s, as [`Self::run`]) and the voltage (V).
+    pub fn run_with_waveforms(
+        &self,
+        stimulus: &[f64],
+        rate_hz: f64,
+        rng: &mut StdRng,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (spikes, mut voltage) = self.run(stimulus, rate_hz, rng);
+        let (rise, fall) = (0.2, 0.6);
+        let recover = (self.t_ref.max(1.0) - rise - fall).max(0.2);
+        let (peak, trough) = (30.0, self.v_reset - 3.0);
+        for &t in &spikes {
+            let k0 = (t * rate_hz).floor() as usize;
+            let len = ((rise + fall + recover) * 1e-3 * rate_hz).ceil() as usize;
+            for (j, v) in voltage.iter_mut().skip(k0).take(len).enumerate() {
+                let tau = j as f64 * 1000.0 / rate_hz; // ms since the spike sample
+                let mv = if tau < rise {
+                    self.v_peak + (peak - self.v_peak) * tau / rise
+                } else if tau < rise + fall {
+                    peak + (trough - peak) * (tau - rise) / fall
+                } else {
+                    trough + (self.v_reset - trough) * ((tau - rise - fall) / recover).min(1.0)
+                };
+                *v = mv * 1e-3;
+            }
+        }
+        (spikes, voltage)
+    }
+
     /// Smallest 1 s step (pA) that makes the noiseless neuron spike, by bisection.
     pub fn rheobase(&self) -> f64 {
         let quiet = Self {

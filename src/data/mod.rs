@@ -5,9 +5,11 @@ pub mod binning;
 pub mod download;
 pub mod mnist;
 pub mod nwb;
+pub mod nwb2;
 pub mod pickle;
 pub mod preprocess;
 pub mod processed;
+pub mod spikes;
 pub mod unpickle;
 
 pub use binning::{PROCESSED_BIN_SIZES, ProcessedSweep, RawSweep, bin_sweep, max_firing_rate};

@@ -32,12 +32,12 @@ pub fn nwb_path(nwb_dir: &Path, cell_id: u64) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-fn h5<T>(r: rust_hdf5::Result<T>, what: &str) -> Result<T> {
+pub(crate) fn h5<T>(r: rust_hdf5::Result<T>, what: &str) -> Result<T> {
     r.map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
 /// A numeric dataset as f64, whatever its stored type.
-fn read_f64(ds: &H5Dataset, what: &str) -> Result<Vec<f64>> {
+pub(crate) fn read_f64(ds: &H5Dataset, what: &str) -> Result<Vec<f64>> {
     match ds.read_numeric_as::<f64>() {
         Ok(v) => Ok(v),
         Err(_) => Ok(h5(ds.read_numeric_as::<i64>(), what)?
@@ -222,14 +222,19 @@ pub fn read_nwb_numbered(path: &Path) -> Result<Vec<(u32, RawSweep)>> {
 fn read_numbered(path: &Path) -> Result<Vec<(u32, RawSweep)>> {
     let f = H5File::open(path)
         .map_err(|e| anyhow::anyhow!("{} is not a readable NWB/HDF5 file: {e}", path.display()))?;
-    let nums = sweep_numbers(&f).with_context(|| path.display().to_string())?;
+    read_numbered_from(&f, path)
+}
+
+/// [`read_nwb_numbered`] on a file already open (`path` names it in errors).
+pub(crate) fn read_numbered_from(f: &H5File, path: &Path) -> Result<Vec<(u32, RawSweep)>> {
+    let nums = sweep_numbers(f).with_context(|| path.display().to_string())?;
     if nums.is_empty() {
         bail!("{}: no epochs/Sweep_N groups", path.display());
     }
-    let convert = applies_conversion(pipeline_version(&f));
+    let convert = applies_conversion(pipeline_version(f));
     nums.iter()
         .map(|&n| {
-            read_sweep(&f, n, convert)
+            read_sweep(f, n, convert)
                 .map(|s| (n, s))
                 .with_context(|| format!("{}: Sweep_{n}", path.display()))
         })

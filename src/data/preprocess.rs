@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use super::binning::{PROCESSED_BIN_SIZES, bin_sweep, max_firing_rate, onset};
-use super::nwb::{nwb_path, read_nwb_numbered};
+use super::nwb::nwb_path;
+use super::nwb2::{Nwb2Options, read_recording};
 use super::processed::{CellRecording, DataDir};
 
 /// Stimuli the fit uses (training, validation, test): each of their sweeps needs an onset.
@@ -21,27 +22,64 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Bins every sweep of a cell's NWB file and writes its processed pickle and maximum firing
-/// rate. Existing outputs are kept (skipped); errors name the file.
+/// Bins every sweep of a cell's NWB file (NWB 1, or NWB 2 with spikes detected from the
+/// voltage) and writes its processed pickle and maximum firing rate. Existing outputs are kept
+/// (skipped); errors name the file. Notes on skipped NWB 2 sweeps go to stderr; the user's
+/// stimulus name mapping is picked up as [`Nwb2Options::for_nwb_dir`] says.
 pub fn preprocess_cell(nwb_dir: &Path, data: &DataDir, cell_id: u64) -> Outcome {
-    let (out, rate) = (data.processed(cell_id), data.max_firing_rate(cell_id));
-    if out.exists() && rate.exists() {
-        return Outcome::Skipped(format!("{} already exists", out.display()));
-    }
-    let Some(path) = nwb_path(nwb_dir, cell_id) else {
-        return Outcome::Failed(format!(
-            "no recording: looked for {} and {}",
-            nwb_dir
-                .join(format!("specimen_{cell_id}"))
-                .join("ephys.nwb")
-                .display(),
-            nwb_dir.join(format!("{cell_id}.nwb")).display()
-        ));
-    };
-    let raw = match read_nwb_numbered(&path) {
-        Ok(r) => r,
+    let opts = match Nwb2Options::for_nwb_dir(nwb_dir) {
+        Ok(o) => o,
         Err(e) => return Outcome::Failed(format!("{e:#}")),
     };
+    let (outcome, notes) = preprocess_cell_with(nwb_dir, data, cell_id, &opts);
+    for n in notes {
+        eprintln!("cell {cell_id}: {n}");
+    }
+    outcome
+}
+
+/// [`preprocess_cell`] with explicit NWB 2 options; returns the notes instead of printing
+/// them.
+pub fn preprocess_cell_with(
+    nwb_dir: &Path,
+    data: &DataDir,
+    cell_id: u64,
+    opts: &Nwb2Options,
+) -> (Outcome, Vec<String>) {
+    let (out, rate) = (data.processed(cell_id), data.max_firing_rate(cell_id));
+    if out.exists() && rate.exists() {
+        return (
+            Outcome::Skipped(format!("{} already exists", out.display())),
+            Vec::new(),
+        );
+    }
+    let Some(path) = nwb_path(nwb_dir, cell_id) else {
+        return (
+            Outcome::Failed(format!(
+                "no recording: looked for {} and {}",
+                nwb_dir
+                    .join(format!("specimen_{cell_id}"))
+                    .join("ephys.nwb")
+                    .display(),
+                nwb_dir.join(format!("{cell_id}.nwb")).display()
+            )),
+            Vec::new(),
+        );
+    };
+    let rec = match read_recording(&path, opts) {
+        Ok(r) => r,
+        Err(e) => return (Outcome::Failed(format!("{e:#}")), Vec::new()),
+    };
+    let notes = rec.notes;
+    (bin_and_save(&path, data, cell_id, rec.sweeps), notes)
+}
+
+fn bin_and_save(
+    path: &Path,
+    data: &DataDir,
+    cell_id: u64,
+    raw: Vec<(u32, super::binning::RawSweep)>,
+) -> Outcome {
     // a sweep the fit uses whose current never changes has no onset to align its bins to
     if let Some((n, s)) = raw
         .iter()
