@@ -559,3 +559,127 @@ pub fn plot_networks(files: &[PathBuf], out: &Path, format: Format) -> Result<Pa
         }
     )
 }
+
+/// At most `max` points of a trace (t, y), keeping each bucket's minimum and maximum so that
+/// spikes stay visible.
+fn decimate(y: &[f64], rate_hz: f64, max: usize) -> Vec<(f64, f64)> {
+    let bucket = y.len().div_ceil(max / 2).max(1);
+    let mut out = Vec::with_capacity(2 * y.len().div_ceil(bucket));
+    for (b, chunk) in y.chunks(bucket).enumerate() {
+        let base = b * bucket;
+        let (mut lo, mut hi) = (0, 0);
+        for (k, v) in chunk.iter().enumerate() {
+            if v < &chunk[lo] {
+                lo = k;
+            }
+            if v > &chunk[hi] {
+                hi = k;
+            }
+        }
+        for k in if lo <= hi { [lo, hi] } else { [hi, lo] } {
+            out.push(((base + k) as f64 / rate_hz, chunk[k]));
+        }
+    }
+    out
+}
+
+/// A sweep's membrane potential (mV) with its detected spikes (and the stored ones, for NWB 1
+/// files) marked, above its stimulus current (pA). Written as `sweep_{N}_spikes.{ext}`.
+pub fn plot_spikes(
+    cell_id: u64,
+    s: &crate::data::spikes::SweepSpikes,
+    out: &Path,
+    format: Format,
+) -> Result<PathBuf> {
+    let sweep = &s.sweep;
+    let rate = sweep.sampling_rate;
+    let end = sweep
+        .response
+        .iter()
+        .rposition(|&v| v != 0.0 && v.is_finite())
+        .map_or(0, |k| k + 1);
+    let mv: Vec<f64> = sweep.response[..end].iter().map(|v| v * 1e3).collect();
+    let pa: Vec<f64> = sweep.stimulus.iter().map(|i| i * 1e12).collect();
+    let voltage = decimate(&mv, rate, 20_000);
+    let current = decimate(&pa, rate, 20_000);
+    let at = |t: f64| mv.get((t * rate) as usize).copied().unwrap_or(f64::NAN);
+    let path = out.join(format!(
+        "cell_{cell_id}_sweep_{}_spikes.{}",
+        s.sweep_number,
+        format.ext()
+    ));
+    figure!(&path, format, (1400, 800), |root| {
+        let (top, bottom) = root.split_vertically(540);
+        let (t0, _) = range(voltage.iter().map(|p| p.0), 0.0);
+        let (y0, y1) = range(voltage.iter().map(|p| p.1), 0.05);
+        let mut chart = ChartBuilder::on(&top)
+            .caption(
+                format!(
+                    "cell {cell_id}, sweep {} ({}): {} spikes detected{}",
+                    s.sweep_number,
+                    s.stimulus_name,
+                    s.detected.len(),
+                    s.stored
+                        .as_ref()
+                        .map(|st| format!(", {} stored", st.len()))
+                        .unwrap_or_default()
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(t0..voltage.last().map_or(1.0, |p| p.0), y0..y1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .y_desc("membrane potential (mV)")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(
+                voltage.iter().copied(),
+                PALETTE[0].stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("voltage")
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], PALETTE[0].stroke_width(3))
+            });
+        chart
+            .draw_series(
+                s.detected
+                    .iter()
+                    .map(|&t| Circle::new((t, at(t)), 4, PALETTE[3].filled())),
+            )
+            .map_err(err)?
+            .label("detected (threshold)")
+            .legend(|(x, y)| Circle::new((x + 9, y), 4, PALETTE[3].filled()));
+        if let Some(stored) = &s.stored {
+            chart
+                .draw_series(stored.iter().map(|&t| {
+                    TriangleMarker::new((t, y1 - 0.03 * (y1 - y0)), 5, PALETTE[2].filled())
+                }))
+                .map_err(err)?
+                .label("stored in the file")
+                .legend(|(x, y)| TriangleMarker::new((x + 9, y), 5, PALETTE[2].filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        line_panel(
+            &bottom,
+            "",
+            "time (s)",
+            "stimulus (pA)",
+            &[(String::new(), current, PALETTE[1], 1)],
+            SeriesLabelPosition::UpperRight,
+        )?;
+    })
+}

@@ -565,3 +565,80 @@ fn bench_preprocess_100mb() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn gfr_spikes_writes_the_detected_times_and_a_figure() {
+    let dir = scratch("spikes-cli");
+    let nwb = dir.join("nwb");
+    let fixture = sweeps(RATE, 3.0, 5);
+    write_nwb2(&nwb.join("31.nwb"), &fixture, RATE, false);
+    let mut kept: Vec<&Sweep> = fixture.iter().filter(|s| !s.name.is_empty()).collect();
+    kept.sort_by_key(|s| s.number);
+    let spiking = kept
+        .iter()
+        .find(|s| s.spikes.len() >= 3)
+        .expect("a sweep that fires");
+    let csv = dir.join("out/spikes.csv");
+    let figures = dir.join("figs");
+    let out = ok(&gfr(&[
+        "spikes",
+        "--cell-id",
+        "31",
+        "--nwb-dir",
+        s(&nwb),
+        "--out",
+        s(&csv),
+        "--plot-sweep",
+        &spiking.number.to_string(),
+        "--figures",
+        s(&figures),
+    ]));
+    // one CSV row per detected spike, in seconds, matching the true times within 1 ms
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("cell_id,sweep_number,stimulus_name,source,spike_time_s")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    for want in &kept {
+        let got: Vec<f64> = rows
+            .iter()
+            .filter(|r| r[1] == want.number.to_string())
+            .map(|r| {
+                assert_eq!((r[0], r[2], r[3]), ("31", want.name, "detected"));
+                r[4].parse().unwrap()
+            })
+            .collect();
+        let (_, _, f1) = gfr::data::spikes::match_score(&got, &want.spikes, 1e-3);
+        assert!(
+            want.spikes.is_empty() && got.is_empty() || f1 >= 0.99,
+            "sweep {}: F1 {f1}, {} detected, {} true\n{out}",
+            want.number,
+            got.len(),
+            want.spikes.len()
+        );
+    }
+    let fig = figures.join(format!("cell_31_sweep_{}_spikes.png", spiking.number));
+    assert!(std::fs::metadata(&fig).unwrap().len() > 10_000, "{out}");
+    // a sweep that is not there is an error that lists the sweeps
+    let err = fails(&gfr(&[
+        "spikes",
+        "--cell-id",
+        "31",
+        "--nwb-dir",
+        s(&nwb),
+        "--out",
+        s(&csv),
+        "--plot-sweep",
+        "9999",
+    ]));
+    assert!(
+        err.contains("--plot-sweep 9999: no such current-clamp sweep"),
+        "{err}"
+    );
+    // a cell without a file names both places looked at
+    let err = fails(&gfr(&["spikes", "--cell-id", "32", "--nwb-dir", s(&nwb)]));
+    assert!(err.contains("no NWB file for cell 32"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -11,6 +11,7 @@ mod plot;
 mod predict;
 mod preprocess;
 mod simulate;
+mod spikes;
 
 use std::path::PathBuf;
 
@@ -98,6 +99,9 @@ enum Command {
     /// Figures: a fitted cell, the dataset's EVRs, network training curves.
     #[command(subcommand)]
     Plot(plot::PlotCommand),
+    /// Spike times of a cell's sweeps: stored in its NWB file (NWB 1) or detected from the
+    /// membrane potential (NWB 2; NWB 1 too, as a check), as CSV, with a figure per sweep.
+    Spikes(spikes::SpikesArgs),
 }
 
 const DEFAULT_DATASET: &str = "model/gfr_dataset.pickle";
@@ -168,6 +172,7 @@ pub fn run() -> Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Network(a) => network::run(a),
         Command::Plot(c) => plot::run(c),
+        Command::Spikes(a) => spikes::run(a),
     }
 }
 

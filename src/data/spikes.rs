@@ -397,3 +397,59 @@ pub fn match_score(detected: &[f64], truth: &[f64], tol: f64) -> (f64, f64, f64)
     };
     (precision, recall, f1)
 }
+
+/// The spikes of one sweep of a cell's NWB file, as `gfr spikes` reports them.
+#[derive(Clone, Debug)]
+pub struct SweepSpikes {
+    pub sweep_number: u32,
+    pub stimulus_name: String,
+    /// Spike times stored in the file (s from the sweep's start): NWB 1 files carry them;
+    /// `None` for NWB 2.
+    pub stored: Option<Vec<f64>>,
+    /// Spike times detected from the membrane potential (s): NWB 2 always; NWB 1 too, for a
+    /// check against the stored ones.
+    pub detected: Vec<f64>,
+    /// The sweep itself (stimulus in A, voltage in V, sampling rate), for a figure.
+    pub sweep: super::binning::RawSweep,
+}
+
+/// Reads a cell's NWB file (version 1 or 2) and reports every sweep's spikes: stored and/or
+/// detected with `params`. For NWB 1 files the detector runs on the recorded voltage, so its
+/// times can be checked against the Allen pipeline's.
+pub fn cell_spikes(
+    path: &std::path::Path,
+    opts: &super::nwb2::Nwb2Options,
+    params: &SpikeParams,
+) -> anyhow::Result<(Vec<SweepSpikes>, Vec<String>)> {
+    use super::nwb2::{NwbVersion, nwb_version};
+    let version = rust_hdf5::H5File::open(path)
+        .map(|f| nwb_version(&f))
+        .map_err(|e| anyhow::anyhow!("{} is not a readable NWB/HDF5 file: {e}", path.display()))?;
+    let rec = super::nwb2::read_recording(path, opts)?;
+    let sweeps = rec
+        .sweeps
+        .into_iter()
+        .map(|(sweep_number, sweep)| {
+            let (stored, detected) = match version {
+                NwbVersion::One => {
+                    let end = sweep
+                        .response
+                        .iter()
+                        .rposition(|&v| v != 0.0 && v.is_finite())
+                        .map_or(0, |k| k + 1);
+                    let times = spike_times(&sweep.response[..end], sweep.sampling_rate, params);
+                    (Some(sweep.spike_times.clone()), times)
+                }
+                NwbVersion::Two(_) => (None, sweep.spike_times.clone()),
+            };
+            SweepSpikes {
+                sweep_number,
+                stimulus_name: sweep.stimulus_name.clone(),
+                stored,
+                detected,
+                sweep,
+            }
+        })
+        .collect();
+    Ok((sweeps, rec.notes))
+}
