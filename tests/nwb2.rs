@@ -642,3 +642,27 @@ fn gfr_spikes_writes_the_detected_times_and_a_figure() {
     assert!(err.contains("no NWB file for cell 32"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn preprocess_cells_from_rust_reports_every_cell() {
+    use gfr::data::preprocess::preprocess_cells;
+    let dir = scratch("preprocess-api");
+    let nwb = dir.join("nwb");
+    write_nwb2(&nwb.join("41.nwb"), &sweeps(RATE, 3.0, 7), RATE, false);
+    let data = gfr::data::DataDir::new(dir.join("data"));
+    // one cell without a file does not stop the run
+    let s = preprocess_cells(&nwb, &data, &[41, 42], &()).unwrap();
+    assert_eq!(s.done.len(), 1);
+    assert_eq!(s.done[0].0, 41);
+    assert_eq!(s.failed.len(), 1);
+    assert!(
+        s.failed[0].0 == 42 && s.failed[0].1.contains("no recording"),
+        "{:?}",
+        s.failed
+    );
+    assert!(gfr::data::CellRecording::load(&data, 41).is_ok());
+    // a second run keeps what exists
+    let s = preprocess_cells(&nwb, &data, &[41], &()).unwrap();
+    assert_eq!((s.done.len(), s.skipped.len(), s.total()), (0, 1, 1));
+    std::fs::remove_dir_all(dir).unwrap();
+}

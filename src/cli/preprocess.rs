@@ -39,7 +39,7 @@ pub(super) struct PreprocessArgs {
 }
 
 pub(super) fn run(a: PreprocessArgs) -> Result<()> {
-    use gfr::data::preprocess::{Outcome, preprocess_cell};
+    use gfr::data::preprocess::preprocess_cells;
     let data = DataDir::new(&a.data.data_dir);
     let where_to_put = || {
         format!(
@@ -108,46 +108,48 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
         )
         .unwrap(),
     );
-    let (mut done, mut skipped, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for &id in &ids {
-        bar.set_message(format!("cell {id}"));
-        match preprocess_cell(&a.nwb_dir, &data, id) {
-            Outcome::Done {
-                sweeps,
-                max_firing_rate,
-            } => {
-                say(
-                    &bar,
-                    format!(
-                        "cell {id}: {sweeps} sweeps, max firing rate {max_firing_rate:.3} ms⁻¹"
-                    ),
-                );
-                done.push(id);
-            }
-            Outcome::Skipped(why) => {
-                say(&bar, format!("cell {id}: skipped, {why}"));
-                skipped.push((id, why));
-            }
-            Outcome::Failed(why) => {
-                say(&bar, format!("cell {id}: FAILED, {why}"));
-                failed.push((id, why));
-            }
-        }
-        bar.inc(1);
-    }
+    let summary = preprocess_cells(&a.nwb_dir, &data, &ids, &Bar(&bar))?;
     bar.finish_and_clear();
     println!(
         "preprocessed {} cells: {} done, {} skipped (outputs exist), {} failed",
-        ids.len(),
-        done.len(),
-        skipped.len(),
-        failed.len()
+        summary.total(),
+        summary.done.len(),
+        summary.skipped.len(),
+        summary.failed.len()
     );
-    for (id, why) in &failed {
+    for (id, why) in &summary.failed {
         println!("  failed {id}: {why}");
     }
+    let (done, failed, skipped) = (&summary.done, &summary.failed, &summary.skipped);
     if done.is_empty() && !failed.is_empty() && skipped.is_empty() {
         bail!("no cell could be preprocessed");
     }
     Ok(())
+}
+
+/// The progress bar and the per-cell lines of `gfr preprocess`.
+struct Bar<'a>(&'a ProgressBar);
+
+impl gfr::data::preprocess::PreprocessProgress for Bar<'_> {
+    fn cell_started(&self, _index: usize, _total: usize, cell_id: u64) {
+        self.0.set_message(format!("cell {cell_id}"));
+    }
+    fn note(&self, cell_id: u64, msg: &str) {
+        say(self.0, format!("cell {cell_id}: {msg}"));
+    }
+    fn cell_done(&self, cell_id: u64, outcome: &gfr::data::preprocess::Outcome) {
+        use gfr::data::preprocess::Outcome;
+        let line = match outcome {
+            Outcome::Done {
+                sweeps,
+                max_firing_rate,
+            } => format!(
+                "cell {cell_id}: {sweeps} sweeps, max firing rate {max_firing_rate:.3} ms⁻¹"
+            ),
+            Outcome::Skipped(why) => format!("cell {cell_id}: skipped, {why}"),
+            Outcome::Failed(why) => format!("cell {cell_id}: FAILED, {why}"),
+        };
+        say(self.0, line);
+        self.0.inc(1);
+    }
 }

@@ -108,3 +108,63 @@ fn bin_and_save(
         Err(e) => Outcome::Failed(format!("{e:#}")),
     }
 }
+
+/// Callbacks of a preprocessing run over many cells (no-ops by default); the command line
+/// draws its progress bar through them.
+pub trait PreprocessProgress {
+    /// Cell `cell_id` (the `index`-th of `total`) starts.
+    fn cell_started(&self, _index: usize, _total: usize, _cell_id: u64) {}
+    /// A remark about one cell (e.g. an NWB 2 sweep skipped).
+    fn note(&self, _cell_id: u64, _msg: &str) {}
+    /// Cell `cell_id` ended as `outcome`.
+    fn cell_done(&self, _cell_id: u64, _outcome: &Outcome) {}
+}
+
+impl PreprocessProgress for () {}
+
+/// What a preprocessing run did, cell by cell.
+#[derive(Clone, Debug, Default)]
+pub struct PreprocessSummary {
+    /// Cells written: (id, sweeps, γ in ms⁻¹).
+    pub done: Vec<(u64, usize, f64)>,
+    /// Cells whose outputs already existed: (id, why).
+    pub skipped: Vec<(u64, String)>,
+    /// Cells that could not be preprocessed: (id, why). One failed cell never stops the run.
+    pub failed: Vec<(u64, String)>,
+}
+
+impl PreprocessSummary {
+    pub fn total(&self) -> usize {
+        self.done.len() + self.skipped.len() + self.failed.len()
+    }
+}
+
+/// Preprocesses every cell of `cell_ids` (see [`preprocess_cell_with`]), reporting through
+/// `progress`. The NWB 2 stimulus-name mapping is read once, as [`Nwb2Options::for_nwb_dir`]
+/// says; an unreadable mapping file is an error before any cell.
+pub fn preprocess_cells(
+    nwb_dir: &Path,
+    data: &DataDir,
+    cell_ids: &[u64],
+    progress: &dyn PreprocessProgress,
+) -> anyhow::Result<PreprocessSummary> {
+    let opts = Nwb2Options::for_nwb_dir(nwb_dir)?;
+    let mut summary = PreprocessSummary::default();
+    for (k, &id) in cell_ids.iter().enumerate() {
+        progress.cell_started(k, cell_ids.len(), id);
+        let (outcome, notes) = preprocess_cell_with(nwb_dir, data, id, &opts);
+        for n in &notes {
+            progress.note(id, n);
+        }
+        progress.cell_done(id, &outcome);
+        match outcome {
+            Outcome::Done {
+                sweeps,
+                max_firing_rate,
+            } => summary.done.push((id, sweeps, max_firing_rate)),
+            Outcome::Skipped(why) => summary.skipped.push((id, why)),
+            Outcome::Failed(why) => summary.failed.push((id, why)),
+        }
+    }
+    Ok(summary)
+}
