@@ -25,7 +25,7 @@ pub fn run(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
     let opts = FitOptions::new(data, dir.join("params"), config, gfr::cpu());
 
     // saves params/bin20_actv20/{id}.pickle and fit_summary.json; quiet: no progress bars
-    let reports = fit_cells(&[cell_id], &opts, true)?;
+    let reports = fit_cells(&[cell_id], &opts, &())?;
     let r = &reports[0];
     match (r.val_evr, r.test_evr) {
         (Some(val), Some(test)) => Ok((val, test)),

@@ -6,7 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use gfr::data::{DataDir, read_cell_ids};
-use gfr::fit::{FitOptions, fit_cells, summary_table};
+use gfr::fit::{FitOptions, FitProgress, fit_cells, summary_table};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{
     BinSizes, ConfigPath, DEFAULT_BATCH_CELLS, DeviceArg, InputDataDir, ProgressBars,
@@ -125,7 +126,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         opts.config.hparams.len(),
         a.device.device.name()
     );
-    let reports = fit_cells(&ids, &opts, a.bars.quiet)?;
+    let reports = fit_cells(&ids, &opts, &FitBars::new(ids.len(), a.bars.quiet))?;
     print!("{}", summary_table(&reports));
     println!(
         "summary: {}",
@@ -145,6 +146,98 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The two progress bars of `gfr fit` (cells; epochs of the current run) and its per-cell lines.
+struct FitBars {
+    mp: MultiProgress,
+    cells: ProgressBar,
+    epochs: ProgressBar,
+    /// "run i/k" of the current run, shown before the loss.
+    run: std::cell::RefCell<String>,
+    quiet: bool,
+}
+
+impl FitBars {
+    fn new(cells: usize, quiet: bool) -> Self {
+        let mp = MultiProgress::with_draw_target(if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        });
+        let bar = mp.add(ProgressBar::new(cells as u64));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "cells  {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap(),
+        );
+        let epochs = mp.add(ProgressBar::new(0));
+        epochs
+            .set_style(ProgressStyle::with_template("epochs {bar:30} {pos}/{len} {msg}").unwrap());
+        Self {
+            mp,
+            cells: bar,
+            epochs,
+            run: Default::default(),
+            quiet,
+        }
+    }
+}
+
+impl FitProgress for FitBars {
+    fn stage(&self, msg: &str) {
+        self.epochs.set_message(msg.to_string());
+    }
+    fn note(&self, msg: &str) {
+        // a hidden bar (--quiet, or no terminal) prints nothing through println
+        if self.epochs.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            self.epochs.println(msg);
+        }
+    }
+    fn run_started(&self, run: usize, runs: usize, epochs: usize) {
+        self.epochs.reset();
+        self.epochs.set_length(epochs as u64);
+        *self.run.borrow_mut() = format!("run {}/{runs}", run + 1);
+        self.epochs.set_message(self.run.borrow().clone());
+    }
+    fn epoch(&self, _epoch: usize, train_loss: f64) {
+        self.epochs.inc(1);
+        self.epochs
+            .set_message(format!("{} loss {train_loss:.4}", self.run.borrow()));
+    }
+    fn batch_started(&self, chunk: &[u64]) {
+        self.cells.set_message(match chunk {
+            [one] => format!("cell {one}"),
+            many => format!(
+                "cells {}…{} ({} together)",
+                many[0],
+                many[many.len() - 1],
+                many.len()
+            ),
+        });
+    }
+    fn cell_done(&self, r: &gfr::fit::CellReport) {
+        let line = match (&r.val_evr, &r.test_evr) {
+            (Some(v), Some(t)) if r.status != gfr::fit::CellStatus::Failed => format!(
+                "cell {}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.2} s)",
+                r.cell_id, r.status, r.seconds
+            ),
+            _ => format!("cell {}: {} — {}", r.cell_id, r.status, r.message),
+        };
+        if self.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("{line}")
+        } else {
+            self.mp.println(line).ok();
+        }
+        self.cells.inc(1);
+    }
+    fn finished(&self) {
+        self.epochs.finish_and_clear();
+        self.cells.finish_and_clear();
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use serde::Serialize;
 
@@ -385,13 +384,20 @@ pub struct CellReport {
     pub activation_fallback: Option<u32>,
 }
 
-/// Progress callbacks of a cell fit (no-ops by default).
+/// Progress callbacks of a fit (no-ops by default); the command line draws its progress bars
+/// through them.
 pub trait FitProgress {
     fn stage(&self, _msg: &str) {}
-    /// A remark about one cell, worth a line of its own.
+    /// A remark about one cell (or the run), worth a line of its own.
     fn note(&self, _msg: &str) {}
     fn run_started(&self, _run: usize, _runs: usize, _epochs: usize) {}
     fn epoch(&self, _epoch: usize, _train_loss: f64) {}
+    /// [`fit_cells`]: a batch of cells starts.
+    fn batch_started(&self, _cells: &[u64]) {}
+    /// [`fit_cells`]: a cell is done (saved, kept, skipped or failed).
+    fn cell_done(&self, _report: &CellReport) {}
+    /// [`fit_cells`]: every cell is done.
+    fn finished(&self) {}
 }
 
 impl FitProgress for () {}
@@ -895,103 +901,38 @@ pub fn fit_and_save_batch(
         .collect()
 }
 
-struct Bars {
-    epochs: ProgressBar,
-    /// "run i/k" of the current run, shown before the loss.
-    run: std::cell::RefCell<String>,
-}
-
-impl FitProgress for Bars {
-    fn stage(&self, msg: &str) {
-        self.epochs.set_message(msg.to_string());
-    }
-    fn note(&self, msg: &str) {
-        // a hidden bar (--quiet, or no terminal) prints nothing through println
-        if self.epochs.is_hidden() {
-            eprintln!("{msg}");
-        } else {
-            self.epochs.println(msg);
-        }
-    }
-    fn run_started(&self, run: usize, runs: usize, epochs: usize) {
-        self.epochs.reset();
-        self.epochs.set_length(epochs as u64);
-        *self.run.borrow_mut() = format!("run {}/{runs}", run + 1);
-        self.epochs.set_message(self.run.borrow().clone());
-    }
-    fn epoch(&self, _epoch: usize, train_loss: f64) {
-        self.epochs.inc(1);
-        self.epochs
-            .set_message(format!("{} loss {train_loss:.4}", self.run.borrow()));
-    }
-}
-
-/// Fits every cell with progress bars and writes the summary (`fit_summary.json`, or
-/// `fit_summary.shard-K-of-N.json`) in the pair folder `SAVE_PATH/bin{B}_actv{A}`. One bad
-/// cell never stops the others; the save path is checked for writing before any work, and
-/// a summary that cannot be written is a warning (the reports are still returned).
-pub fn fit_cells(cell_ids: &[u64], opts: &FitOptions, quiet: bool) -> Result<Vec<CellReport>> {
+/// Fits every cell (`opts.batch_cells` at a time), reporting through `progress`, and writes
+/// the summary (`fit_summary.json`, or `fit_summary.shard-K-of-N.json`) in the pair folder
+/// `SAVE_PATH/bin{B}_actv{A}`. One bad cell never stops the others; the save path is checked
+/// for writing before any work, and a summary that cannot be written is a note (the reports
+/// are still returned).
+pub fn fit_cells(
+    cell_ids: &[u64],
+    opts: &FitOptions,
+    progress: &dyn FitProgress,
+) -> Result<Vec<CellReport>> {
     opts.check()?;
     let dir = opts.pair_dir();
     store::check_writable(&dir, "--save-path")?;
     for stale in crate::data::pickle::clean_stale_temporaries(&dir) {
-        eprintln!(
+        progress.note(&format!(
             "removed {}, left by a process that no longer runs",
             stale.display()
-        );
+        ));
     }
-    let mp = MultiProgress::with_draw_target(if quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
-    let cells = mp.add(ProgressBar::new(cell_ids.len() as u64));
-    cells.set_style(
-        ProgressStyle::with_template(
-            "cells  {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap(),
-    );
-    let epochs = mp.add(ProgressBar::new(0));
-    epochs.set_style(ProgressStyle::with_template("epochs {bar:30} {pos}/{len} {msg}").unwrap());
-    let bars = Bars {
-        epochs,
-        run: Default::default(),
-    };
     let mut reports = Vec::new();
     for chunk in cell_ids.chunks(opts.batch_cells.max(1)) {
-        cells.set_message(match chunk {
-            [one] => format!("cell {one}"),
-            many => format!(
-                "cells {}…{} ({} together)",
-                many[0],
-                many[many.len() - 1],
-                many.len()
-            ),
-        });
-        for r in fit_and_save_batch(chunk, opts, &bars) {
-            let line = match (&r.val_evr, &r.test_evr) {
-                (Some(v), Some(t)) if r.status != CellStatus::Failed => format!(
-                    "cell {}: {} (val EVR {v:.3}, test EVR {t:.3}, {:.2} s)",
-                    r.cell_id, r.status, r.seconds
-                ),
-                _ => format!("cell {}: {} — {}", r.cell_id, r.status, r.message),
-            };
-            if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                eprintln!("{line}")
-            } else {
-                mp.println(line).ok();
-            }
+        progress.batch_started(chunk);
+        for r in fit_and_save_batch(chunk, opts, progress) {
+            progress.cell_done(&r);
             reports.push(r);
-            cells.inc(1);
         }
     }
-    bars.epochs.finish_and_clear();
-    cells.finish_and_clear();
+    progress.finished();
     let json = serde_json::to_vec_pretty(&reports)?;
     let summary = dir.join(summary_name(opts.shard));
     if let Err(e) = write_atomic(&summary, &json) {
-        eprintln!("warning: the summary was not saved: {e:#}");
+        progress.note(&format!("warning: the summary was not saved: {e:#}"));
     }
     Ok(reports)
 }
