@@ -26,7 +26,6 @@ pub fn run() -> (f64, f64) {
         epochs: 1,
         batch_size: 32,
         seed: 0,
-        quiet: true,
     };
     let (_trained, history) = gfr::network::train(net, &train_set, &test_set, &settings, &device);
     let last = history.last().expect("one epoch");

@@ -121,7 +121,6 @@ pub fn bench_network(
         epochs,
         batch_size,
         seed: 0,
-        quiet: true,
     };
     let (_, history) = train(net, &train_set, &test_set, &settings, &device);
     NetworkBench {

@@ -31,7 +31,6 @@ fn tiny(dir: &std::path::Path) -> NetworkSpec {
         mnist_dir: dir.join("no-mnist"),
         offline: true,
         save_dir: dir.join("runs"),
-        quiet: true,
         ..NetworkSpec::default()
     }
 }

@@ -204,9 +204,8 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
         resume: a.resume,
         overwrite: a.overwrite,
         diagnose: a.diagnose,
-        quiet: a.quiet,
     };
-    if let Some(saved) = run_network(&spec, &Stderr)? {
+    if let Some(saved) = run_network(&spec, &EpochBar::new(a.quiet))? {
         println!(
             "saved {} and {}",
             saved.json.display(),
@@ -216,16 +215,72 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints a run's notes on stderr and names settings by their flags.
-struct Stderr;
+/// Prints a run's notes on stderr, names settings by their flags, and draws the epoch's
+/// progress bar and a line per epoch.
+struct EpochBar {
+    bar: indicatif::ProgressBar,
+    training: std::cell::Cell<bool>,
+}
 
-impl gfr::network::NetworkObserver for Stderr {
+impl EpochBar {
+    fn new(quiet: bool) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            if quiet {
+                indicatif::ProgressDrawTarget::hidden()
+            } else {
+                indicatif::ProgressDrawTarget::stderr()
+            },
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+            )
+            .unwrap(),
+        );
+        Self {
+            bar,
+            training: Default::default(),
+        }
+    }
+}
+
+impl gfr::network::NetworkObserver for EpochBar {
     fn note(&self, line: &str) {
-        eprintln!("{line}");
+        // a hidden bar (--quiet, or no terminal: `gfr network … > log`) prints nothing
+        // through println
+        if self.training.get() && !self.bar.is_hidden() {
+            self.bar.println(line)
+        } else {
+            eprintln!("{line}");
+        }
     }
 
     fn setting(&self, field: &str) -> String {
         format!("--{}", field.replace('_', "-"))
+    }
+
+    fn epoch_started(&self, epoch: usize, epochs: usize, batches: usize) {
+        self.training.set(true);
+        self.bar.reset();
+        self.bar.set_length(batches as u64);
+        self.bar.set_message(format!("{}/{epochs}", epoch + 1));
+    }
+
+    fn batch_done(&self) {
+        self.bar.inc(1);
+    }
+
+    fn epoch_done(&self, s: &gfr::network::EpochStats) {
+        self.note(&format!(
+            "epoch {:>3}: train loss {:.4}, train acc {:.3}, test acc {:.3} (step 1) / {:.3} (vote), {:.1} s",
+            s.epoch, s.train_loss, s.train_accuracy, s.test_accuracy_step1, s.test_accuracy_vote, s.seconds
+        ));
+    }
+
+    fn training_finished(&self) {
+        self.bar.finish_and_clear();
+        self.training.set(false);
     }
 }
 

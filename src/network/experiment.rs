@@ -18,7 +18,8 @@ use super::model::{
     default_neuron, matched_hidden_sizes,
 };
 use super::train::{
-    Checkpoint, EpochStats, TrainSettings, adam, parameter_counts, silent_readout, train_resumable,
+    Checkpoint, EpochStats, TrainProgress, TrainSettings, adam, parameter_counts, silent_readout,
+    train_resumable,
 };
 use crate::data::mnist::{self, Mnist, MnistSource};
 use crate::device::Backend;
@@ -113,8 +114,6 @@ pub struct NetworkSpec {
     pub overwrite: bool,
     /// Look at the hidden layer before and after training (GFR networks only).
     pub diagnose: bool,
-    /// No progress bar.
-    pub quiet: bool,
 }
 
 impl Default for NetworkSpec {
@@ -140,7 +139,6 @@ impl Default for NetworkSpec {
             resume: false,
             overwrite: false,
             diagnose: false,
-            quiet: false,
         }
     }
 }
@@ -155,9 +153,36 @@ pub trait NetworkObserver {
     fn setting(&self, field: &str) -> String {
         field.to_string()
     }
+    /// Training: epoch `epoch` (0-based) of `epochs` starts, with `batches` mini-batches.
+    fn epoch_started(&self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    fn batch_done(&self) {}
+    /// Training: an epoch ended (its line of numbers).
+    fn epoch_done(&self, _stats: &EpochStats) {}
+    fn training_finished(&self) {}
 }
 
 impl NetworkObserver for () {}
+
+/// The training callbacks of a [`NetworkObserver`].
+struct Training<'a>(&'a dyn NetworkObserver);
+
+impl TrainProgress for Training<'_> {
+    fn epoch_started(&self, epoch: usize, epochs: usize, batches: usize) {
+        self.0.epoch_started(epoch, epochs, batches)
+    }
+    fn batch_done(&self) {
+        self.0.batch_done()
+    }
+    fn epoch_done(&self, stats: &EpochStats) {
+        self.0.epoch_done(stats)
+    }
+    fn note(&self, line: &str) {
+        self.0.note(line)
+    }
+    fn finished(&self) {
+        self.0.training_finished()
+    }
+}
 
 /// The JSON of a network run (`SAVE_DIR/{name}.json`): the settings, the result of every
 /// epoch, and for GFR networks the trained neurons.
@@ -718,7 +743,6 @@ impl Run<'_> {
             epochs: spec.epochs,
             batch_size: spec.batch_size,
             seed: spec.seed,
-            quiet: spec.quiet,
         };
         let (net, history) = train_resumable(
             net,
@@ -729,6 +753,7 @@ impl Run<'_> {
             &settings,
             self.device,
             Some(&ckpt),
+            &Training(self.obs),
         );
         Ok(Some(Trained { name, net, history }))
     }

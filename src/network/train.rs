@@ -10,7 +10,6 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -45,8 +44,22 @@ pub struct TrainSettings {
     pub epochs: usize,
     pub batch_size: usize,
     pub seed: u64,
-    pub quiet: bool,
 }
+
+/// Callbacks of network training (no-ops by default); `gfr network` draws its progress bar
+/// and epoch lines through them.
+pub trait TrainProgress {
+    /// Epoch `epoch` (0-based) of `epochs` starts; it has `batches` mini-batches.
+    fn epoch_started(&self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    fn batch_done(&self) {}
+    /// An epoch ended (trained and evaluated).
+    fn epoch_done(&self, _stats: &EpochStats) {}
+    /// A warning (e.g. a checkpoint that could not be saved).
+    fn note(&self, _line: &str) {}
+    fn finished(&self) {}
+}
+
+impl TrainProgress for () {}
 
 pub(crate) fn batch_tensors(
     data: &Mnist,
@@ -270,8 +283,8 @@ pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> 
 
 pub use crate::optim::adam;
 
-/// Trains `model` with Adam on `train`, evaluating on `test` after each epoch. `device` must
-/// be an autodiff device. Returns the trained model and the history.
+/// Trains `model` with Adam on `train`, evaluating on `test` after each epoch, silently.
+/// `device` must be an autodiff device. Returns the trained model and the history.
 pub fn train<M: LineClassifier>(
     model: M,
     train: &Mnist,
@@ -279,11 +292,12 @@ pub fn train<M: LineClassifier>(
     s: &TrainSettings,
     device: &Device,
 ) -> (M, Vec<EpochStats>) {
-    train_resumable(model, adam(), Vec::new(), train, test, s, device, None)
+    train_resumable(model, adam(), Vec::new(), train, test, s, device, None, &())
 }
 
 /// [`train`] from a state after `history.len()` epochs (model and optimizer as they were
-/// then; the shuffling stream is replayed), saving a [`Checkpoint`] after every epoch.
+/// then; the shuffling stream is replayed), saving a [`Checkpoint`] after every epoch and
+/// reporting through `progress`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_resumable<M: LineClassifier>(
     mut model: M,
@@ -294,6 +308,7 @@ pub fn train_resumable<M: LineClassifier>(
     s: &TrainSettings,
     device: &Device,
     checkpoint: Option<&Checkpoint>,
+    progress: &dyn TrainProgress,
 ) -> (M, Vec<EpochStats>) {
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -301,24 +316,9 @@ pub fn train_resumable<M: LineClassifier>(
         order.shuffle(&mut rng);
     }
     let batches = train.len().div_ceil(s.batch_size);
-    let bar = ProgressBar::with_draw_target(
-        Some(batches as u64),
-        if s.quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
-        )
-        .unwrap(),
-    );
     for epoch in history.len()..s.epochs {
         let t0 = Instant::now();
-        bar.reset();
-        bar.set_message(format!("{}/{}", epoch + 1, s.epochs));
+        progress.epoch_started(epoch, s.epochs, batches);
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         for chunk in order.chunks(s.batch_size) {
@@ -327,7 +327,7 @@ pub fn train_resumable<M: LineClassifier>(
             correct += batch_correct;
             clip_global_norm(&model, &mut grads, CLIP_NORM);
             model = optim.step(s.lr, model, grads);
-            bar.inc(1);
+            progress.batch_done();
         }
         let train_seconds = t0.elapsed().as_secs_f64();
         let (step1, voted) = evaluate(&model, test, device);
@@ -339,34 +339,15 @@ pub fn train_resumable<M: LineClassifier>(
             test_accuracy_vote: voted,
             seconds: train_seconds,
         };
-        let line = format!(
-            "epoch {:>3}: train loss {:.4}, train acc {:.3}, test acc {:.3} (step 1) / {:.3} (vote), {:.1} s",
-            stats.epoch,
-            stats.train_loss,
-            stats.train_accuracy,
-            stats.test_accuracy_step1,
-            stats.test_accuracy_vote,
-            stats.seconds
-        );
-        // a hidden bar (no terminal: `gfr network … > log`) prints nothing through println
-        if s.quiet || bar.is_hidden() {
-            eprintln!("{line}")
-        } else {
-            bar.println(line)
-        }
+        progress.epoch_done(&stats);
         history.push(stats);
         if let Some(c) = checkpoint
             && let Err(e) = c.save(&model, &optim, &history)
         {
-            let line = format!("warning: checkpoint not saved: {e:#}");
-            if s.quiet || bar.is_hidden() {
-                eprintln!("{line}")
-            } else {
-                bar.println(line)
-            }
+            progress.note(&format!("warning: checkpoint not saved: {e:#}"));
         }
     }
-    bar.finish_and_clear();
+    progress.finished();
     (model, history)
 }
 
