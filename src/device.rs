@@ -4,9 +4,7 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind, Tensor};
 
 /// `--device` values.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// ndarray on the CPU.

@@ -14,7 +14,7 @@ use crate::fit::{ActivationData, FitData, FitResult};
 use crate::scan;
 
 /// Output format of a figure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Png,
     Svg,

@@ -26,7 +26,7 @@ const ONSET_S: f64 = 1.0;
 pub const GFR_TRUTH_BIN_MS: u32 = 20;
 
 /// Which model generates the spikes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroundTruth {
     /// Adaptive exponential integrate-and-fire neurons with intrinsic noise.
     Adex,

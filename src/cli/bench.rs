@@ -45,20 +45,20 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
     if a.cells == 0 || a.batch_cells == 0 {
         bail!("--cells and --batch-cells must be at least 1");
     }
-    let device = a.device.device.device().context("--device")?;
+    let device = a.device.backend().device().context("--device")?;
     if a.network {
         eprintln!(
             "benchmark: {} epochs of the default GFR network, H = {}, batch {}, on {}",
             a.epochs,
             a.n_nodes,
             a.batch_size,
-            a.device.device.name()
+            a.device.backend().name()
         );
         let b = gfr::bench::bench_network(
             a.n_nodes,
             a.batch_size,
             a.epochs.max(1),
-            a.device.device.name(),
+            a.device.backend().name(),
             device,
         );
         println!("seconds per epoch   {:.3}", b.seconds_per_epoch);
@@ -74,13 +74,13 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
         "benchmark: fitting {} simulated cells with config `{}` on {}",
         a.cells,
         config.config_name,
-        a.device.device.name()
+        a.device.backend().name()
     );
     let b = gfr::bench::bench_fit(
         a.cells,
         a.batch_cells,
         config,
-        a.device.device.name(),
+        a.device.backend().name(),
         device,
         a.seed,
     )?;

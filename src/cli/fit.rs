@@ -92,7 +92,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         ids = ids.into_iter().skip(k).step_by(n).collect();
         eprintln!("shard {k}/{n}: {} cells", ids.len());
     }
-    let device = a.device.device.device().context("--device")?;
+    let device = a.device.backend().device().context("--device")?;
     let opts = FitOptions {
         bin_size: a.bins.bin_size,
         activation_bin_size: a.bins.activation_bin_size,
@@ -124,7 +124,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         a.bins.activation_bin_size,
         opts.config.config_name,
         opts.config.hparams.len(),
-        a.device.device.name()
+        a.device.backend().name()
     );
     let reports = fit_cells(&ids, &opts, &FitBars::new(ids.len(), a.bars.quiet))?;
     print!("{}", summary_table(&reports));

@@ -150,8 +150,42 @@ struct ConfigPath {
 #[derive(Args)]
 struct DeviceArg {
     /// Backend: cpu (ndarray) or wgpu.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-    device: Backend,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+}
+
+impl DeviceArg {
+    fn backend(&self) -> Backend {
+        match self.device {
+            DeviceChoice::Cpu => Backend::Cpu,
+            DeviceChoice::Wgpu => Backend::Wgpu,
+        }
+    }
+}
+
+/// `--device` values ([`Backend`]).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviceChoice {
+    /// ndarray on the CPU.
+    Cpu,
+    /// wgpu: Vulkan / Metal / DX12 / GL, whichever the machine offers.
+    Wgpu,
+}
+
+/// `--format` values ([`gfr::plot::Format`]).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImageFormat {
+    Png,
+    Svg,
+}
+
+impl From<ImageFormat> for gfr::plot::Format {
+    fn from(f: ImageFormat) -> Self {
+        match f {
+            ImageFormat::Png => Self::Png,
+            ImageFormat::Svg => Self::Svg,
+        }
+    }
 }
 
 /// `--quiet` of the commands that draw progress bars (`gfr network` says it in the singular).

@@ -198,7 +198,7 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
         offline: a.offline,
         train_limit: a.train_limit,
         test_limit: a.test_limit,
-        device: a.device.device,
+        device: a.device.backend(),
         seed: a.seed,
         save_dir: a.save_dir,
         resume: a.resume,

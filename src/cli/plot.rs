@@ -59,8 +59,8 @@ pub(super) struct Figures {
     #[arg(long, default_value = "figures")]
     out: PathBuf,
     /// Image format.
-    #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
-    format: gfr::plot::Format,
+    #[arg(long, value_enum, default_value_t = super::ImageFormat::Png)]
+    format: super::ImageFormat,
 }
 
 pub(super) fn run(c: PlotCommand) -> Result<()> {
@@ -77,7 +77,7 @@ pub(super) fn run(c: PlotCommand) -> Result<()> {
             let file =
                 gfr::fit::store::find_result(&params_dir, cell_id, bin_size, activation_bin_size)?;
             let dir = file.parent().unwrap_or(std::path::Path::new("."));
-            plot_fit(cell_id, dir, &DataDir::new(data_dir), &out, format)?
+            plot_fit(cell_id, dir, &DataDir::new(data_dir), &out, format.into())?
         }
         PlotCommand::Dataset {
             dataset,
@@ -85,12 +85,12 @@ pub(super) fn run(c: PlotCommand) -> Result<()> {
         } => vec![plot_dataset(
             &gfr::dataset::Dataset::load(&dataset)?,
             &out,
-            format,
+            format.into(),
         )?],
         PlotCommand::Network {
             files,
             figures: Figures { out, format },
-        } => vec![plot_networks(&files, &out, format)?],
+        } => vec![plot_networks(&files, &out, format.into())?],
     };
     for f in files {
         println!("wrote {}", f.display());

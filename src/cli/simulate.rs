@@ -21,8 +21,8 @@ pub(super) struct SimulateArgs {
     #[command(flatten)]
     data: OutputDataDir,
     /// The model that generates spikes.
-    #[arg(long, value_enum, default_value_t = GroundTruth::Adex)]
-    truth: GroundTruth,
+    #[arg(long, value_enum, default_value_t = Truth::Adex)]
+    truth: Truth,
     /// Id of the first cell; the others follow.
     #[arg(long = "first-id", default_value_t = 900_000_001)]
     first_id: u64,
@@ -54,7 +54,7 @@ pub(super) fn run(a: SimulateArgs) -> Result<()> {
     let mut ids = Vec::new();
     for k in 0..a.cells {
         let id = a.first_id + k as u64;
-        let cell = simulate_cell(id, k, a.seed, a.truth);
+        let cell = simulate_cell(id, k, a.seed, a.truth.into());
         cell.recording.save(&dir)?;
         say(
             &bar,
@@ -77,4 +77,22 @@ pub(super) fn run(a: SimulateArgs) -> Result<()> {
         dir.cell_ids().display()
     );
     Ok(())
+}
+
+/// `--truth` values ([`GroundTruth`]).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Truth {
+    /// Adaptive exponential integrate-and-fire neurons with intrinsic noise.
+    Adex,
+    /// A known GFR neuron with Poisson spike counts.
+    Gfr,
+}
+
+impl From<Truth> for GroundTruth {
+    fn from(t: Truth) -> Self {
+        match t {
+            Truth::Adex => Self::Adex,
+            Truth::Gfr => Self::Gfr,
+        }
+    }
 }

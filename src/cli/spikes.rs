@@ -34,8 +34,8 @@ pub(super) struct SpikesArgs {
     #[arg(long, default_value = "figures")]
     figures: PathBuf,
     /// Image format.
-    #[arg(long, value_enum, default_value_t = gfr::plot::Format::Png)]
-    format: gfr::plot::Format,
+    #[arg(long, value_enum, default_value_t = super::ImageFormat::Png)]
+    format: super::ImageFormat,
     /// dV/dt level whose upward crossing marks a putative spike (mV/ms; IPFX: 20).
     #[arg(long = "dv-cutoff", default_value_t = 20.0)]
     dv_cutoff: f64,
@@ -125,7 +125,7 @@ pub(super) fn run(a: SpikesArgs) -> Result<()> {
                         .join(", ")
                 )
             })?;
-        let f = gfr::plot::plot_spikes(a.cell_id, s, &a.figures, a.format)?;
+        let f = gfr::plot::plot_spikes(a.cell_id, s, &a.figures, a.format.into())?;
         println!("wrote {}", f.display());
     }
     Ok(())
