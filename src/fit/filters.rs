@@ -71,11 +71,11 @@ pub struct FitData {
 }
 
 impl FitData {
-    /// Groups a cell's sweeps; `Err` names what is missing.
-    pub fn from_cell(cell: &CellRecording, bin: u32) -> Result<Self, String> {
+    /// Groups a cell's sweeps; the error names what is missing.
+    pub fn from_cell(cell: &CellRecording, bin: u32) -> anyhow::Result<Self> {
         for name in [VALIDATION_STIMULUS, TEST_STIMULUS] {
             if !cell.has_stimulus(name) {
-                return Err(format!("no {name} sweeps (needed for validation and test)"));
+                anyhow::bail!("no {name} sweeps (needed for validation and test)");
             }
         }
         let mut train = Vec::new();
@@ -88,9 +88,7 @@ impl FitData {
         let validation = Repeats::from_cell(cell, VALIDATION_STIMULUS, bin);
         let test = Repeats::from_cell(cell, TEST_STIMULUS, bin);
         if validation.current.is_empty() || test.current.is_empty() {
-            return Err(format!(
-                "Noise 1 or Noise 2 sweeps are empty at bin size {bin} ms"
-            ));
+            anyhow::bail!("Noise 1 or Noise 2 sweeps are empty at bin size {bin} ms");
         }
         let test_batch = test.batch();
         Ok(Self {

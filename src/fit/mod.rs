@@ -433,7 +433,8 @@ fn load_cell(
     progress: &dyn FitProgress,
 ) -> Result<LoadedCell, CellError> {
     let cfg = &opts.config;
-    let data = FitData::from_cell(cell, opts.bin_size).map_err(CellError::Skip)?;
+    let data =
+        FitData::from_cell(cell, opts.bin_size).map_err(|e| CellError::Skip(format!("{e:#}")))?;
     if data.train.is_empty() {
         return Err(CellError::Skip(
             "no training sweeps (Long Square, Ramp, Noise 1)".into(),
