@@ -138,15 +138,12 @@ impl DatasetRecord {
 
     fn to_json(&self) -> Json {
         let p = &self.params;
-        let a = &p.activation;
         let mut v = json!({
             "cell_id": self.cell_id, "cre-line": self.cre_line, "bin_size": self.bin_size,
             "actv_bin_size": self.actv_bin_size, "val_evr": num(self.val_evr), "test_evr": num(self.test_evr),
             "train_loss": num(self.train_loss), "test_loss": num(self.test_loss),
             "train_loss_padded": num(self.train_loss_padded.unwrap_or(f64::NAN)),
-            "params": {"a": [p.alpha], "b": [p.beta], "ds": p.lambda, "bin_size": p.bin_size,
-                       "g": {"max_current": [a.max_current], "max_firing_rate": [a.max_firing_rate],
-                             "poly_coeff": [a.poly_coeff], "b": [a.threshold], "bin_size": a.bin_size}}
+            "params": p.to_json(),
         });
         if let Some(used) = self.actv_fallback {
             v["actv_bin_size_used"] = json!(used);

@@ -824,9 +824,7 @@ fn py_bool(b: bool) -> &'static str {
 
 /// A neuron in the layout of the network JSON's `final_neurons` (the Python GFR layout).
 pub fn params_json(p: &NeuronParams) -> serde_json::Value {
-    serde_json::json!({"a": [p.alpha], "b": [p.beta], "ds": p.lambda, "bin_size": p.bin_size,
-        "g": {"max_current": [p.activation.max_current], "max_firing_rate": [p.activation.max_firing_rate],
-              "poly_coeff": [p.activation.poly_coeff], "b": [p.activation.threshold], "bin_size": p.activation.bin_size}})
+    p.to_json()
 }
 
 /// The trained neurons (`final_neurons`) of a network JSON written by [`run_network`].

@@ -156,6 +156,15 @@ impl NeuronParams {
             .collect()
     }
 
+    /// The neuron in the Python GFR layout as JSON (the same keys and nesting as [`Self::to_py`];
+    /// the dataset JSON's `params` and a network JSON's `final_neurons` hold it). NaN is `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let a = &self.activation;
+        serde_json::json!({"a": [self.alpha], "b": [self.beta], "ds": self.lambda, "bin_size": self.bin_size,
+            "g": {"max_current": [a.max_current], "max_firing_rate": [a.max_firing_rate],
+                  "poly_coeff": [a.poly_coeff], "b": [a.threshold], "bin_size": a.bin_size}})
+    }
+
     pub fn to_py(&self) -> PyValue {
         dict([
             ("a", PyValue::List(vec![float_list(&self.alpha)])),
