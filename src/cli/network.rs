@@ -220,6 +220,8 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
 struct EpochBar {
     bar: indicatif::ProgressBar,
     training: std::cell::Cell<bool>,
+    /// The bar of the MNIST file being downloaded.
+    download: indicatif::ProgressBar,
 }
 
 impl EpochBar {
@@ -241,6 +243,7 @@ impl EpochBar {
         Self {
             bar,
             training: Default::default(),
+            download: indicatif::ProgressBar::new(0),
         }
     }
 }
@@ -281,6 +284,20 @@ impl gfr::network::NetworkObserver for EpochBar {
     fn training_finished(&self) {
         self.bar.finish_and_clear();
         self.training.set(false);
+    }
+
+    fn download_started(&self, label: &str, done: u64, total: Option<u64>) {
+        use gfr::data::download::DownloadProgress;
+        super::preprocess::Bytes(&self.download).download_started(label, done, total);
+    }
+
+    fn download_advanced(&self, bytes: u64) {
+        self.download.inc(bytes);
+    }
+
+    fn download_finished(&self) {
+        self.download.finish_and_clear();
+        self.download.reset();
     }
 }
 

@@ -87,7 +87,7 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         for (k, &id) in missing.iter().enumerate() {
-            if let Err(e) = gfr::data::download::download_nwb(&a.nwb_dir, id, &bar) {
+            if let Err(e) = gfr::data::download::download_nwb(&a.nwb_dir, id, &Bytes(&bar)) {
                 if k == 0 {
                     bar.finish_and_clear();
                     // nothing came through: most likely offline
@@ -125,6 +125,27 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
         bail!("no cell could be preprocessed");
     }
     Ok(())
+}
+
+/// A download's bytes on a progress bar.
+pub(super) struct Bytes<'a>(pub(super) &'a ProgressBar);
+
+impl gfr::data::download::DownloadProgress for Bytes<'_> {
+    fn download_started(&self, label: &str, done: u64, total: Option<u64>) {
+        self.0.set_style(
+            ProgressStyle::with_template("  {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap(),
+        );
+        self.0.set_message(label.to_string());
+        self.0.set_length(total.unwrap_or(done));
+        self.0.set_position(done);
+    }
+    fn download_advanced(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn download_note(&self, line: &str) {
+        say(self.0, line.to_string());
+    }
 }
 
 /// The progress bar and the per-cell lines of `gfr preprocess`.

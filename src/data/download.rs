@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// The Allen Brain Atlas API.
 pub const API: &str = "https://api.brain-map.org";
@@ -56,9 +55,28 @@ pub fn list_cells() -> Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// Callbacks of a download (no-ops by default); the command line draws its progress bars
+/// through them.
+pub trait DownloadProgress {
+    /// A file `label` starts (or resumes at `done` bytes); `total` bytes when the server says.
+    fn download_started(&self, _label: &str, _done: u64, _total: Option<u64>) {}
+    /// `bytes` more arrived.
+    fn download_advanced(&self, _bytes: u64) {}
+    /// The file is complete (or the download stopped).
+    fn download_finished(&self) {}
+    /// A line for the user.
+    fn download_note(&self, _line: &str) {}
+}
+
+impl DownloadProgress for () {}
+
 /// Downloads a cell's NWB file to `NWB_DIR/specimen_{id}/ephys.nwb` (resuming a partial
 /// `.part` file), unless it is already there. Returns the path.
-pub fn download_nwb(nwb_dir: &Path, cell_id: u64, bar: &ProgressBar) -> Result<PathBuf> {
+pub fn download_nwb(
+    nwb_dir: &Path,
+    cell_id: u64,
+    progress: &dyn DownloadProgress,
+) -> Result<PathBuf> {
     let path = nwb_dir
         .join(format!("specimen_{cell_id}"))
         .join("ephys.nwb");
@@ -81,20 +99,20 @@ pub fn download_nwb(nwb_dir: &Path, cell_id: u64, bar: &ProgressBar) -> Result<P
         &format!("{API}{link}"),
         &path,
         &cell_id.to_string(),
-        bar,
+        progress,
     )
     .with_context(|| format!("downloading cell {cell_id}"))?;
     Ok(path)
 }
 
 /// Downloads `url` to `path` through `path.part` (resumed when a partial file is there) and
-/// renames it into place, showing progress on `bar` labelled `label`.
+/// renames it into place, reporting progress on `label` through `progress`.
 pub fn fetch(
     agent: &ureq::Agent,
     url: &str,
     path: &Path,
     label: &str,
-    bar: &ProgressBar,
+    progress: &dyn DownloadProgress,
 ) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -109,7 +127,7 @@ pub fn fetch(
         Err(ureq::Error::StatusCode(416)) if have > 0 => {
             std::fs::remove_file(&part)
                 .with_context(|| format!("cannot remove {}", part.display()))?;
-            return fetch(agent, url, path, label, bar);
+            return fetch(agent, url, path, label, progress);
         }
         r => r.with_context(|| format!("cannot fetch {url}"))?,
     };
@@ -119,13 +137,7 @@ pub fn fetch(
         .get("content-length")
         .and_then(|v| v.to_str().ok()?.parse().ok());
     let start = if resumed { have } else { 0 };
-    bar.set_style(
-        ProgressStyle::with_template("  {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap(),
-    );
-    bar.set_message(label.to_string());
-    bar.set_length(start + remaining.unwrap_or(0));
-    bar.set_position(start);
+    progress.download_started(label, start, remaining.map(|r| start + r));
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -144,8 +156,9 @@ pub fn fetch(
         }
         out.write_all(&buf[..n])
             .with_context(|| format!("cannot write {}", part.display()))?;
-        bar.inc(n as u64);
+        progress.download_advanced(n as u64);
     }
+    progress.download_finished();
     out.sync_all().ok();
     drop(out);
     std::fs::rename(&part, path)

@@ -1,5 +1,6 @@
 //! MNIST in IDX format (`train-images-idx3-ubyte[.gz]`, …), and the built-in sample.
 
+use crate::data::download::DownloadProgress;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -195,7 +196,7 @@ const FILES: [&str; 4] = [
 /// missing one is there, so a failed download never leaves `dir` half filled. The
 /// environment variable `GFR_MNIST_MIRROR` (a URL holding the four `.gz` files) replaces the
 /// built-in mirrors.
-pub fn download(dir: &Path) -> Result<()> {
+pub fn download(dir: &Path, progress: &dyn DownloadProgress) -> Result<()> {
     let agent = crate::data::download::agent();
     let custom = std::env::var("GFR_MNIST_MIRROR")
         .ok()
@@ -222,10 +223,9 @@ pub fn download(dir: &Path) -> Result<()> {
                 return Ok(());
             }
             let path = staging.join(&name).join(format!("{stem}.gz"));
-            let bar = indicatif::ProgressBar::new(0);
             let url = format!("{mirror}/{stem}.gz");
-            let got = crate::data::download::fetch(&agent, &url, &path, stem, &bar);
-            bar.finish_and_clear();
+            let got = crate::data::download::fetch(&agent, &url, &path, stem, progress);
+            progress.download_finished();
             got?;
             // a file that is not what it should be is removed, to be fetched again
             check_file(&path, stem).inspect_err(|_| {
@@ -264,9 +264,13 @@ fn check_file(path: &Path, stem: &str) -> Result<()> {
     }
 }
 
-/// MNIST from `dir`. When it holds none: downloaded into `dir` (unless `offline`), and when
-/// that fails (no network), the built-in sample, with the reason.
-pub fn load(dir: &Path, offline: bool) -> Result<(Mnist, Mnist, MnistSource)> {
+/// MNIST from `dir`. When it holds none: downloaded into `dir` (unless `offline`; progress
+/// through `progress`), and when that fails (no network), the built-in sample, with the reason.
+pub fn load(
+    dir: &Path,
+    offline: bool,
+    progress: &dyn DownloadProgress,
+) -> Result<(Mnist, Mnist, MnistSource)> {
     let present = FILES.iter().filter(|s| find(dir, s).is_some()).count();
     if present == FILES.len() || (present > 0 && offline) {
         // a partial folder offline: load_dir names the missing file
@@ -277,8 +281,11 @@ pub fn load(dir: &Path, offline: bool) -> Result<(Mnist, Mnist, MnistSource)> {
     let why = if offline {
         "--offline".to_string()
     } else {
-        eprintln!("MNIST is not (all) in {}: downloading it", dir.display());
-        match download(dir) {
+        progress.download_note(&format!(
+            "MNIST is not (all) in {}: downloading it",
+            dir.display()
+        ));
+        match download(dir, progress) {
             Ok(()) => {
                 let (train, test) = load_dir(dir)?.with_context(|| {
                     format!("{}: the download left no MNIST files", dir.display())

@@ -159,9 +159,31 @@ pub trait NetworkObserver {
     /// Training: an epoch ended (its line of numbers).
     fn epoch_done(&self, _stats: &EpochStats) {}
     fn training_finished(&self) {}
+    /// MNIST download: file `label` starts at `done` of `total` bytes.
+    fn download_started(&self, _label: &str, _done: u64, _total: Option<u64>) {}
+    fn download_advanced(&self, _bytes: u64) {}
+    fn download_finished(&self) {}
 }
 
 impl NetworkObserver for () {}
+
+/// The download callbacks of a [`NetworkObserver`] (MNIST).
+struct Downloads<'a>(&'a dyn NetworkObserver);
+
+impl crate::data::download::DownloadProgress for Downloads<'_> {
+    fn download_started(&self, label: &str, done: u64, total: Option<u64>) {
+        self.0.download_started(label, done, total)
+    }
+    fn download_advanced(&self, bytes: u64) {
+        self.0.download_advanced(bytes)
+    }
+    fn download_finished(&self) {
+        self.0.download_finished()
+    }
+    fn download_note(&self, line: &str) {
+        self.0.note(line)
+    }
+}
 
 /// The training callbacks of a [`NetworkObserver`].
 struct Training<'a>(&'a dyn NetworkObserver);
@@ -318,7 +340,8 @@ pub fn run_network(spec: &NetworkSpec, obs: &dyn NetworkObserver) -> Result<Opti
             spec.history_scale
         );
     }
-    let (mut train_set, mut test_set, source) = mnist::load(&spec.mnist_dir, spec.offline)?;
+    let (mut train_set, mut test_set, source) =
+        mnist::load(&spec.mnist_dir, spec.offline, &Downloads(obs))?;
     match &source {
         MnistSource::Dir(d) => obs.note(&format!(
             "MNIST from {}: {} training, {} test digits",
