@@ -5,6 +5,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use gfr::device::wgpu_available;
 use gfr::neuron::{ActivationParams, GfrLayer, NeuronParams};
+use gfr::scan::Precision;
 use gfr::scan::cpu::{self, Dims, HostNeurons};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -169,6 +170,46 @@ fn wgpu_scan_matches_the_tensor_op_reference() {
     let device = gfr::device::Backend::Wgpu.device().unwrap();
     compare(&device, false, "wgpu");
     compare(&device, true, "wgpu, recurrent");
+}
+
+/// The network's f32 host scan against the f64 one (the fitter's): rates and every gradient
+/// within f32 accuracy, with and without a recurrent weight.
+#[test]
+fn f32_host_scan_matches_f64() {
+    let device = gfr::device::cpu();
+    for recurrent in [false, true] {
+        let what = if recurrent {
+            "recurrent"
+        } else {
+            "feed-forward"
+        };
+        let f64_scan = outcome(&device, recurrent, |l, p, w| l.scan(p, w));
+        let f32_scan = outcome(&device, recurrent, |l, p, w| {
+            let neurons = l.scan_neurons().with_precision(Precision::F32);
+            gfr::scan::scan(&neurons, p, w, None)
+        });
+        let rate_scale = f64_scan.rates.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let worst = f32_scan
+            .rates
+            .iter()
+            .zip(&f64_scan.rates)
+            .map(|(a, b)| (a - b).abs() / rate_scale)
+            .fold(0.0f64, f64::max);
+        eprintln!("{what}: rates, worst error {worst:.2e} of the largest rate");
+        assert!(worst <= 1e-4, "{what}: rates differ by {worst:e}");
+        assert_eq!(f32_scan.grads.len(), if recurrent { 6 } else { 5 });
+        for ((name, a), (_, b)) in f32_scan.grads.iter().zip(&f64_scan.grads) {
+            let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            assert!(scale > 0.0, "{what}: ∂/∂{name} vanishes");
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs() / scale)
+                .fold(0.0f64, f64::max);
+            eprintln!("{what}: ∂/∂{name}, worst error {worst:.2e} of the largest");
+            assert!(worst <= 1e-4, "{what}: ∂/∂{name} differs by {worst:e}");
+        }
+    }
 }
 
 /// Sequences with their own lengths: rates past the end are 0, the valid bins equal those of

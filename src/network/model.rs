@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::data::mnist::SIDE;
 use crate::neuron::{ActivationParams, GfrLayer, NeuronParams, activation_tensor1};
+use crate::scan::Precision;
 
 /// Digits.
 pub const CLASSES: usize = 10;
@@ -290,9 +291,11 @@ impl LineClassifier for GfrNetwork {
     fn readouts(&self, images: Tensor<3>, readouts: usize) -> Vec<Tensor<2>> {
         let [batch, time, _] = images.dims();
         let h = self.hidden();
-        // the fused scan runs the recurrence I_t = P_t + r_{t−1} W_rec through the neurons
+        // the fused scan runs the recurrence I_t = P_t + r_{t−1} W_rec through the neurons, on
+        // the CPU in f32 (Burn's own type: no conversions, and f32 is precise enough here)
         let (current, w_rec) = self.drive(images, readouts);
-        let rates = self.neurons.scan(current, Some(w_rec));
+        let neurons = self.neurons.scan_neurons().with_precision(Precision::F32);
+        let rates = crate::scan::scan(&neurons, current, Some(w_rec), None);
         (time..time + readouts)
             .map(|t| {
                 let r = rates

@@ -128,6 +128,7 @@ impl GfrLayer {
             threshold: act.threshold.val(),
             max_current: act.max_current.val(),
             max_rate: act.max_rate.val(),
+            precision: Default::default(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The scan on the host: forward and backward (BPTT) over `f64` buffers, split over the cores.
+//! The scan on the host: forward and backward (BPTT) over `f64` or `f32` buffers ([`Real`]),
+//! split over the cores.
 //!
 //! Layout: sequences are row-major `[B, T, N]` (batch, time bin, neuron); neuron parameters
 //! are one row per neuron. The recurrence of spec §1, with an optional recurrent weight W
@@ -21,26 +22,119 @@
 //!
 //! ∂L/∂W = Σ_t r_{t−1}ᵀ J_t is one matmul, left to the caller.
 
-use std::ops::Range;
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Range, Sub, SubAssign};
+
+/// The float type of a host scan: `f64` (the fitter) or `f32` (the network). Generic code
+/// spells out every operation, so that the `f64` instance is the plain `f64` scan.
+pub trait Real:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::fmt::Debug
+    + Default
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn from_f64(x: f64) -> Self;
+    fn from_f32(x: f32) -> Self;
+    fn to_f64(self) -> f64;
+    fn to_f32(self) -> f32;
+    /// `n as Self`.
+    fn from_usize(n: usize) -> Self;
+    fn tanh(self) -> Self;
+    /// matrixmultiply's `dgemm` / `sgemm`: C ← α A B + β C with strides in elements.
+    ///
+    /// # Safety
+    /// As for `matrixmultiply::dgemm`: every index the strides reach must lie inside the
+    /// buffers.
+    unsafe fn gemm_raw(
+        mkn: (usize, usize, usize),
+        alpha: Self,
+        a: (*const Self, isize, isize),
+        b: (*const Self, isize, isize),
+        beta: Self,
+        c: (*mut Self, isize, isize),
+    );
+}
+
+macro_rules! real {
+    ($t:ty, $gemm:ident) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            #[inline]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline]
+            fn from_f32(x: f32) -> Self {
+                x as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
+            #[inline]
+            fn from_usize(n: usize) -> Self {
+                n as $t
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            unsafe fn gemm_raw(
+                (m, k, n): (usize, usize, usize),
+                alpha: Self,
+                (a, rsa, csa): (*const Self, isize, isize),
+                (b, rsb, csb): (*const Self, isize, isize),
+                beta: Self,
+                (c, rsc, csc): (*mut Self, isize, isize),
+            ) {
+                // SAFETY: the caller's contract is matrixmultiply's.
+                unsafe {
+                    matrixmultiply::$gemm(
+                        m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+                    )
+                }
+            }
+        }
+    };
+}
+
+real!(f64, dgemm);
+real!(f32, sgemm);
 
 /// Neuron parameters of a scan, one row per neuron (N neurons, n filters, K coefficients).
 #[derive(Clone, Copy, Debug)]
-pub struct HostNeurons<'a> {
+pub struct HostNeurons<'a, T = f64> {
     /// α, `[N, n]`.
-    pub alpha: &'a [f64],
+    pub alpha: &'a [T],
     /// Effective rate-history weights (h += β r), `[N, n]`.
-    pub beta: &'a [f64],
+    pub beta: &'a [T],
     /// 1 − λ, `[n]`.
-    pub decay: &'a [f64],
+    pub decay: &'a [T],
     /// c, `[N, K]`.
-    pub coeffs: &'a [f64],
+    pub coeffs: &'a [T],
     /// b (pA), σ (pA), γ (ms⁻¹), `[N]` each.
-    pub threshold: &'a [f64],
-    pub max_current: &'a [f64],
-    pub max_rate: &'a [f64],
+    pub threshold: &'a [T],
+    pub max_current: &'a [T],
+    pub max_rate: &'a [T],
 }
 
-impl HostNeurons<'_> {
+impl<T> HostNeurons<'_, T> {
     pub fn n_neurons(&self) -> usize {
         self.threshold.len()
     }
@@ -71,56 +165,56 @@ impl Dims {
 
 /// What the forward pass keeps for the backward pass, each `[B, T, N]`.
 #[derive(Clone, Debug, Default)]
-pub struct Trace {
+pub struct Trace<T = f64> {
     /// r_t (ms⁻¹).
-    pub rates: Vec<f64>,
+    pub rates: Vec<T>,
     /// u_t = mean_i h_t[i], the activation's input (pA).
-    pub act_in: Vec<f64>,
+    pub act_in: Vec<T>,
     /// I_t, the total input current (pA).
-    pub total: Vec<f64>,
+    pub total: Vec<T>,
     /// ∂r/∂z = γ (1 − tanh² z) where the neuron fires, else 0.
-    pub slope: Vec<f64>,
+    pub slope: Vec<T>,
 }
 
 /// Gradients of a scan.
 #[derive(Clone, Debug, Default)]
-pub struct HostGrads {
+pub struct HostGrads<T = f64> {
     /// ∂L/∂P, `[B, T, N]`.
-    pub current: Vec<f64>,
-    pub alpha: Vec<f64>,
-    pub beta: Vec<f64>,
-    pub coeffs: Vec<f64>,
-    pub threshold: Vec<f64>,
+    pub current: Vec<T>,
+    pub alpha: Vec<T>,
+    pub beta: Vec<T>,
+    pub coeffs: Vec<T>,
+    pub threshold: Vec<T>,
 }
 
 /// v = (u − b)/σ of neuron j.
 #[inline]
-fn scaled_input(nrn: &HostNeurons, j: usize, u: f64) -> f64 {
+fn scaled_input<T: Real>(nrn: &HostNeurons<T>, j: usize, u: T) -> T {
     (u - nrn.threshold[j]) / nrn.max_current[j]
 }
 
 /// The rate g(u) of neuron j and its slope ∂r/∂z = γ (1 − tanh² z) (both 0 where the
 /// rectifier is off).
 #[inline]
-fn activation(nrn: &HostNeurons, j: usize, u: f64) -> (f64, f64) {
+fn activation<T: Real>(nrn: &HostNeurons<T>, j: usize, u: T) -> (T, T) {
     let k = nrn.n_coeffs();
     let v = scaled_input(nrn, j, u);
-    let mut z = 0.0;
-    let mut pw = 1.0;
+    let mut z = T::ZERO;
+    let mut pw = T::ONE;
     for &c in &nrn.coeffs[j * k..(j + 1) * k] {
         z += c * c * pw;
         pw *= v;
     }
     // tanh z > 0 exactly where z > 0 (NaN: neither), so a silent neuron costs no tanh
-    if !(z > 0.0) {
-        return (0.0, 0.0);
+    if !(z > T::ZERO) {
+        return (T::ZERO, T::ZERO);
     }
     let th = z.tanh();
     let gamma = nrn.max_rate[j];
-    if th > 0.0 {
-        (gamma * th, gamma * (1.0 - th * th))
+    if th > T::ZERO {
+        (gamma * th, gamma * (T::ONE - th * th))
     } else {
-        (0.0, 0.0)
+        (T::ZERO, T::ZERO)
     }
 }
 
@@ -194,10 +288,10 @@ fn run_tasks<T: Send>(
 }
 
 /// Rows `cols` of a per-neuron table `[N, n]`, transposed to `[n, cols.len()]`.
-fn transposed(table: &[f64], neurons: usize, n: usize, cols: &Range<usize>) -> Vec<f64> {
+fn transposed<T: Real>(table: &[T], neurons: usize, n: usize, cols: &Range<usize>) -> Vec<T> {
     debug_assert_eq!(table.len(), neurons * n);
     let width = cols.len();
-    let mut out = vec![0.0; n * width];
+    let mut out = vec![T::ZERO; n * width];
     for (jl, j) in cols.clone().enumerate() {
         for i in 0..n {
             out[i * width + jl] = table[j * n + i];
@@ -208,13 +302,13 @@ fn transposed(table: &[f64], neurons: usize, n: usize, cols: &Range<usize>) -> V
 
 /// Forward pass over `current` (P, `[B, T, N]`); `lengths`: valid bins per sequence `[B, N]`
 /// (later bins keep rate 0); `recurrent`: W, `[N, N]`.
-pub fn forward(
-    nrn: &HostNeurons,
-    current: &[f64],
+pub fn forward<T: Real>(
+    nrn: &HostNeurons<T>,
+    current: &[T],
     dims: Dims,
     lengths: &[usize],
-    recurrent: Option<&[f64]>,
-) -> Trace {
+    recurrent: Option<&[T]>,
+) -> Trace<T> {
     assert_eq!(current.len(), dims.len(), "current has the wrong size");
     assert_eq!(
         lengths.len(),
@@ -231,21 +325,21 @@ pub fn forward(
         let (nb, width, nn) = (rows.len(), cols.len(), dims.neurons);
         let size = nb * dims.time * width;
         let mut out = Trace {
-            rates: vec![0.0; size],
-            act_in: vec![0.0; size],
-            total: vec![0.0; size],
-            slope: vec![0.0; size],
+            rates: vec![T::ZERO; size],
+            act_in: vec![T::ZERO; size],
+            total: vec![T::ZERO; size],
+            slope: vec![T::ZERO; size],
         };
         // filter states, filter-major per row so that the neuron loops vectorise: `[nb, n, width]`
-        let mut h = vec![0.0; nb * n * width];
+        let mut h = vec![T::ZERO; nb * n * width];
         let (alpha_t, beta_t) = (
             transposed(nrn.alpha, nn, n, &cols),
             transposed(nrn.beta, nn, n, &cols),
         );
-        let mut sum = vec![0.0; width];
+        let mut sum = vec![T::ZERO; width];
         // r_{t−1} of every neuron, per row: `[nb, N]`
-        let mut r_prev = vec![0.0; nb * nn];
-        let mut input = vec![0.0; nb * width];
+        let mut r_prev = vec![T::ZERO; nb * nn];
+        let mut input = vec![T::ZERO; nb * width];
         for t in 0..dims.time {
             for (bl, b) in rows.clone().enumerate() {
                 let row = dims.at(b, t, 0);
@@ -258,7 +352,7 @@ pub fn forward(
                     (nb, nn, width),
                     (&r_prev, nn, 1),
                     (&w[cols.start..], nn, 1),
-                    1.0,
+                    T::ONE,
                     (&mut input, width),
                 );
             }
@@ -269,7 +363,7 @@ pub fn forward(
                 let valid = |jl: usize| t < lengths[b * nn + cols.start + jl];
                 // h_t[i] = (1 − λ_i) h_{t−1}[i] + α_i I_t + β_i r_{t−1}, summed in filter order
                 // (the same operations in the same order as neuron by neuron)
-                sum.fill(0.0);
+                sum.fill(T::ZERO);
                 let all_valid = (0..width).all(valid);
                 for i in 0..n {
                     let d = nrn.decay[i];
@@ -280,7 +374,7 @@ pub fn forward(
                     );
                     if all_valid {
                         let terms = ai.iter().zip(bi).zip(inp.iter().zip(r_own));
-                        for ((h, s), ((a, b), (x, r))) in
+                        for ((h, s), ((&a, &b), (&x, &r))) in
                             hi.iter_mut().zip(sum.iter_mut()).zip(terms)
                         {
                             *h = d * *h + a * x + b * r;
@@ -298,7 +392,7 @@ pub fn forward(
                         continue;
                     }
                     let i_t = inp[jl];
-                    let u = sum[jl] / n as f64;
+                    let u = sum[jl] / T::from_usize(n);
                     let (rate, slope) = activation(nrn, j, u);
                     out.rates[base + jl] = rate;
                     out.slope[base + jl] = slope;
@@ -319,10 +413,10 @@ pub fn forward(
         return parts.into_iter().next().expect("one part").2;
     }
     let mut trace = Trace {
-        rates: vec![0.0; dims.len()],
-        act_in: vec![0.0; dims.len()],
-        total: vec![0.0; dims.len()],
-        slope: vec![0.0; dims.len()],
+        rates: vec![T::ZERO; dims.len()],
+        act_in: vec![T::ZERO; dims.len()],
+        total: vec![T::ZERO; dims.len()],
+        slope: vec![T::ZERO; dims.len()],
     };
     for (rows, cols, part) in parts {
         let width = cols.len();
@@ -341,40 +435,44 @@ pub fn forward(
 }
 
 /// Backward pass: `grad_rates` is ∂L/∂r, `[B, T, N]`; `trace` comes from [`forward`].
-pub fn backward(
-    nrn: &HostNeurons,
+pub fn backward<T: Real>(
+    nrn: &HostNeurons<T>,
     dims: Dims,
     lengths: &[usize],
-    recurrent: Option<&[f64]>,
-    trace: &Trace,
-    grad_rates: &[f64],
-) -> HostGrads {
+    recurrent: Option<&[T]>,
+    trace: &Trace<T>,
+    grad_rates: &[T],
+) -> HostGrads<T> {
     assert_eq!(grad_rates.len(), dims.len(), "∂L/∂r has the wrong size");
     let (n, kk, nn) = (nrn.n_filters(), nrn.n_coeffs(), dims.neurons);
     let parts = run_tasks(&tasks(dims, recurrent.is_some()), |rows, cols| {
         let (nb, width) = (rows.len(), cols.len());
         let mut g = HostGrads {
-            current: vec![0.0; nb * dims.time * width],
-            alpha: vec![0.0; width * n],
-            beta: vec![0.0; width * n],
-            coeffs: vec![0.0; width * kk],
-            threshold: vec![0.0; width],
+            current: vec![T::ZERO; nb * dims.time * width],
+            alpha: vec![T::ZERO; width * n],
+            beta: vec![T::ZERO; width * n],
+            coeffs: vec![T::ZERO; width * kk],
+            threshold: vec![T::ZERO; width],
         };
         // adjoint filter states, filter-major per row: `[nb, n, width]`; ∂L/∂α, ∂L/∂β
         // filter-major too (`[n, width]`), transposed at the end
-        let mut a = vec![0.0; nb * n * width];
+        let mut a = vec![T::ZERO; nb * n * width];
         let (alpha_t, beta_t) = (
             transposed(nrn.alpha, nn, n, &cols),
             transposed(nrn.beta, nn, n, &cols),
         );
-        let (mut g_alpha, mut g_beta) = (vec![0.0; n * width], vec![0.0; n * width]);
-        let (mut r_vec, mut share, mut jj) = (vec![0.0; width], vec![0.0; width], vec![0.0; width]);
-        let (mut i_vec, mut r_prev) = (vec![0.0; width], vec![0.0; width]);
+        let (mut g_alpha, mut g_beta) = (vec![T::ZERO; n * width], vec![T::ZERO; n * width]);
+        let (mut r_vec, mut share, mut jj) = (
+            vec![T::ZERO; width],
+            vec![T::ZERO; width],
+            vec![T::ZERO; width],
+        );
+        let (mut i_vec, mut r_prev) = (vec![T::ZERO; width], vec![T::ZERO; width]);
         let every_col: Vec<usize> = (0..width).collect();
         // J_{t+1} of every neuron per row, and its recurrent share J_{t+1} Wᵀ (with W only)
-        let mut j_next = vec![0.0; nb * nn];
-        let mut j_cur = vec![0.0; nb * nn];
-        let mut fed_back = vec![0.0; nb * width];
+        let mut j_next = vec![T::ZERO; nb * nn];
+        let mut j_cur = vec![T::ZERO; nb * nn];
+        let mut fed_back = vec![T::ZERO; nb * width];
         for t in (0..dims.time).rev() {
             if let Some(w) = recurrent {
                 // fed_back[b, j] = Σ_m J_{t+1}[b, m] W[j, m]
@@ -382,7 +480,7 @@ pub fn backward(
                     (nb, nn, width),
                     (&j_next, nn, 1),
                     (&w[cols.start * nn..], 1, nn),
-                    0.0,
+                    T::ZERO,
                     (&mut fed_back, width),
                 );
             }
@@ -405,7 +503,7 @@ pub fn backward(
                     let ai = &a[(bl * n + i) * width..(bl * n + i + 1) * width];
                     let bi = &beta_t[i * width..(i + 1) * width];
                     if all_valid {
-                        for ((r, b), a) in r_vec.iter_mut().zip(bi).zip(ai) {
+                        for ((r, &b), &a) in r_vec.iter_mut().zip(bi).zip(ai) {
                             *r += b * a;
                         }
                     } else {
@@ -418,31 +516,35 @@ pub fn backward(
                     let j = cols.start + jl;
                     let at = row + jl;
                     let r = r_vec[jl];
-                    let mut e = 0.0;
-                    let dr_dz = if r != 0.0 { trace.slope[at] } else { 0.0 };
-                    if dr_dz != 0.0 {
+                    let mut e = T::ZERO;
+                    let dr_dz = if r != T::ZERO {
+                        trace.slope[at]
+                    } else {
+                        T::ZERO
+                    };
+                    if dr_dz != T::ZERO {
                         let v = scaled_input(nrn, j, trace.act_in[at]);
                         // ∂r/∂v = γ(1 − tanh²) Σ_k k c_k² v^{k−1};  ∂r/∂c_k = γ(1 − tanh²) 2 c_k v^k
                         let c = &nrn.coeffs[j * kk..(j + 1) * kk];
-                        let (mut dz_dv, mut pw) = (0.0, 1.0);
+                        let (mut dz_dv, mut pw) = (T::ZERO, T::ONE);
                         for (k, &ck) in c.iter().enumerate() {
-                            g.coeffs[jl * kk + k] += r * dr_dz * 2.0 * ck * pw;
+                            g.coeffs[jl * kk + k] += r * dr_dz * T::from_f64(2.0) * ck * pw;
                             if k + 1 < kk {
-                                dz_dv += (k + 1) as f64 * c[k + 1] * c[k + 1] * pw;
+                                dz_dv += T::from_usize(k + 1) * c[k + 1] * c[k + 1] * pw;
                             }
                             pw *= v;
                         }
                         e = r * dr_dz * dz_dv / nrn.max_current[j];
                         g.threshold[jl] -= e;
                     }
-                    share[jl] = e / n as f64;
+                    share[jl] = e / T::from_usize(n);
                     i_vec[jl] = trace.total[at];
                     r_prev[jl] = if t > 0 {
                         trace.rates[dims.at(b, t - 1, j)]
                     } else {
-                        0.0
+                        T::ZERO
                     };
-                    jj[jl] = 0.0;
+                    jj[jl] = T::ZERO;
                 }
                 // a_t[i] = (1 − λ_i) a_{t+1}[i] + e / n;  ∂L/∂α_i += a_t[i] I_t;
                 // ∂L/∂β_i += a_t[i] r_{t−1};  J_t = Σ_i α_i a_t[i] (filter order, as before)
@@ -459,7 +561,7 @@ pub fn backward(
                             .zip(ga.iter_mut())
                             .zip(gb.iter_mut())
                             .zip(jj.iter_mut());
-                        for ((((a, ga), gb), jj), (((s, x), rp), al)) in outputs.zip(inputs) {
+                        for ((((a, ga), gb), jj), (((&s, &x), &rp), &al)) in outputs.zip(inputs) {
                             *a = d * *a + s;
                             *ga += *a * x;
                             *gb += *a * rp;
@@ -476,7 +578,11 @@ pub fn backward(
                 }
                 for jl in 0..width {
                     let j = cols.start + jl;
-                    let value = if all_valid || valid(jl) { jj[jl] } else { 0.0 };
+                    let value = if all_valid || valid(jl) {
+                        jj[jl]
+                    } else {
+                        T::ZERO
+                    };
                     if all_valid || valid(jl) {
                         g.current[(bl * dims.time + t) * width + jl] = value;
                     }
@@ -500,11 +606,11 @@ pub fn backward(
         return parts.into_iter().next().expect("one part").2;
     }
     let mut out = HostGrads {
-        current: vec![0.0; dims.len()],
-        alpha: vec![0.0; nn * n],
-        beta: vec![0.0; nn * n],
-        coeffs: vec![0.0; nn * kk],
-        threshold: vec![0.0; nn],
+        current: vec![T::ZERO; dims.len()],
+        alpha: vec![T::ZERO; nn * n],
+        beta: vec![T::ZERO; nn * n],
+        coeffs: vec![T::ZERO; nn * kk],
+        threshold: vec![T::ZERO; nn],
     };
     for (rows, cols, part) in parts {
         let width = cols.len();
@@ -515,8 +621,8 @@ pub fn backward(
                 out.current[dst..dst + width].copy_from_slice(&part.current[src..src + width]);
             }
         }
-        let add = |dst: &mut [f64], src: &[f64], per: usize| {
-            for (d, s) in dst[cols.start * per..cols.end * per].iter_mut().zip(src) {
+        let add = |dst: &mut [T], src: &[T], per: usize| {
+            for (d, &s) in dst[cols.start * per..cols.end * per].iter_mut().zip(src) {
                 *d += s;
             }
         };
@@ -530,12 +636,12 @@ pub fn backward(
 
 /// C ← A B + β C for row-major C `[m, n]` (row stride `ldc`), with A `[m, k]` and B `[k, n]`
 /// given as (slice, row stride, column stride).
-fn gemm(
+fn gemm<T: Real>(
     (m, k, n): (usize, usize, usize),
-    (a, rsa, csa): (&[f64], usize, usize),
-    (b, rsb, csb): (&[f64], usize, usize),
-    beta: f64,
-    (c, ldc): (&mut [f64], usize),
+    (a, rsa, csa): (&[T], usize, usize),
+    (b, rsb, csb): (&[T], usize, usize),
+    beta: T,
+    (c, ldc): (&mut [T], usize),
 ) {
     if m == 0 || n == 0 {
         return;
@@ -552,21 +658,13 @@ fn gemm(
     assert!(c.len() > last(m, n, ldc, 1), "gemm: C too short");
     // SAFETY: the asserts above keep every index matrixmultiply touches inside the slices.
     unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
+        T::gemm_raw(
+            (m, k, n),
+            T::ONE,
+            (a.as_ptr(), rsa as isize, csa as isize),
+            (b.as_ptr(), rsb as isize, csb as isize),
             beta,
-            c.as_mut_ptr(),
-            ldc as isize,
-            1,
+            (c.as_mut_ptr(), ldc as isize, 1),
         );
     }
 }

@@ -292,6 +292,7 @@ fn contiguous(x: &ScanInputs<Cube>) -> ScanInputs<Cube> {
             None => Recurrence::None,
         },
         lengths: into_contiguous(x.lengths.clone()),
+        precision: x.precision,
     }
 }
 

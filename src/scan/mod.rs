@@ -1,7 +1,8 @@
 //! The fused GFR scan: the recurrence of spec §1 over whole sequences, forward and backward,
 //! as one Burn operation. The cell fitter and the network both run their neurons through it.
 //!
-//! - [`cpu`]: the host implementation (`f64`, split over the cores), also used by [`predict`];
+//! - [`cpu`]: the host implementation (generic over `f64` and `f32`, split over the cores), also
+//!   used by [`predict`];
 //! - `cube` (crate-private): the CubeCL kernels for the wgpu backend;
 //! - `op` (crate-private; [`GfrScanBackend`], [`ScanInputs`] and [`Recurrence`] are re-exported):
 //!   the backend extension tying them into Burn, with a handwritten backward pass
@@ -19,7 +20,7 @@ pub(crate) mod op;
 use burn::tensor::{Int, Tensor};
 
 use crate::neuron::{NeuronParams, RATE_HISTORY_SCALE};
-pub use op::{GfrScanBackend, Recurrence, ScanInputs};
+pub use op::{GfrScanBackend, Precision, Recurrence, ScanInputs};
 
 /// Neuron parameters in the shapes the scan takes, one row per neuron (tracked tensors keep
 /// their gradients).
@@ -37,9 +38,17 @@ pub struct ScanNeurons {
     pub threshold: Tensor<1>,
     pub max_current: Tensor<1>,
     pub max_rate: Tensor<1>,
+    /// The float type of the host scan (ndarray backend): `F64` by default (the fitter, whose
+    /// numbers must not change); the network runs in `F32`.
+    pub precision: Precision,
 }
 
 impl ScanNeurons {
+    /// The same neurons, scanned on the host in `precision`.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
+
     /// The rows `rows` (an index per output neuron), e.g. each sweep's cell.
     pub fn select(&self, rows: Tensor<1, Int>) -> Self {
         Self {
@@ -50,6 +59,7 @@ impl ScanNeurons {
             threshold: self.threshold.clone().select(0, rows.clone()),
             max_current: self.max_current.clone().select(0, rows.clone()),
             max_rate: self.max_rate.clone().select(0, rows),
+            precision: self.precision,
         }
     }
 }
@@ -82,6 +92,7 @@ pub fn scan(
             Some(w) => Recurrence::Dense(w.into_dispatch()),
         },
         lengths: lengths.into_dispatch(),
+        precision: neurons.precision,
     };
     Tensor::from_dispatch(<Dispatch as GfrScanBackend>::gfr_scan(inputs))
 }

@@ -12,7 +12,17 @@ use burn::backend::{
     backend_extension,
 };
 
-use super::cpu;
+use super::cpu::{self, Real};
+
+/// The float type of the host scan (the ndarray backend): `F64` keeps the fitter's numbers
+/// exactly as they are; `F32` (the network) works on Burn's f32 tensors without converting
+/// them. The wgpu kernels ignore it (they run in the tensors' own type).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    #[default]
+    F64,
+    F32,
+}
 
 /// The recurrent input weight W `[N, N]` (I_t = P_t + r_{t−1} W), or none.
 #[derive(ExtensionType, Clone, Debug)]
@@ -44,6 +54,8 @@ pub struct ScanInputs<B: Backend> {
     pub recurrent: Recurrence<B>,
     /// Valid bins of each sequence, `[B, N]`: later bins keep rate 0 and get no gradient.
     pub lengths: IntTensor<B>,
+    /// The float type of the host scan.
+    pub precision: Precision,
 }
 
 /// The fused GFR scan: firing rates (ms⁻¹) `[B, T, N]` from rest.
@@ -84,68 +96,77 @@ pub struct ScanGrads<B: Backend> {
     pub threshold: FloatTensor<B>,
 }
 
+/// A float type the host scan runs in and Burn can hold.
+pub trait HostReal: Real + burn::tensor::Element {}
+impl HostReal for f64 {}
+impl HostReal for f32 {}
+
 /// Host copies of tensors, for the host implementation.
 pub trait HostData: Backend {
-    fn to_host(t: &FloatTensor<Self>) -> Vec<f64>;
+    fn to_host<T: HostReal>(t: &FloatTensor<Self>) -> Vec<T>;
 }
 
 impl HostData for NdArray {
     /// Reads the array in place (ndarray's `into_data` copies element by element when the
     /// array is shared, as the autodiff graph's tensors are).
-    fn to_host(t: &FloatTensor<Self>) -> Vec<f64> {
+    fn to_host<T: HostReal>(t: &FloatTensor<Self>) -> Vec<T> {
         use burn_ndarray::NdArrayTensor;
         match t {
             NdArrayTensor::F32(s) => {
                 let v = s.view();
                 match v.as_slice() {
-                    Some(x) => x.iter().map(|&x| f64::from(x)).collect(),
-                    None => v.iter().map(|&x| f64::from(x)).collect(),
+                    Some(x) => x.iter().map(|&x| T::from_f32(x)).collect(),
+                    None => v.iter().map(|&x| T::from_f32(x)).collect(),
                 }
             }
-            NdArrayTensor::F64(s) => s.view().iter().copied().collect(),
-            _ => read_generic::<Self>(t),
+            NdArrayTensor::F64(s) => s.view().iter().map(|&x| T::from_f64(x)).collect(),
+            _ => read_generic::<Self, T>(t),
         }
     }
 }
 
 impl HostData for burn::backend::Cube {
-    fn to_host(t: &FloatTensor<Self>) -> Vec<f64> {
-        read_generic::<Self>(t)
+    fn to_host<T: HostReal>(t: &FloatTensor<Self>) -> Vec<T> {
+        read_generic::<Self, T>(t)
     }
 }
 
-fn read_generic<B: Backend>(t: &FloatTensor<B>) -> Vec<f64> {
+fn read_generic<B: Backend, T: HostReal>(t: &FloatTensor<B>) -> Vec<T> {
     burn_std::future::block_on(B::float_into_data(t.clone()))
         .expect("scan: reading a tensor")
-        .convert::<f64>()
-        .try_into_vec::<f64>()
+        .convert::<T>()
+        .try_into_vec::<T>()
         .expect("scan: float data")
 }
 
-fn write<B: Backend>(v: Vec<f64>, shape: Shape, like: &FloatTensor<B>) -> FloatTensor<B> {
+fn write<B: Backend, T: HostReal>(
+    v: Vec<T>,
+    shape: Shape,
+    like: &FloatTensor<B>,
+) -> FloatTensor<B> {
     let data = match like.dtype() {
-        DType::F32 => TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), shape),
+        DType::F32 => TensorData::new(v.into_iter().map(|x| x.to_f32()).collect::<Vec<_>>(), shape),
         dtype => TensorData::new(v, shape).convert_dtype(dtype),
     };
     B::float_from_data(data, &like.device())
 }
 
 /// Host copies of a scan's inputs.
-struct HostParts {
-    current: Vec<f64>,
-    alpha: Vec<f64>,
-    beta: Vec<f64>,
-    decay: Vec<f64>,
-    coeffs: Vec<f64>,
-    threshold: Vec<f64>,
-    max_current: Vec<f64>,
-    max_rate: Vec<f64>,
-    recurrent: Option<Vec<f64>>,
+struct HostParts<T> {
+    current: Vec<T>,
+    alpha: Vec<T>,
+    beta: Vec<T>,
+    decay: Vec<T>,
+    coeffs: Vec<T>,
+    threshold: Vec<T>,
+    max_current: Vec<T>,
+    max_rate: Vec<T>,
+    recurrent: Option<Vec<T>>,
     lengths: Vec<usize>,
     dims: cpu::Dims,
 }
 
-impl HostParts {
+impl<T: HostReal> HostParts<T> {
     /// The backward pass needs the shapes of P but not its values (`with_current` false).
     fn read<B: HostData>(x: &ScanInputs<B>, with_current: bool) -> Self {
         let [batch, time, neurons] = x.current.shape().dims::<3>();
@@ -179,7 +200,7 @@ impl HostParts {
         }
     }
 
-    fn neurons(&self) -> cpu::HostNeurons<'_> {
+    fn neurons(&self) -> cpu::HostNeurons<'_, T> {
         cpu::HostNeurons {
             alpha: &self.alpha,
             beta: &self.beta,
@@ -192,9 +213,28 @@ impl HostParts {
     }
 }
 
-/// The host implementation, for backends without a kernel of their own.
+/// The host implementation, for backends without a kernel of their own, in the inputs'
+/// [`Precision`].
 pub(super) fn host_forward<B: HostData>(x: &ScanInputs<B>) -> [FloatTensor<B>; 4] {
-    let h = HostParts::read(x, true);
+    match x.precision {
+        Precision::F64 => host_forward_in::<B, f64>(x),
+        Precision::F32 => host_forward_in::<B, f32>(x),
+    }
+}
+
+pub(super) fn host_backward<B: HostData>(
+    x: &ScanInputs<B>,
+    saved: &[FloatTensor<B>; 4],
+    grad_rates: FloatTensor<B>,
+) -> ScanGrads<B> {
+    match x.precision {
+        Precision::F64 => host_backward_in::<B, f64>(x, saved, grad_rates),
+        Precision::F32 => host_backward_in::<B, f32>(x, saved, grad_rates),
+    }
+}
+
+fn host_forward_in<B: HostData, T: HostReal>(x: &ScanInputs<B>) -> [FloatTensor<B>; 4] {
+    let h = HostParts::<T>::read(x, true);
     let trace = cpu::forward(
         &h.neurons(),
         &h.current,
@@ -204,15 +244,15 @@ pub(super) fn host_forward<B: HostData>(x: &ScanInputs<B>) -> [FloatTensor<B>; 4
     );
     let shape = x.current.shape();
     [trace.rates, trace.act_in, trace.total, trace.slope]
-        .map(|v| write::<B>(v, shape.clone(), &x.current))
+        .map(|v| write::<B, _>(v, shape.clone(), &x.current))
 }
 
-pub(super) fn host_backward<B: HostData>(
+fn host_backward_in<B: HostData, T: HostReal>(
     x: &ScanInputs<B>,
     saved: &[FloatTensor<B>; 4],
     grad_rates: FloatTensor<B>,
 ) -> ScanGrads<B> {
-    let h = HostParts::read(x, false);
+    let h = HostParts::<T>::read(x, false);
     let trace = cpu::Trace {
         rates: B::to_host(&saved[0]),
         act_in: B::to_host(&saved[1]),
@@ -228,11 +268,11 @@ pub(super) fn host_backward<B: HostData>(
         &B::to_host(&grad_rates),
     );
     ScanGrads {
-        current: write::<B>(g.current, x.current.shape(), &x.current),
-        alpha: write::<B>(g.alpha, x.alpha.shape(), &x.alpha),
-        beta: write::<B>(g.beta, x.beta.shape(), &x.beta),
-        coeffs: write::<B>(g.coeffs, x.coeffs.shape(), &x.coeffs),
-        threshold: write::<B>(g.threshold, x.threshold.shape(), &x.threshold),
+        current: write::<B, _>(g.current, x.current.shape(), &x.current),
+        alpha: write::<B, _>(g.alpha, x.alpha.shape(), &x.alpha),
+        beta: write::<B, _>(g.beta, x.beta.shape(), &x.beta),
+        coeffs: write::<B, _>(g.coeffs, x.coeffs.shape(), &x.coeffs),
+        threshold: write::<B, _>(g.threshold, x.threshold.shape(), &x.threshold),
     }
 }
 
@@ -356,6 +396,7 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> GfrScanBackend for Autodif
                 Recurrence::Dense(w) => Recurrence::Dense(w.into_primitive()),
             },
             lengths: inputs.lengths,
+            precision: inputs.precision,
         };
         let saved = B::scan_forward(&inputs);
         let rates = saved[0].clone();
