@@ -67,7 +67,7 @@ pub trait Real:
 }
 
 macro_rules! real {
-    ($t:ty, $gemm:ident) => {
+    ($t:ty, $gemm:ident, $tanh:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -93,7 +93,7 @@ macro_rules! real {
             }
             #[inline]
             fn tanh(self) -> Self {
-                <$t>::tanh(self)
+                $tanh(self)
             }
             unsafe fn gemm_raw(
                 (m, k, n): (usize, usize, usize),
@@ -114,8 +114,38 @@ macro_rules! real {
     };
 }
 
-real!(f64, dgemm);
-real!(f32, sgemm);
+real!(f64, dgemm, f64::tanh);
+real!(f32, sgemm, fast_tanh);
+
+/// tanh in single precision as a rational function (Eigen's `generic_fast_tanh_float`: the
+/// odd polynomial of degree 13 over the even one of degree 6, inputs clamped to ±7.9053):
+/// within 5e-7 of tanh, several times faster than glibc's `tanhf` (which goes through
+/// `expm1f`). The f64 scan keeps `f64::tanh`.
+#[inline]
+pub fn fast_tanh(x: f32) -> f32 {
+    const CLAMP: f32 = 7.905_311;
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+    if x.abs() < 4e-4 {
+        return x;
+    }
+    let x = x.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    let mut p = A[6];
+    for &a in A[..6].iter().rev() {
+        p = p * x2 + a;
+    }
+    let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
+    x * p / q
+}
 
 /// Neuron parameters of a scan, one row per neuron (N neurons, n filters, K coefficients).
 #[derive(Clone, Copy, Debug)]
@@ -666,5 +696,24 @@ fn gemm<T: Real>(
             beta,
             (c.as_mut_ptr(), ldc as isize, 1),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_tanh_is_within_5e7_of_tanh() {
+        let (mut worst, mut at) = (0.0f64, 0.0);
+        for k in -200_000..=200_000 {
+            let x = k as f32 * 1e-4; // −20 … 20
+            let err = (super::fast_tanh(x) as f64 - (x as f64).tanh()).abs();
+            if err > worst {
+                (worst, at) = (err, x);
+            }
+        }
+        // f32 itself resolves 6e-8 near 1
+        assert!(worst < 5e-7, "{worst} at {at}");
+        assert_eq!(super::fast_tanh(0.0), 0.0);
+        assert!(super::fast_tanh(1e-30) > 0.0 && super::fast_tanh(-3.0) < 0.0);
     }
 }
