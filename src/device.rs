@@ -31,7 +31,7 @@ impl Backend {
             Backend::Wgpu => {
                 if !wgpu_available() {
                     bail!(
-                        "--device wgpu: no GPU adapter could be opened (no Vulkan, Metal, DX12 or GL driver found); use --device cpu"
+                        "wgpu: no GPU adapter could be opened (no Vulkan, Metal, DX12 or GL driver found); use the CPU backend (ndarray: --device cpu)"
                     );
                 }
                 Ok(Device::wgpu(DeviceKind::DefaultDevice))
