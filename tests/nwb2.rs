@@ -58,100 +58,53 @@ fn sweeps(rate: f64, seconds: f64, seed: u64) -> Vec<Sweep> {
     };
     let frozen = noise(&mut StdRng::seed_from_u64(seed + 1));
     let mut out = Vec::new();
+    // the current (pA) at sample k inside `window`, 0 outside
+    let shaped = |window: std::ops::Range<usize>, f: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        (0..n)
+            .map(|k| if window.contains(&k) { f(k) } else { 0.0 })
+            .collect()
+    };
+    let noisy = |k: usize| 1.5 * rheo * (1.0 + 0.5 * frozen[k]);
     let protocol: Vec<(u32, &str, &str, Vec<f64>)> = vec![
         (1, "EXTPSMOKET180424_DA_0", "", vec![0.0; n]),
         (
             2,
             "C1LSCOARSE150216_DA_0",
             "Long Square",
-            (0..n)
-                .map(|k| {
-                    if (on..off).contains(&k) {
-                        0.6 * rheo
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
+            shaped(on..off, &|_| 0.6 * rheo),
         ),
         (
             3,
             "C1LSCOARSE150216_DA_0",
             "Long Square",
-            (0..n)
-                .map(|k| {
-                    if (on..off).contains(&k) {
-                        1.6 * rheo
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
+            shaped(on..off, &|_| 1.6 * rheo),
         ),
         (
             4,
             "C1RP25PR1S141203_DA_0",
             "Ramp",
-            (0..n)
-                .map(|k| {
-                    if k >= on {
-                        (k - on) as f64 / rate * 2.5 * rheo
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
+            shaped(on..n, &|k| (k - on) as f64 / rate * 2.5 * rheo),
         ),
         (
             5,
             "C1NSSEED_1150216_DA_0",
             "Noise 1",
-            (0..n)
-                .map(|k| {
-                    if (on..off).contains(&k) {
-                        1.5 * rheo * (1.0 + 0.5 * frozen[k])
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
+            shaped(on..off, &noisy),
         ),
+        // above 127: paired through the series names
         (
-            300, // above 127: paired through the series names
+            300,
             "C1NSSEED_2150216_DA_0[2]",
             "Noise 2",
-            (0..n)
-                .map(|k| {
-                    if (on..off).contains(&k) {
-                        1.5 * rheo * (1.0 + 0.5 * frozen[k])
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
+            shaped(on..off, &noisy),
         ),
         (
             7,
             "C1SSFINEST150112_DA_0",
             "Short Square",
-            (0..n)
-                .map(|k| {
-                    if (on..on + secs(0.003, rate)).contains(&k) {
-                        12.0 * rheo
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
+            shaped(on..on + secs(0.003, rate), &|_| 12.0 * rheo),
         ),
-        (
-            8,
-            "MYLAB_CHIRP_DA_0",
-            "",
-            (0..n)
-                .map(|k| if k >= on { 0.5 * rheo } else { 0.0 })
-                .collect(),
-        ),
+        (8, "MYLAB_CHIRP_DA_0", "", shaped(on..n, &|_| 0.5 * rheo)),
     ];
     let pulse = (secs(0.01, rate), secs(0.02, rate));
     for (number, code, name, mut pa) in protocol {
