@@ -23,6 +23,7 @@ pub mod fuzz;
 pub mod network;
 pub mod neuron;
 pub mod optim;
+pub(crate) mod parallel;
 pub mod plot;
 pub mod scan;
 pub mod simulate;

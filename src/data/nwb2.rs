@@ -571,7 +571,7 @@ fn read_open_nwb2(f: &H5File, path: &Path, opts: &Nwb2Options) -> Result<Recordi
         let r = read_series(f, &resp.path).with_context(|| what.clone())?;
         loaded.push((n, name, s, r, what));
     }
-    let sweeps = parallel_map(loaded, |(n, name, s, r, what)| {
+    let sweeps = crate::parallel::map_on_cores(loaded, |(n, name, s, r, what)| {
         assemble(name, s, r, &opts.spikes, &what).map(|sw| (n, sw))
     })
     .into_iter()
@@ -589,36 +589,4 @@ fn read_open_nwb2(f: &H5File, path: &Path, opts: &Nwb2Options) -> Result<Recordi
     let mut sweeps = sweeps;
     sweeps.sort_by_key(|(n, _)| *n);
     Ok(Recording { sweeps, notes })
-}
-
-/// `items.map(f)` on the available cores: a shared queue hands the next item to whichever
-/// thread is free. The order of the results is that of the items.
-fn parallel_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
-    if threads <= 1 {
-        return items.into_iter().map(f).collect();
-    }
-    let n = items.len();
-    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
-    let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<U>>>());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let next = queue.lock().unwrap().next();
-                    let Some((i, item)) = next else { break };
-                    let out = f(item);
-                    results.lock().unwrap()[i] = Some(out);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.expect("every item is mapped"))
-        .collect()
 }

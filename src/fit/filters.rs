@@ -157,30 +157,6 @@ pub fn batch_loss(p: &NeuronParams, batch: &SweepBatch, eps: f64) -> f64 {
     per_bin(&losses, batch)
 }
 
-/// `f` of every item, in order, the items split over the cores (one thread when few).
-fn on_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || items.len() < 4 {
-        return items.iter().map(&f).collect();
-    }
-    let per = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|chunk| {
-                let f = &f;
-                s.spawn(move || {
-                    crate::scan::cpu::serial(|| chunk.iter().map(f).collect::<Vec<R>>())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("test-loss worker panicked"))
-            .collect()
-    })
-}
-
 /// Outcome of one `{lr, epochs}` run.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -414,8 +390,8 @@ pub fn train_runs(
         let running: Vec<usize> = (0..cells)
             .filter(|&c| matches!(state[c], CellRun::Running { .. }))
             .collect();
-        let test_loss_of = on_cores(&running, |&c| {
-            batch_loss(&params[c], &data[c].test_batch, settings.eps)
+        let test_loss_of = crate::parallel::map_on_cores(running.clone(), |c| {
+            crate::scan::cpu::serial(|| batch_loss(&params[c], &data[c].test_batch, settings.eps))
         });
         let mut running_losses = Vec::new();
         for (&c, &test_loss) in running.iter().zip(&test_loss_of) {

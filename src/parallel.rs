@@ -1,0 +1,33 @@
+//! Work spread over the cores (std threads; the crate has no thread pool).
+
+/// `items.map(f)` on the available cores: a shared queue hands the next item to whichever
+/// thread is free. The order of the results is that of the items.
+pub(crate) fn map_on_cores<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<U>>>());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap().next();
+                    let Some((i, item)) = next else { break };
+                    let out = f(item);
+                    results.lock().unwrap()[i] = Some(out);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every item is mapped"))
+        .collect()
+}
