@@ -593,12 +593,7 @@ pub fn plot_spikes(
 ) -> Result<PathBuf> {
     let sweep = &s.sweep;
     let rate = sweep.sampling_rate;
-    let end = sweep
-        .response
-        .iter()
-        .rposition(|&v| v != 0.0 && v.is_finite())
-        .map_or(0, |k| k + 1);
-    let mv: Vec<f64> = sweep.response[..end].iter().map(|v| v * 1e3).collect();
+    let mv: Vec<f64> = sweep.recorded_voltage().iter().map(|v| v * 1e3).collect();
     let pa: Vec<f64> = sweep.stimulus.iter().map(|i| i * 1e12).collect();
     let voltage = decimate(&mv, rate, 20_000);
     let current = decimate(&pa, rate, 20_000);

@@ -574,6 +574,19 @@ fn gfr_spikes_writes_the_detected_times_and_a_figure() {
     }
     let fig = figures.join(format!("cell_31_sweep_{}_spikes.png", spiking.number));
     assert!(std::fs::metadata(&fig).unwrap().len() > 10_000, "{out}");
+    // the detector's settings apply to NWB 2 files too: no spike peaks above +100 mV
+    ok(&gfr(&[
+        "spikes",
+        "--cell-id",
+        "31",
+        "--nwb-dir",
+        s(&nwb),
+        "--out",
+        s(&csv),
+        "--min-peak",
+        "100",
+    ]));
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 1);
     // a sweep that is not there is an error that lists the sweeps
     let err = fails(&gfr(&[
         "spikes",

@@ -24,6 +24,19 @@ pub struct RawSweep {
     pub experiment_range: Option<(usize, usize)>,
 }
 
+impl RawSweep {
+    /// The voltage up to its last recorded sample: trailing zeros and non-finite samples count
+    /// as not recorded (IPFX's rule).
+    pub fn recorded_voltage(&self) -> &[f64] {
+        let end = self
+            .response
+            .iter()
+            .rposition(|&v| v != 0.0 && v.is_finite())
+            .map_or(0, |k| k + 1);
+        &self.response[..end]
+    }
+}
+
 /// One sweep binned at every processed bin size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessedSweep {

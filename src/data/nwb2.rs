@@ -263,6 +263,8 @@ impl Nwb2Options {
 pub struct Recording {
     pub sweeps: Vec<(u32, RawSweep)>,
     pub notes: Vec<String>,
+    /// Whether the spike times were stored in the file (NWB 1) or detected (NWB 2).
+    pub spikes_stored: bool,
 }
 
 /// Reads an NWB 1 or NWB 2 file (by its version), as [`super::nwb::read_nwb_numbered`] does for
@@ -276,6 +278,7 @@ pub fn read_recording(path: &Path, opts: &Nwb2Options) -> Result<Recording> {
             NwbVersion::One => Ok(Recording {
                 sweeps: read_numbered_from(&f, path)?,
                 notes: Vec::new(),
+                spikes_stored: true,
             }),
             NwbVersion::Two(_) => read_open_nwb2(&f, path, opts),
         }
@@ -588,5 +591,9 @@ fn read_open_nwb2(f: &H5File, path: &Path, opts: &Nwb2Options) -> Result<Recordi
     }
     let mut sweeps = sweeps;
     sweeps.sort_by_key(|(n, _)| *n);
-    Ok(Recording { sweeps, notes })
+    Ok(Recording {
+        sweeps,
+        notes,
+        spikes_stored: false,
+    })
 }

@@ -414,33 +414,28 @@ pub struct SweepSpikes {
 }
 
 /// Reads a cell's NWB file (version 1 or 2) and reports every sweep's spikes: stored and/or
-/// detected with `params`. For NWB 1 files the detector runs on the recorded voltage, so its
+/// detected with `params` (which replace `opts.spikes`). For NWB 1 files the detector runs on the recorded voltage, so its
 /// times can be checked against the Allen pipeline's.
 pub fn cell_spikes(
     path: &std::path::Path,
     opts: &super::nwb2::Nwb2Options,
     params: &SpikeParams,
 ) -> anyhow::Result<(Vec<SweepSpikes>, Vec<String>)> {
-    use super::nwb2::{NwbVersion, nwb_version};
-    let version = rust_hdf5::H5File::open(path)
-        .map(|f| nwb_version(&f))
-        .map_err(|e| anyhow::anyhow!("{} is not a readable NWB/HDF5 file: {e}", path.display()))?;
-    let rec = super::nwb2::read_recording(path, opts)?;
+    // NWB 2 spikes are detected while reading: with these settings
+    let opts = super::nwb2::Nwb2Options {
+        spikes: params.clone(),
+        ..opts.clone()
+    };
+    let rec = super::nwb2::read_recording(path, &opts)?;
     let sweeps = rec
         .sweeps
         .into_iter()
         .map(|(sweep_number, sweep)| {
-            let (stored, detected) = match version {
-                NwbVersion::One => {
-                    let end = sweep
-                        .response
-                        .iter()
-                        .rposition(|&v| v != 0.0 && v.is_finite())
-                        .map_or(0, |k| k + 1);
-                    let times = spike_times(&sweep.response[..end], sweep.sampling_rate, params);
-                    (Some(sweep.spike_times.clone()), times)
-                }
-                NwbVersion::Two(_) => (None, sweep.spike_times.clone()),
+            let (stored, detected) = if rec.spikes_stored {
+                let times = spike_times(sweep.recorded_voltage(), sweep.sampling_rate, params);
+                (Some(sweep.spike_times.clone()), times)
+            } else {
+                (None, sweep.spike_times.clone())
             };
             SweepSpikes {
                 sweep_number,
