@@ -582,7 +582,10 @@ fn fit_prepared(
                         runs_done: i + 1,
                         rng_word_pos: cells[c].rng.get_word_pos(),
                     };
-                    checkpoint(c, finished(b.clone(), &cells[c].data, opts, Some(partial)));
+                    checkpoint(
+                        c,
+                        result_of_run(b.clone(), &cells[c].data, opts, Some(partial)),
+                    );
                 }
             }
         }
@@ -600,13 +603,13 @@ fn fit_prepared(
                     "validation EVR is NaN in every run (Noise 1 has no explainable variance); nothing saved".into(),
                 ));
             }
-            Ok(finished(best, &cell.data, opts, None))
+            Ok(result_of_run(best, &cell.data, opts, None))
         })
         .collect()
 }
 
 /// A cell's result from its best run: the test EVR and the padded train loss computed.
-fn finished(
+fn result_of_run(
     best: RunResult,
     data: &FitData,
     opts: &FitOptions,
@@ -760,7 +763,9 @@ pub fn fit_and_save_batch(
     // runs already done
     let mut ready: std::collections::BTreeMap<(usize, usize), Vec<(usize, PreparedCell)>> =
         Default::default();
-    let mut loaded: Vec<(usize, LoadedCell, Option<(Partial, FitResult)>)> = Vec::new();
+    let mut loaded: Vec<(usize, LoadedCell)> = Vec::new();
+    // the partial result (of this config) each cell goes on from, if any
+    let mut resume_at: Vec<Option<Partial>> = vec![None; cell_ids.len()];
     for (i, &cell_id) in cell_ids.iter().enumerate() {
         let path = opts.result_path(cell_id);
         if path.exists() {
@@ -772,7 +777,6 @@ pub fn fit_and_save_batch(
             }
         }
         // a partial result of this config (a fit stopped between runs) goes on where it stopped
-        let mut resume_from = None;
         if let Some(prev) = &previous[i] {
             let same_config = prev.meta.config_hash.as_deref() == Some(&hash);
             let skip = if opts.resume && same_config && prev.meta.partial.is_some() {
@@ -782,7 +786,7 @@ pub fn fit_and_save_batch(
                         path.display()
                     ));
                 } else {
-                    resume_from = prev.meta.partial.map(|p| (p, prev.clone()));
+                    resume_at[i] = prev.meta.partial;
                 }
                 None
             } else if opts.resume && same_config {
@@ -808,30 +812,18 @@ pub fn fit_and_save_batch(
             .map_err(|e| CellError::Skip(format!("{e:#}")))
             .and_then(|cell| load_cell(&cell, opts, previous[i].as_ref(), progress));
         match loaded_cell {
-            Ok(c) => loaded.push((i, c, resume_from)),
+            Ok(c) => loaded.push((i, c)),
             Err(e) => reports[i] = Some(unfit(cell_id, e)),
         }
     }
     // the activations of the whole batch are fitted together (again for a resumed cell: the
     // same fit from the same seed gives the same starting neuron)
-    let (idx, cells, resumes): (Vec<usize>, Vec<LoadedCell>, Vec<_>) =
-        loaded
-            .into_iter()
-            .fold(Default::default(), |(mut a, mut b, mut c), (i, l, r)| {
-                a.push(i);
-                b.push(l);
-                c.push(r);
-                (a, b, c)
-            });
-    for ((i, prepared), resume) in idx
-        .into_iter()
-        .zip(prepare_cells(cells, opts, progress))
-        .zip(resumes)
-    {
+    let (idx, cells): (Vec<usize>, Vec<LoadedCell>) = loaded.into_iter().unzip();
+    for (i, prepared) in idx.into_iter().zip(prepare_cells(cells, opts, progress)) {
         let cell_id = cell_ids[i];
         match prepared {
             Ok(mut p) => {
-                if let Some((partial, prev)) = resume {
+                if let (Some(partial), Some(prev)) = (resume_at[i], previous[i].take()) {
                     progress.note(&format!(
                         "cell {cell_id}: going on from its partial result ({} of {} runs done)",
                         partial.runs_done,
