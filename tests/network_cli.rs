@@ -6,27 +6,10 @@ use common::*;
 use gfr::network::{GfrNetwork, default_neuron};
 use serde_json::Value;
 
-/// Runs `gfr network` on a small slice of the built-in sample; `extra` overrides the defaults.
+/// Runs `gfr network` on a small slice of the built-in sample (16 neurons); `extra` overrides
+/// the defaults.
 fn run(dir: &std::path::Path, extra: &[&str]) -> Value {
-    let mut args = vec!["network", "--save-dir", s(dir), "--quiet", "--offline"];
-    for (flag, value) in [
-        ("--train-limit", "640"),
-        ("--test-limit", "200"),
-        ("--n-nodes", "16"),
-    ] {
-        if !extra.contains(&flag) {
-            args.extend([flag, value]);
-        }
-    }
-    args.extend_from_slice(extra);
-    let out = ok(&gfr(&args));
-    let name = out
-        .lines()
-        .find_map(|l| l.strip_prefix("saved "))
-        .and_then(|l| l.split(" and ").next())
-        .expect("saved line")
-        .to_string();
-    serde_json::from_slice(&std::fs::read(name).unwrap()).unwrap()
+    small_network(dir, "16", extra).1
 }
 
 fn neurons(j: &Value) -> Vec<Value> {

@@ -560,30 +560,9 @@ fn dataset_build_and_simulate_never_replace_silently() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// `gfr network` on a small slice of the built-in sample; returns (stdout+stderr, saved JSON).
+/// `gfr network` on a small slice of the built-in sample, 8 neurons.
 fn network(dir: &Path, extra: &[&str]) -> (String, serde_json::Value) {
-    let mut args = vec!["network", "--save-dir", s(dir), "--quiet", "--offline"];
-    for (flag, value) in [
-        ("--train-limit", "640"),
-        ("--test-limit", "200"),
-        ("--n-nodes", "8"),
-    ] {
-        if !extra.contains(&flag) {
-            args.extend([flag, value]);
-        }
-    }
-    args.extend_from_slice(extra);
-    let out = ok(&gfr(&args));
-    let name = out
-        .lines()
-        .find_map(|l| l.strip_prefix("saved "))
-        .and_then(|l| l.split(" and ").next())
-        .expect("saved line")
-        .to_string();
-    (
-        out.clone(),
-        serde_json::from_slice(&std::fs::read(name).unwrap()).unwrap(),
-    )
+    small_network(dir, "8", extra)
 }
 
 #[test]

@@ -91,3 +91,28 @@ pub fn fit(config: &str, data: &Path, params: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     gfr(&args)
 }
+
+/// `gfr network` on a small slice of the built-in sample (640 / 200 digits, `n_nodes` hidden
+/// neurons unless `extra` says otherwise); returns its stdout + stderr and the saved JSON.
+pub fn small_network(dir: &Path, n_nodes: &str, extra: &[&str]) -> (String, serde_json::Value) {
+    let mut args = vec!["network", "--save-dir", s(dir), "--quiet", "--offline"];
+    for (flag, value) in [
+        ("--train-limit", "640"),
+        ("--test-limit", "200"),
+        ("--n-nodes", n_nodes),
+    ] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    let out = ok(&gfr(&args));
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix("saved "))
+        .and_then(|l| l.split(" and ").next())
+        .expect("saved line")
+        .to_string();
+    let json = serde_json::from_slice(&std::fs::read(name).unwrap()).unwrap();
+    (out, json)
+}
