@@ -489,3 +489,45 @@ fn a_sweep_without_onset_fails_its_cell_naming_the_sweep() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn gfr_spikes_reports_the_stored_spikes_of_nwb1_files() {
+    let dir = scratch("nwb1-spikes");
+    let nwb = dir.join("cell_types");
+    let fixture = sweeps();
+    write_fixture(&nwb.join("specimen_7/ephys.nwb"), &fixture);
+    let csv = dir.join("spikes.csv");
+    let out = ok(&gfr(&[
+        "spikes",
+        "--cell-id",
+        "7",
+        "--nwb-dir",
+        s(&nwb),
+        "--out",
+        s(&csv),
+    ]));
+    assert!(
+        out.contains("F1: detected against stored spike times"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let stored: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').nth(3) == Some("stored"))
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    let want: Vec<f64> = fixture.iter().flat_map(|f| f.spikes.clone()).collect();
+    assert_eq!(stored.len(), want.len(), "{out}");
+    for (a, b) in stored.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    // the fixture's voltage is flat: nothing is detected, and F1 says so
+    assert!(!text.contains(",detected,"), "{text}");
+    // a truncated file is an error naming it
+    let bytes = std::fs::read(nwb.join("specimen_7/ephys.nwb")).unwrap();
+    std::fs::write(nwb.join("9.nwb"), &bytes[..bytes.len() / 3]).unwrap();
+    let err = fails(&gfr(&["spikes", "--cell-id", "9", "--nwb-dir", s(&nwb)]));
+    assert!(err.contains("9.nwb"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
