@@ -381,7 +381,7 @@ impl Dataset {
         let mut best: BTreeMap<(u32, u32, u64), (DatasetRecord, PathBuf)> = BTreeMap::new();
         for dir in params_dirs {
             let files = crate::fit::store::result_files(dir)
-                .with_context(|| format!("--params-dir {}", dir.display()))?;
+                .with_context(|| format!("params dir {}", dir.display()))?;
             for found in files {
                 let id = found.cell_id;
                 let r = match FitResult::load(&found.path) {

@@ -31,7 +31,7 @@ impl Backend {
             Backend::Wgpu => {
                 if !wgpu_available() {
                     bail!(
-                        "wgpu: no GPU adapter could be opened (no Vulkan, Metal, DX12 or GL driver found); use the CPU backend (ndarray: --device cpu)"
+                        "wgpu: no GPU adapter could be opened (no Vulkan, Metal, DX12 or GL driver found); use the CPU backend (ndarray) instead"
                     );
                 }
                 Ok(Device::wgpu(DeviceKind::DefaultDevice))

@@ -502,24 +502,23 @@ pub fn plot_networks(files: &[PathBuf], out: &Path, format: Format) -> Result<Pa
     }
     let mut runs = Vec::new();
     for f in files {
-        let v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
-        )
-        .with_context(|| format!("{} is not valid JSON", f.display()))?;
-        let history = v["history"]
-            .as_array()
-            .with_context(|| format!("{}: no `history` (not a gfr network file)", f.display()))?;
-        let get = |k: &str| -> Vec<(f64, f64)> {
+        let history = crate::network::NetworkRun::load_history(f)?;
+        let curve = |value: fn(&crate::network::EpochStats) -> f64| -> Vec<(f64, f64)> {
             history
                 .iter()
-                .filter_map(|e| Some((e["epoch"].as_f64()?, e[k].as_f64()?)))
+                .map(|e| (e.epoch as f64, value(e)))
+                .filter(|p| p.1.is_finite())
                 .collect()
         };
         let name = f
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        runs.push((name, get("train_loss"), get("test_accuracy_step1")));
+        runs.push((
+            name,
+            curve(|e| e.train_loss),
+            curve(|e| e.test_accuracy_step1),
+        ));
     }
     figure!(
         &out.join(format!("network_training.{}", format.ext())),

@@ -279,7 +279,7 @@ pub fn load(
         }
     }
     let why = if offline {
-        "--offline".to_string()
+        "offline: no download tried".to_string()
     } else {
         progress.download_note(&format!(
             "MNIST is not (all) in {}: downloading it",

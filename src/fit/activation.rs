@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand_distr::{Distribution, Normal};
 
 use crate::data::CellRecording;
-use crate::neuron::{ActivationParams, PolynomialActivation};
+use crate::neuron::{ActivationParams, PolynomialActivation, masked_poisson_nll};
 
 /// Adam learning rate of the activation fit (the published value; config `activation_lr`).
 pub const ACTIVATION_LR: f64 = 0.05;
@@ -180,13 +180,11 @@ pub fn fit_activations(
     let grid = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [points, cols]), &ad);
     let (x, y, mask) = (grid(x), grid(y), grid(mask));
     let dt = Tensor::<2>::from_data(TensorData::new(dt, [1, cols]), &ad);
-    let padded = mask.clone().equal_elem(0.0);
     let mut g = PolynomialActivation::new(&inits.iter().collect::<Vec<_>>(), &ad);
     let mut optim = crate::optim::adam();
     for _ in 0..epochs {
         let mu = g.forward(x.clone()) * dt.clone();
-        let log_mu = (mu.clone() + eps).mask_fill(padded.clone(), 1.0).log();
-        let loss = ((mu - y.clone() * dt.clone() * log_mu) * mask.clone()).sum();
+        let loss = masked_poisson_nll(mu, y.clone() * dt.clone(), mask.clone(), eps).sum();
         let grads = GradientsParams::from_grads(loss.backward(), &g);
         g = optim.step(lr, g, grads);
     }

@@ -251,11 +251,12 @@ fn sweep_losses(
         Some(batch.lengths.clone()),
     )
     .reshape([time, sweeps]);
-    let mu = rate * dt;
-    // padded bins (rate and target 0) take log 1, so that ε = 0 gives no 0 · ln 0 there
-    let padded = batch.mask.clone().equal_elem(0.0);
-    let log_mu = (mu.clone() + eps).mask_fill(padded, 1.0).log();
-    let nll = (mu - batch.target.clone() * dt * log_mu) * batch.mask.clone();
+    let nll = crate::neuron::masked_poisson_nll(
+        rate * dt,
+        batch.target.clone() * dt,
+        batch.mask.clone(),
+        eps,
+    );
     let sweep_loss = nll.sum_dim(0);
     let total = (sweep_loss.clone() * batch.weight.clone()).sum();
     (sweep_loss, total)

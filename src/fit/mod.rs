@@ -261,32 +261,47 @@ impl FitOptions {
         }
     }
 
-    pub fn check(&self) -> Result<()> {
-        Self::check_flags(self.bin_size, self.activation_bin_size, self.l1)?;
+    /// Checks every setting; an error names the setting as `name` gives it (the field name
+    /// with `&|f| f.to_string()`, a flag in the CLI).
+    pub fn check(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
+        Self::check_bins(self.bin_size, self.activation_bin_size, self.l1, name)?;
         if !(1..=MAX_DEGREE).contains(&self.degree) {
             bail!(
-                "--degree {}: must be between 1 and {MAX_DEGREE} (the published fits use 1)",
+                "{} {}: must be between 1 and {MAX_DEGREE} (the published fits use 1)",
+                name("degree"),
                 self.degree
             );
         }
         if self.batch_cells == 0 {
-            bail!("--batch-cells 0: must be at least 1 (1 fits one cell at a time)");
+            bail!(
+                "{} 0: must be at least 1 (1 fits one cell at a time)",
+                name("batch_cells")
+            );
         }
         self.config.check()
     }
 
-    /// Checks `--bin-size`, `--activation-bin-size` and `--C`.
-    pub fn check_flags(bin_size: u32, activation_bin_size: u32, l1: f64) -> Result<()> {
+    /// Checks `bin_size`, `activation_bin_size` and `l1` (named as in [`FitOptions::check`]).
+    pub fn check_bins(
+        bin_size: u32,
+        activation_bin_size: u32,
+        l1: f64,
+        name: &dyn Fn(&str) -> String,
+    ) -> Result<()> {
         if !BIN_SIZES.contains(&bin_size) {
-            bail!("--bin-size {bin_size}: allowed values are 10, 20, 50, 100");
+            bail!(
+                "{} {bin_size}: allowed values are 10, 20, 50, 100",
+                name("bin_size")
+            );
         }
         if !ACTIVATION_BIN_SIZES.contains(&activation_bin_size) {
             bail!(
-                "--activation-bin-size {activation_bin_size}: allowed values are 20, 100 (also 10, 50)"
+                "{} {activation_bin_size}: allowed values are 20, 100 (also 10, 50)",
+                name("activation_bin_size")
             );
         }
         if !(l1 >= 0.0 && l1.is_finite()) {
-            bail!("--C {l1}: must be a non-negative number");
+            bail!("{} {l1}: must be a non-negative number", name("l1"));
         }
         Ok(())
     }
@@ -398,6 +413,11 @@ pub trait FitProgress {
     fn cell_done(&self, _report: &CellReport) {}
     /// [`fit_cells`]: every cell is done.
     fn finished(&self) {}
+    /// How errors name the [`FitOptions`] field `field` (e.g. `bin_size`): the field name by
+    /// default; `gfr fit` names its flag.
+    fn setting(&self, field: &str) -> String {
+        field.to_string()
+    }
 }
 
 impl FitProgress for () {}
@@ -448,10 +468,11 @@ fn load_cell(
             && p.params.lambda == crate::neuron::decay_rates(opts.bin_size);
         if !fits {
             progress.note(&format!(
-                "cell {}: the saved neuron (degree {}, {} filters) does not match --degree {} at {} ms; not finetuned, fitted afresh",
+                "cell {}: the saved neuron (degree {}, {} filters) does not match {} {} at {} ms; not finetuned, fitted afresh",
                 cell.cell_id,
                 p.params.activation.poly_coeff.len().saturating_sub(1),
                 p.params.lambda.len(),
+                progress.setting("degree"),
                 opts.degree,
                 opts.bin_size
             ));
@@ -791,9 +812,10 @@ pub fn fit_and_save_batch(
                 None
             } else if opts.resume && same_config {
                 Some(format!(
-                    "{} was fitted with this config (`{}`, {hash}); --resume skips it",
+                    "{} was fitted with this config (`{}`, {hash}); {} skips it",
                     path.display(),
-                    opts.config.config_name
+                    opts.config.config_name,
+                    progress.setting("resume")
                 ))
             } else if !opts.config.retrain_model {
                 Some(format!(
@@ -904,9 +926,10 @@ pub fn fit_cells(
     opts: &FitOptions,
     progress: &dyn FitProgress,
 ) -> Result<Vec<CellReport>> {
-    opts.check()?;
+    let name = |field: &str| progress.setting(field);
+    opts.check(&name)?;
     let dir = opts.pair_dir();
-    store::check_writable(&dir, "--save-path")?;
+    store::check_writable(&dir, &name("save_path"))?;
     for stale in crate::data::pickle::clean_stale_temporaries(&dir) {
         progress.note(&format!(
             "removed {}, left by a process that no longer runs",
@@ -972,6 +995,28 @@ mod tests {
     use super::*;
     use crate::data::ProcessedSweep;
     use std::collections::BTreeMap;
+
+    /// Library errors name the option's field; `gfr fit` passes its flag names instead.
+    #[test]
+    fn option_errors_name_the_setting_as_the_caller_names_it() {
+        let mut opts = FitOptions::new(
+            DataDir::new("d"),
+            PathBuf::from("p"),
+            FitConfig::builtin(),
+            crate::device::cpu(),
+        );
+        opts.bin_size = 30;
+        let field = opts.check(&|f| f.to_string()).unwrap_err().to_string();
+        assert!(field.starts_with("bin_size 30: allowed values"), "{field}");
+        let flag = opts.check(&|f| format!("--{}", f.replace('_', "-")));
+        assert!(flag.unwrap_err().to_string().starts_with("--bin-size 30"));
+        opts.bin_size = 20;
+        opts.batch_cells = 0;
+        let e = opts.check(&|f| f.to_string()).unwrap_err().to_string();
+        assert!(e.starts_with("batch_cells 0"), "{e}");
+        opts.batch_cells = 1;
+        assert!(opts.check(&|f| f.to_string()).is_ok());
+    }
 
     #[test]
     fn cell_streams_are_rands_std_stream_and_restore_from_their_position() {

@@ -104,8 +104,8 @@ pub fn find_result(
         ),
         1 => Ok(hits.remove(0).1),
         _ => anyhow::bail!(
-            "cell {cell_id} has results for several bin-size pairs in {}: {}; choose one with \
-             --bin-size and --activation-bin-size",
+            "cell {cell_id} has results for several bin-size pairs in {}: {}; choose one pair \
+             (bin size and activation bin size)",
             dir.display(),
             hits.iter()
                 .map(|((b, a), p)| format!("({b}, {a}) {}", p.display()))

@@ -283,6 +283,25 @@ impl NetworkRun {
             .with_context(|| format!("{} is not a gfr network run", path.display()))
     }
 
+    /// The training history of a network JSON: what `gfr plot network` draws. Reads any file
+    /// with a `history` list (also from older gfr versions, and hand-written curves); fields an
+    /// epoch lacks read as NaN, apart from `epoch`, `train_loss` and `test_accuracy_step1`.
+    pub fn load_history(path: &Path) -> Result<Vec<EpochStats>> {
+        #[derive(Deserialize)]
+        struct HistoryOnly {
+            history: Vec<EpochStats>,
+        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let h: HistoryOnly = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{}: no training history (`history`, one entry per epoch) read; not a gfr network file",
+                path.display()
+            )
+        })?;
+        Ok(h.history)
+    }
+
     /// The JSON text [`run_network`] writes (keys in alphabetical order).
     pub fn to_json(&self) -> Result<Vec<u8>> {
         // through a Value, whose keys are sorted, as the files have always been written
@@ -350,10 +369,12 @@ pub fn run_network(spec: &NetworkSpec, obs: &dyn NetworkObserver) -> Result<Opti
             test_set.len()
         )),
         MnistSource::BuiltInSample { why } => obs.note(&format!(
-            "no MNIST files in {} ({why}; or put train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
+            // offline, the reason is the setting that said so
+            "no MNIST files in {} ({}; or put train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
              t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] there); using the built-in SAMPLE of real MNIST: \
              {} training, {} test digits",
             spec.mnist_dir.display(),
+            if spec.offline { obs.setting("offline") } else { why.clone() },
             train_set.len(),
             test_set.len()
         )),

@@ -29,14 +29,19 @@ pub struct EpochStats {
     pub epoch: usize,
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub train_loss: f64,
-    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
+    #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
     pub train_accuracy: f64,
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub test_accuracy_step1: f64,
-    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
+    #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
     pub test_accuracy_vote: f64,
-    #[serde(deserialize_with = "super::experiment::f64_or_nan")]
+    /// Training time of the epoch (evaluation left out), s.
+    #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
     pub seconds: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 pub struct TrainSettings {

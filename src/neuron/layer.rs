@@ -219,9 +219,22 @@ pub fn poisson_nll(
     dt: f64,
     eps: f64,
 ) -> Tensor<1> {
-    let mu = rate * dt;
-    let nll = mu.clone() - target * dt * (mu + eps).log();
-    (nll * mask).sum()
+    masked_poisson_nll(rate * dt, target * dt, mask, eps).sum()
+}
+
+/// The masked Poisson loss of every bin, the one tensor form that the activation fit, the
+/// filter fit and [`poisson_nll`] use: m · [μ − n · ln(μ + ε)], with μ = f Δt the expected
+/// and n = y Δt the observed spike count of the bin. Padded bins (mask 0) take ln 1, so that
+/// ε = 0 gives no 0 · ln 0 there. Any shape; all four tensors alike (or broadcastable).
+pub fn masked_poisson_nll<const D: usize>(
+    mu: Tensor<D>,
+    counts: Tensor<D>,
+    mask: Tensor<D>,
+    eps: f64,
+) -> Tensor<D> {
+    let padded = mask.clone().equal_elem(0.0);
+    let log_mu = (mu.clone() + eps).mask_fill(padded, 1.0).log();
+    (mu - counts * log_mu) * mask
 }
 
 #[cfg(test)]
@@ -349,5 +362,17 @@ mod tests {
         );
         let want = (2.0 - 1.0 * (2.0f64 + 1e-8).ln()) + 4.0;
         assert!((full.into_scalar::<f32>() as f64 - want).abs() < 1e-4);
+        // ε = 0 and a silent padded bin (0 · ln 0 if it were not masked): still the host loss
+        // of the valid bins, and finite
+        let silent = poisson_nll(
+            t(vec![0.1, 0.2, 0.0]),
+            t(vec![0.05, 0.0, 0.0]),
+            t(vec![1.0, 1.0, 0.0]),
+            20.0,
+            0.0,
+        )
+        .into_scalar::<f32>() as f64;
+        let host = crate::scan::poisson_nll(&[0.1, 0.2], &[0.05, 0.0], 20.0, 0.0);
+        assert!((silent - host).abs() < 1e-5, "{silent} vs {host}");
     }
 }

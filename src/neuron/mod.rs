@@ -13,7 +13,7 @@ mod params;
 pub use activation::PolynomialActivation;
 pub(crate) use activation::tensor1 as activation_tensor1;
 pub(crate) use activation::to_vec;
-pub use layer::{GfrLayer, GfrState, PreparedLayer, poisson_nll};
+pub use layer::{GfrLayer, GfrState, PreparedLayer, masked_poisson_nll, poisson_nll};
 pub use params::{ActivationParams, NeuronParams};
 
 /// Filter time constants τ (ms) of spec §1; those shorter than the bin size are dropped.
