@@ -9,6 +9,7 @@
 //! `gfr::run_network` runs the whole experiment of `gfr network` instead (MNIST, neuron
 //! source, baselines, checkpoints, the saved network and its JSON) from a `gfr::NetworkSpec`.
 
+use gfr::network::LrSchedule;
 use gfr::network::mnist::builtin_sample;
 use gfr::{GfrNetwork, TrainSettings, default_neuron};
 
@@ -23,6 +24,7 @@ pub fn run() -> (f64, f64) {
     let net = GfrNetwork::new(&vec![default_neuron(); 64], false, &device);
     let settings = TrainSettings {
         lr: 5e-3,
+        schedule: LrSchedule::Anneal,
         epochs: 1,
         batch_size: 32,
         seed: 0,

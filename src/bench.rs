@@ -118,6 +118,7 @@ pub fn bench_network(
     let net = GfrNetwork::new(&vec![default_neuron(); n_nodes], false, &device);
     let settings = TrainSettings {
         lr: 1e-3,
+        schedule: crate::network::LrSchedule::default(),
         epochs,
         batch_size,
         seed: 0,

@@ -5,7 +5,7 @@ use common::*;
 
 use std::cell::RefCell;
 
-use gfr::network::{ModelKind, NetworkObserver, NetworkRun, NetworkSpec};
+use gfr::network::{LrSchedule, ModelKind, NetworkObserver, NetworkRun, NetworkSpec};
 
 /// Collects the notes of a run.
 #[derive(Default)]
@@ -70,13 +70,14 @@ fn run_network_returns_what_it_saves_and_what_the_cli_saves() {
     assert_eq!(g.neurons, "default");
     assert_eq!(g.final_neurons.len(), 8);
     assert!(g.diagnostics.init.is_some() && g.diagnostics.trained.is_some());
-    // the notes name settings as the spec does, not as flags (the MNIST loader's reason for
-    // the built-in sample, in the first note, still names `--offline`)
+    // the notes name settings as the spec does, not as flags
     let notes = notes.0.into_inner();
     assert!(
-        notes.iter().any(|n| n.contains("built-in SAMPLE"))
+        notes
+            .iter()
+            .any(|n| n.contains("(offline;") && n.contains("built-in SAMPLE"))
             && notes.iter().any(|n| n.starts_with("GFR network: H = 8"))
-            && notes.iter().skip(1).all(|n| !n.contains("--")),
+            && notes.iter().all(|n| !n.contains("--")),
         "{notes:?}"
     );
 
@@ -139,5 +140,53 @@ fn baselines_and_bad_settings() {
     };
     let e = format!("{:#}", gfr::run_network(&bad, &()).unwrap_err());
     assert!(e.starts_with("lr -1: must be a positive number"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The annealed schedule (the default) trains exactly as the constant one until the last
+/// quarter of the steps, then differently; each run's JSON says which it used.
+#[test]
+fn the_lr_schedule_changes_only_the_last_quarter_of_a_run() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("netapi-sched");
+    // 128 digits in batches of 64: 2 steps per epoch, 10 in all; the lr is lowered from step 8
+    // (the second-last epoch's), which the last epoch's train loss shows
+    let run = |schedule: LrSchedule, sub: &str| {
+        let spec = NetworkSpec {
+            epochs: 5,
+            lr: 5e-3,
+            lr_schedule: schedule,
+            save_dir: dir.join(sub),
+            ..tiny(&dir)
+        };
+        gfr::run_network(&spec, &())
+            .unwrap()
+            .expect("a new run")
+            .run
+    };
+    assert_eq!(NetworkSpec::default().lr_schedule, LrSchedule::Anneal);
+    let annealed = run(LrSchedule::Anneal, "anneal");
+    let constant = run(LrSchedule::Constant, "constant");
+    assert_eq!(annealed.lr_schedule, LrSchedule::Anneal);
+    assert_eq!(constant.lr_schedule, LrSchedule::Constant);
+    let numbers = |e: &gfr::network::EpochStats| {
+        (
+            e.train_loss,
+            e.train_accuracy,
+            e.test_accuracy_step1,
+            e.test_accuracy_vote,
+        )
+    };
+    for k in 0..4 {
+        assert_eq!(
+            numbers(&annealed.history[k]),
+            numbers(&constant.history[k]),
+            "epoch {k}"
+        );
+    }
+    assert_ne!(
+        annealed.history[4].train_loss,
+        constant.history[4].train_loss
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

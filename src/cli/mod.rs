@@ -210,6 +210,19 @@ pub fn run() -> Result<()> {
     }
 }
 
+/// A progress bar of `len` steps on stderr, drawn with the indicatif `template` (hidden when
+/// `quiet`): every command's bars are made here.
+fn progress_bar(len: u64, template: &str, quiet: bool) -> ProgressBar {
+    let target = if quiet {
+        indicatif::ProgressDrawTarget::hidden()
+    } else {
+        indicatif::ProgressDrawTarget::stderr()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
+    bar
+}
+
 /// A line above a progress bar, or on stderr when there is no terminal to draw the bar on.
 fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {

@@ -16,6 +16,10 @@ pub(super) struct NetworkArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// anneal: --lr for the first 3/4 of the steps, then a half cosine down to 0 over the last
+    /// quarter (gfr's default); constant: --lr throughout, as the published networks train.
+    #[arg(long = "lr-schedule", value_enum, default_value_t = LrScheduleArg::Anneal)]
+    lr_schedule: LrScheduleArg,
     /// Passes over the training digits.
     #[arg(long, default_value_t = 30)]
     epochs: usize,
@@ -101,6 +105,21 @@ pub(super) struct NetworkArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LrScheduleArg {
+    Anneal,
+    Constant,
+}
+
+impl From<LrScheduleArg> for gfr::network::LrSchedule {
+    fn from(s: LrScheduleArg) -> Self {
+        match s {
+            LrScheduleArg::Anneal => Self::Anneal,
+            LrScheduleArg::Constant => Self::Constant,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum BioInputArg {
     Relative,
     Published,
@@ -175,6 +194,7 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
     }
     let spec = NetworkSpec {
         lr: a.lr,
+        lr_schedule: a.lr_schedule.into(),
         epochs: a.epochs,
         batch_size: a.batch_size,
         n_nodes: a.n_nodes,
@@ -226,19 +246,10 @@ struct EpochBar {
 
 impl EpochBar {
     fn new(quiet: bool) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(0),
-            if quiet {
-                indicatif::ProgressDrawTarget::hidden()
-            } else {
-                indicatif::ProgressDrawTarget::stderr()
-            },
-        );
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "epoch {msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
-            )
-            .unwrap(),
+        let bar = super::progress_bar(
+            0,
+            "epoch {msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+            quiet,
         );
         Self {
             bar,

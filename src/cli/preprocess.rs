@@ -98,15 +98,10 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
         }
         bar.finish_and_clear();
     }
-    let bar = ProgressBar::new(ids.len() as u64);
-    if a.bars.quiet {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        ProgressStyle::with_template(
-            "preprocessing {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap(),
+    let bar = super::progress_bar(
+        ids.len() as u64,
+        "preprocessing {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        a.bars.quiet,
     );
     let summary = preprocess_cells(&a.nwb_dir, &data, &ids, &Bar(&bar))?;
     bar.finish_and_clear();

@@ -2,7 +2,6 @@
 
 use anyhow::{Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use gfr::data::{DataDir, read_cell_ids, write_cell_ids};
 use gfr::simulate::{GroundTruth, simulate_cell};
@@ -49,8 +48,11 @@ pub(super) fn run(a: SimulateArgs) -> Result<()> {
             );
         }
     }
-    let bar = ProgressBar::new(a.cells as u64);
-    bar.set_style(ProgressStyle::with_template("simulating {bar:30} {pos}/{len} {msg}").unwrap());
+    let bar = super::progress_bar(
+        a.cells as u64,
+        "simulating {bar:30} {pos}/{len} {msg}",
+        false,
+    );
     let mut ids = Vec::new();
     for k in 0..a.cells {
         let id = a.first_id + k as u64;

@@ -18,8 +18,8 @@ use super::model::{
     default_neuron, matched_hidden_sizes,
 };
 use super::train::{
-    Checkpoint, EpochStats, TrainProgress, TrainSettings, adam, parameter_counts, silent_readout,
-    train_resumable,
+    Checkpoint, EpochStats, LrSchedule, TrainProgress, TrainSettings, adam, parameter_counts,
+    silent_readout, train_resumable,
 };
 use crate::data::mnist::{self, Mnist, MnistSource};
 use crate::device::Backend;
@@ -75,8 +75,9 @@ impl ModelKind {
 /// line's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetworkSpec {
-    /// Adam learning rate.
+    /// Adam learning rate (the base of `lr_schedule`).
     pub lr: f64,
+    pub lr_schedule: LrSchedule,
     /// Passes over the training digits.
     pub epochs: usize,
     /// Digits per mini-batch.
@@ -120,6 +121,7 @@ impl Default for NetworkSpec {
     fn default() -> Self {
         Self {
             lr: 1e-3,
+            lr_schedule: LrSchedule::default(),
             epochs: 30,
             batch_size: 64,
             n_nodes: 128,
@@ -212,6 +214,9 @@ impl TrainProgress for Training<'_> {
 pub struct NetworkRun {
     pub model: ModelKind,
     pub lr: f64,
+    /// Runs saved before the schedule existed trained with a constant lr.
+    #[serde(default = "constant_lr")]
+    pub lr_schedule: LrSchedule,
     pub epochs: usize,
     pub batch_size: usize,
     /// H of the GFR network (a baseline's own H is [`NetworkRun::hidden`]).
@@ -307,6 +312,10 @@ impl NetworkRun {
         // through a Value, whose keys are sorted, as the files have always been written
         Ok(serde_json::to_vec_pretty(&serde_json::to_value(self)?)?)
     }
+}
+
+fn constant_lr() -> LrSchedule {
+    LrSchedule::Constant
 }
 
 /// A number written as null (JSON has no NaN) reads back as NaN.
@@ -656,7 +665,7 @@ impl Run<'_> {
     ) -> serde_json::Value {
         let spec = self.spec;
         let mut run = serde_json::json!({
-            "model": model.name(), "lr": spec.lr, "epochs": spec.epochs, "batch_size": spec.batch_size,
+            "model": model.name(), "lr": spec.lr, "lr_schedule": spec.lr_schedule.name(), "epochs": spec.epochs, "batch_size": spec.batch_size,
             "n_nodes": n_nodes, "freeze_neurons": spec.freeze_neurons,
             "freeze_activations": spec.freeze_activations, "seed": spec.seed, "mnist": self.mnist,
             "n_train": self.train_set.len(), "n_test": self.test_set.len(),
@@ -784,6 +793,7 @@ impl Run<'_> {
         };
         let settings = TrainSettings {
             lr: spec.lr,
+            schedule: spec.lr_schedule,
             epochs: spec.epochs,
             batch_size: spec.batch_size,
             seed: spec.seed,
@@ -821,6 +831,7 @@ impl Run<'_> {
         let run = NetworkRun {
             model: spec.model,
             lr: spec.lr,
+            lr_schedule: spec.lr_schedule,
             epochs: spec.epochs,
             batch_size: spec.batch_size,
             n_nodes,

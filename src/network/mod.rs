@@ -20,6 +20,6 @@ pub use model::{
     default_neuron, matched_hidden_sizes,
 };
 pub use train::{
-    Checkpoint, EpochStats, TrainProgress, TrainSettings, adam, clip_global_norm, evaluate,
-    parameter_counts, silent_readout, train, train_resumable,
+    ANNEAL_FRACTION, Checkpoint, EpochStats, LrSchedule, TrainProgress, TrainSettings, adam,
+    clip_global_norm, evaluate, parameter_counts, silent_readout, train, train_resumable,
 };

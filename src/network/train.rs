@@ -44,8 +44,52 @@ fn nan() -> f64 {
     f64::NAN
 }
 
+/// How the learning rate changes over a run (`gfr network --lr-schedule`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The same lr every step, as the published networks train.
+    Constant,
+    /// gfr's default: the lr for the first 3/4 of the steps, then a half cosine down to 0 over
+    /// the last quarter ([`ANNEAL_FRACTION`]), so that the run ends at a minimum instead of at
+    /// the last mini-batch's step (see the README for the measurements).
+    #[default]
+    Anneal,
+}
+
+/// The final fraction of a run's steps over which [`LrSchedule::Anneal`] lowers the lr.
+pub const ANNEAL_FRACTION: f64 = 0.25;
+
+impl LrSchedule {
+    pub fn name(self) -> &'static str {
+        match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Anneal => "anneal",
+        }
+    }
+
+    /// The lr of step `step` (0-based) of `steps`, for a base lr `lr`.
+    pub fn lr_at(self, lr: f64, step: usize, steps: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Anneal => {
+                let frac = step as f64 / steps.max(1) as f64;
+                let start = 1.0 - ANNEAL_FRACTION;
+                if frac < start {
+                    lr
+                } else {
+                    let phase = (frac - start) / ANNEAL_FRACTION;
+                    lr * 0.5 * (1.0 + (std::f64::consts::PI * phase).cos())
+                }
+            }
+        }
+    }
+}
+
 pub struct TrainSettings {
+    /// Base Adam learning rate.
     pub lr: f64,
+    pub schedule: LrSchedule,
     pub epochs: usize,
     pub batch_size: usize,
     pub seed: u64,
@@ -321,6 +365,8 @@ pub fn train_resumable<M: LineClassifier>(
         order.shuffle(&mut rng);
     }
     let batches = train.len().div_ceil(s.batch_size);
+    let steps = batches * s.epochs;
+    let mut step = batches * history.len();
     for epoch in history.len()..s.epochs {
         let t0 = Instant::now();
         progress.epoch_started(epoch, s.epochs, batches);
@@ -331,7 +377,8 @@ pub fn train_resumable<M: LineClassifier>(
             loss_sum += loss * chunk.len() as f64;
             correct += batch_correct;
             clip_global_norm(&model, &mut grads, CLIP_NORM);
-            model = optim.step(s.lr, model, grads);
+            model = optim.step(s.schedule.lr_at(s.lr, step, steps), model, grads);
+            step += 1;
             progress.batch_done();
         }
         let train_seconds = t0.elapsed().as_secs_f64();
@@ -495,6 +542,16 @@ mod tests {
     use super::*;
     use crate::data::mnist;
     use crate::network::{GfrNetwork, default_neuron};
+
+    #[test]
+    fn the_annealed_lr_is_constant_for_three_quarters_then_falls_to_zero() {
+        let lr = |step| LrSchedule::Anneal.lr_at(1e-3, step, 100);
+        assert!((0..75).all(|s| lr(s) == 1e-3));
+        assert!((75..99).all(|s| lr(s + 1) < lr(s)));
+        assert!((lr(87) - 0.5e-3).abs() < 0.07e-3, "{}", lr(87));
+        assert!(lr(99) < 1e-5 && lr(99) > 0.0);
+        assert!((0..100).all(|s| LrSchedule::Constant.lr_at(1e-3, s, 100) == 1e-3));
+    }
 
     #[test]
     fn a_silent_readout_is_detected() {
