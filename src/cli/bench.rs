@@ -17,9 +17,8 @@ pub(super) struct BenchArgs {
     config: ConfigPath,
     #[command(flatten)]
     device: DeviceArg,
-    /// Random seed of the simulated cells and the fit.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    seed: super::SeedArg,
     /// Cells fitted together (`gfr fit --batch-cells`).
     #[arg(long = "batch-cells", default_value_t = DEFAULT_BATCH_CELLS)]
     batch_cells: usize,
@@ -82,7 +81,7 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
         config,
         a.device.backend().name(),
         device,
-        a.seed,
+        a.seed.seed,
     )?;
     println!(
         "cells               {} ({} at a time)",

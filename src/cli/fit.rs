@@ -41,9 +41,8 @@ pub(super) struct FitArgs {
     data: InputDataDir,
     #[command(flatten)]
     device: DeviceArg,
-    /// Random seed (activation restarts, group order).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    seed: super::SeedArg,
     /// Fit N cells together in one batched model (each keeps its own parameters, optimizer
     /// state, schedule, early stop and selection: on the CPU the results are those of
     /// one-at-a-time bit for bit, on wgpu up to float rounding; 1 fits one cell at a time).
@@ -110,7 +109,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         config,
         data_dir,
         device,
-        seed: a.seed,
+        seed: a.seed.seed,
         batch_cells: a.batch_cells,
         resume: a.resume,
         shard: a.shard,

@@ -188,6 +188,15 @@ impl From<ImageFormat> for gfr::plot::Format {
     }
 }
 
+/// `--seed` of the commands that draw random numbers.
+#[derive(Args)]
+struct SeedArg {
+    /// Random seed; the same seed repeats every draw (simulated cells; activation restarts
+    /// and group order of a fit; a network's initial weights, batch order and drawn neurons).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 /// `--quiet` of the commands that draw progress bars (`gfr network` says it in the singular).
 #[derive(Args)]
 struct ProgressBars {

@@ -85,9 +85,8 @@ pub(super) struct NetworkArgs {
     test_limit: Option<usize>,
     #[command(flatten)]
     device: DeviceArg,
-    /// Random seed (initial weights, batch order, drawn neurons).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    seed: super::SeedArg,
     /// Folder for the trained network (.bpk) and its JSON.
     #[arg(long = "save-dir", default_value = "model/network_params")]
     save_dir: PathBuf,
@@ -219,7 +218,7 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
         train_limit: a.train_limit,
         test_limit: a.test_limit,
         device: a.device.backend(),
-        seed: a.seed,
+        seed: a.seed.seed,
         save_dir: a.save_dir,
         resume: a.resume,
         overwrite: a.overwrite,

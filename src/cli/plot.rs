@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use gfr::data::DataDir;
@@ -75,7 +75,8 @@ pub(super) fn run(c: PlotCommand) -> Result<()> {
             figures: Figures { out, format },
         } => {
             let file =
-                gfr::fit::store::find_result(&params_dir, cell_id, bin_size, activation_bin_size)?;
+                gfr::fit::store::find_result(&params_dir, cell_id, bin_size, activation_bin_size)
+                    .context("the fit result (--params-dir; --bin-size and --activation-bin-size choose the pair)")?;
             let dir = file.parent().unwrap_or(std::path::Path::new("."));
             plot_fit(cell_id, dir, &DataDir::new(data_dir), &out, format.into())?
         }

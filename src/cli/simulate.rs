@@ -14,9 +14,8 @@ pub(super) struct SimulateArgs {
     /// Number of cells.
     #[arg(long, default_value_t = 4)]
     cells: usize,
-    /// Random seed; the same seed gives the same cells.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    seed: super::SeedArg,
     #[command(flatten)]
     data: OutputDataDir,
     /// The model that generates spikes.
@@ -56,7 +55,7 @@ pub(super) fn run(a: SimulateArgs) -> Result<()> {
     let mut ids = Vec::new();
     for k in 0..a.cells {
         let id = a.first_id + k as u64;
-        let cell = simulate_cell(id, k, a.seed, a.truth.into());
+        let cell = simulate_cell(id, k, a.seed.seed, a.truth.into());
         cell.recording.save(&dir)?;
         say(
             &bar,
