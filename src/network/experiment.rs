@@ -798,6 +798,20 @@ impl Run<'_> {
             batch_size: spec.batch_size,
             seed: spec.seed,
         };
+        obs.note(&format!(
+            "Adam, lr {}{}, {} epoch{} of batches of {}",
+            spec.lr,
+            match spec.lr_schedule {
+                LrSchedule::Constant => " (constant)".to_string(),
+                LrSchedule::Anneal => format!(
+                    " (annealed to 0 over the last {:.0} % of the steps)",
+                    100.0 * crate::network::ANNEAL_FRACTION
+                ),
+            },
+            spec.epochs,
+            if spec.epochs == 1 { "" } else { "s" },
+            spec.batch_size
+        ));
         let (net, history) = train_resumable(
             net,
             optim,
