@@ -211,6 +211,26 @@ pub struct Trace<T = f64> {
     pub slope: Vec<T>,
 }
 
+/// A [`Trace`] borrowed (the backward pass reads it in place).
+#[derive(Clone, Copy, Debug)]
+pub struct TraceView<'a, T> {
+    pub rates: &'a [T],
+    pub act_in: &'a [T],
+    pub total: &'a [T],
+    pub slope: &'a [T],
+}
+
+impl<T> Trace<T> {
+    pub fn view(&self) -> TraceView<'_, T> {
+        TraceView {
+            rates: &self.rates,
+            act_in: &self.act_in,
+            total: &self.total,
+            slope: &self.slope,
+        }
+    }
+}
+
 /// Gradients of a scan.
 #[derive(Clone, Debug, Default)]
 pub struct HostGrads<T = f64> {
@@ -421,6 +441,18 @@ pub fn backward<T: Real>(
     trace: &Trace<T>,
     grad_rates: &[T],
 ) -> HostGrads<T> {
+    backward_view(nrn, dims, lengths, recurrent, trace.view(), grad_rates)
+}
+
+/// [`backward`] from a borrowed trace.
+pub fn backward_view<T: Real>(
+    nrn: &HostNeurons<T>,
+    dims: Dims,
+    lengths: &[usize],
+    recurrent: Option<&[T]>,
+    trace: TraceView<'_, T>,
+    grad_rates: &[T],
+) -> HostGrads<T> {
     assert_eq!(grad_rates.len(), dims.len(), "∂L/∂r has the wrong size");
     let (n, kk, nn) = (nrn.n_filters(), nrn.n_coeffs(), dims.neurons);
     let parts = run_tasks(&tasks(dims, recurrent.is_some()), |rows, cols| {
@@ -504,7 +536,7 @@ unsafe fn backward_task_avx2<T: Real>(
     dims: Dims,
     lengths: &[usize],
     recurrent: Option<&[T]>,
-    trace: &Trace<T>,
+    trace: TraceView<'_, T>,
     grad_rates: &[T],
     rows: &Range<usize>,
     cols: &Range<usize>,
@@ -665,7 +697,7 @@ fn backward_task<T: Real>(
     dims: Dims,
     lengths: &[usize],
     recurrent: Option<&[T]>,
-    trace: &Trace<T>,
+    trace: TraceView<'_, T>,
     grad_rates: &[T],
     rows: &Range<usize>,
     cols: &Range<usize>,

@@ -3,6 +3,8 @@
 //! pass registered with Burn's autodiff, so that modules calling it stay ordinary Burn modules.
 #![allow(deprecated)] // burn-ndarray is gfr's CPU backend
 
+use std::borrow::Cow;
+
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -97,16 +99,49 @@ pub struct ScanGrads<B: Backend> {
 }
 
 /// A float type the host scan runs in and Burn can hold.
-pub trait HostReal: Real + burn::tensor::Element {}
-impl HostReal for f64 {}
-impl HostReal for f32 {}
+pub trait HostReal: Real + burn::tensor::Element {
+    /// `x` as this type without a copy, when this type is f32.
+    fn borrow_f32(x: &[f32]) -> Option<&[Self]>;
+    /// `v` as f32 values, without a pass over them when they already are.
+    fn into_f32(v: Vec<Self>) -> Vec<f32>;
+}
+impl HostReal for f64 {
+    fn borrow_f32(_: &[f32]) -> Option<&[Self]> {
+        None
+    }
+    fn into_f32(v: Vec<Self>) -> Vec<f32> {
+        v.into_iter().map(|x| x as f32).collect()
+    }
+}
+impl HostReal for f32 {
+    fn borrow_f32(x: &[f32]) -> Option<&[Self]> {
+        Some(x)
+    }
+    fn into_f32(v: Vec<Self>) -> Vec<f32> {
+        v
+    }
+}
 
 /// Host copies of tensors, for the host implementation.
 pub trait HostData: Backend {
     fn to_host<T: HostReal>(t: &FloatTensor<Self>) -> Vec<T>;
+    /// The tensor's values in place where the backend holds them on the host in `T` (the
+    /// f32 network scan on ndarray), else a copy.
+    fn host_slice<T: HostReal>(t: &FloatTensor<Self>) -> Cow<'_, [T]> {
+        Cow::Owned(Self::to_host(t))
+    }
 }
 
 impl HostData for NdArray {
+    fn host_slice<T: HostReal>(t: &FloatTensor<Self>) -> Cow<'_, [T]> {
+        if let burn_ndarray::NdArrayTensor::F32(s) = t
+            && let Some(x) = s.view().to_slice().and_then(T::borrow_f32)
+        {
+            return Cow::Borrowed(x);
+        }
+        Cow::Owned(Self::to_host(t))
+    }
+
     /// Reads the array in place (ndarray's `into_data` copies element by element when the
     /// array is shared, as the autodiff graph's tensors are).
     fn to_host<T: HostReal>(t: &FloatTensor<Self>) -> Vec<T> {
@@ -145,15 +180,15 @@ fn write<B: Backend, T: HostReal>(
     like: &FloatTensor<B>,
 ) -> FloatTensor<B> {
     let data = match like.dtype() {
-        DType::F32 => TensorData::new(v.into_iter().map(|x| x.to_f32()).collect::<Vec<_>>(), shape),
+        DType::F32 => TensorData::new(T::into_f32(v), shape),
         dtype => TensorData::new(v, shape).convert_dtype(dtype),
     };
     B::float_from_data(data, &like.device())
 }
 
-/// Host copies of a scan's inputs.
-struct HostParts<T> {
-    current: Vec<T>,
+/// Host copies of a scan's inputs (P in place where the backend allows).
+struct HostParts<'a, T: Clone> {
+    current: Cow<'a, [T]>,
     alpha: Vec<T>,
     beta: Vec<T>,
     decay: Vec<T>,
@@ -166,15 +201,15 @@ struct HostParts<T> {
     dims: cpu::Dims,
 }
 
-impl<T: HostReal> HostParts<T> {
+impl<'a, T: HostReal> HostParts<'a, T> {
     /// The backward pass needs the shapes of P but not its values (`with_current` false).
-    fn read<B: HostData>(x: &ScanInputs<B>, with_current: bool) -> Self {
+    fn read<B: HostData>(x: &'a ScanInputs<B>, with_current: bool) -> Self {
         let [batch, time, neurons] = x.current.shape().dims::<3>();
         Self {
             current: if with_current {
-                B::to_host(&x.current)
+                B::host_slice(&x.current)
             } else {
-                Vec::new()
+                Cow::Borrowed(&[])
             },
             alpha: B::to_host(&x.alpha),
             beta: B::to_host(&x.beta),
@@ -253,19 +288,20 @@ fn host_backward_in<B: HostData, T: HostReal>(
     grad_rates: FloatTensor<B>,
 ) -> ScanGrads<B> {
     let h = HostParts::<T>::read(x, false);
-    let trace = cpu::Trace {
-        rates: B::to_host(&saved[0]),
-        act_in: B::to_host(&saved[1]),
-        total: B::to_host(&saved[2]),
-        slope: B::to_host(&saved[3]),
+    let [rates, act_in, total, slope] = saved.each_ref().map(|t| B::host_slice::<T>(t));
+    let trace = cpu::TraceView {
+        rates: &rates,
+        act_in: &act_in,
+        total: &total,
+        slope: &slope,
     };
-    let g = cpu::backward(
+    let g = cpu::backward_view(
         &h.neurons(),
         h.dims,
         &h.lengths,
         h.recurrent.as_deref(),
-        &trace,
-        &B::to_host(&grad_rates),
+        trace,
+        &B::host_slice::<T>(&grad_rates),
     );
     ScanGrads {
         current: write::<B, _>(g.current, x.current.shape(), &x.current),
