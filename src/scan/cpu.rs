@@ -741,13 +741,24 @@ fn backward_task<T: Real>(
     let mut j_next = vec![T::ZERO; nb * nn];
     let mut j_cur = vec![T::ZERO; nb * nn];
     let mut fed_back = vec![T::ZERO; nb * width];
+    // Wᵀ of the task's columns, row-major `[N, width]`, laid out once so that the GEMM of every
+    // step packs contiguous rows (the same products in the same order as reading W strided)
+    let w_t: Option<Vec<T>> = recurrent.map(|w| {
+        let mut w_t = vec![T::ZERO; nn * width];
+        for (jl, j) in cols.clone().enumerate() {
+            for m in 0..nn {
+                w_t[m * width + jl] = w[j * nn + m];
+            }
+        }
+        w_t
+    });
     for t in (0..dims.time).rev() {
-        if let Some(w) = recurrent {
+        if let Some(w_t) = &w_t {
             // fed_back[b, j] = Σ_m J_{t+1}[b, m] W[j, m]
             gemm(
                 (nb, nn, width),
                 (&j_next, nn, 1),
-                (&w[cols.start * nn..], 1, nn),
+                (w_t, width, 1),
                 T::ZERO,
                 (&mut fed_back, width),
             );
