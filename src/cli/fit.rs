@@ -81,16 +81,13 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((k, n))
 }
 
-/// The flag of a [`FitOptions`] field, for errors.
-fn flag(field: &str) -> String {
-    match field {
-        "l1" => "--C".to_string(),
-        f => format!("--{}", f.replace('_', "-")),
-    }
-}
-
 pub(super) fn run(a: FitArgs) -> Result<()> {
-    FitOptions::check_bins(a.bins.bin_size, a.bins.activation_bin_size, a.c, &flag)?;
+    FitOptions::check_bins(
+        a.bins.bin_size,
+        a.bins.activation_bin_size,
+        a.c,
+        &super::flag,
+    )?;
     let config = load_fit_config(a.config.config_path.clone())?;
     let data_dir = DataDir::new(&a.data.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
@@ -114,7 +111,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         resume: a.resume,
         shard: a.shard,
     };
-    opts.check(&flag)?;
+    opts.check(&super::flag)?;
     // a mistyped --data-dir: one clear error, not one "cannot read" per cell
     let processed = a.data.data_dir.join("processed_data");
     if !processed.is_dir() {
@@ -194,7 +191,7 @@ impl FitBars {
 
 impl FitProgress for FitBars {
     fn setting(&self, field: &str) -> String {
-        flag(field)
+        super::flag(field)
     }
     fn stage(&self, msg: &str) {
         self.epochs.set_message(msg.to_string());

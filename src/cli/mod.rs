@@ -219,6 +219,15 @@ pub fn run() -> Result<()> {
     }
 }
 
+/// The flag that sets a library setting `field` (`bin_size` → `--bin-size`; the L1 weight
+/// `l1` is the seed's `--C`): how the observers' `setting` names settings in errors.
+fn flag(field: &str) -> String {
+    match field {
+        "l1" => "--C".to_string(),
+        f => format!("--{}", f.replace('_', "-")),
+    }
+}
+
 /// A progress bar of `len` steps on stderr, drawn with the indicatif `template` (hidden when
 /// `quiet`): every command's bars are made here.
 fn progress_bar(len: u64, template: &str, quiet: bool) -> ProgressBar {

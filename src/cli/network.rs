@@ -270,7 +270,7 @@ impl gfr::network::NetworkObserver for EpochBar {
     }
 
     fn setting(&self, field: &str) -> String {
-        format!("--{}", field.replace('_', "-"))
+        super::flag(field)
     }
 
     fn epoch_started(&self, epoch: usize, epochs: usize, batches: usize) {

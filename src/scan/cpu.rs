@@ -404,10 +404,8 @@ pub fn forward<T: Real>(
         let out = forward_task(nrn, current, dims, lengths, recurrent, &rows, &cols);
         (rows, cols, out)
     });
-    if let [(rows, cols, _)] = parts.as_slice()
-        && *rows == (0..dims.batch)
-        && *cols == (0..dims.neurons)
-    {
+    // one task covers every row and neuron (`tasks` splits into several or none)
+    if parts.len() == 1 {
         return parts.into_iter().next().expect("one part").2;
     }
     let mut trace = Trace {
@@ -471,10 +469,8 @@ pub fn backward_view<T: Real>(
         );
         (rows, cols, g)
     });
-    if let [(rows, cols, _)] = parts.as_slice()
-        && *rows == (0..dims.batch)
-        && *cols == (0..dims.neurons)
-    {
+    // one task covers every row and neuron (`tasks` splits into several or none)
+    if parts.len() == 1 {
         return parts.into_iter().next().expect("one part").2;
     }
     let mut out = HostGrads {
@@ -829,7 +825,7 @@ fn backward_task<T: Real>(
                     *th -= e;
                     *sh = e / T::from_usize(n);
                 }
-                i_vec.copy_from_slice(&trace.total[row..row + width]);
+                i_vec.copy_from_slice(&trace.total[at]);
                 if t > 0 {
                     let prev = dims.at(b, t - 1, cols.start);
                     r_prev.copy_from_slice(&trace.rates[prev..prev + width]);
