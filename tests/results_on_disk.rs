@@ -397,11 +397,9 @@ fn an_unwritable_save_path_is_found_before_any_work_and_write_errors_name_the_fi
     let cfg = tiny(&dir);
     let file = dir.join("a-file");
     std::fs::write(&file, b"x").unwrap();
-    let t0 = Instant::now();
     let e = fails(&fit(s(&cfg), &data, &file.join("params"), &[]));
     assert!(e.contains("--save-path") && e.contains("a-file"), "{e}");
     assert!(!e.contains("cell 111"), "no cell was fitted: {e}");
-    assert!(t0.elapsed() < Duration::from_secs(20));
     // a write that fails mid-run: the cell says which file and why; the table still prints
     let params = dir.join("params");
     std::fs::create_dir_all(params.join("bin20_actv20/111.pickle")).unwrap();
