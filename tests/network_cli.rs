@@ -372,6 +372,90 @@ fn biological_networks_learn_with_the_relative_input_not_the_published_one() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Trainable biological neurons: in physical units (b in pA, the published
+/// parameterisation) ten Adam steps move a fitted threshold of hundreds of pA by at most
+/// 10 · lr pA; in relative units (the default) by up to 10 · lr drive units, hundreds of times
+/// more. The JSON says which; relative units need the relative input.
+#[test]
+fn biological_neurons_train_in_their_own_units() {
+    let dir = scratch("netbiounits");
+    let ds = dir.join("ds.pickle");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fitted_neurons.json"
+    );
+    ok(&gfr(&["dataset", "import", fixture, "--out", s(&ds)]));
+    let run_with = |units: &str| {
+        let save = dir.join(units);
+        run(
+            &save,
+            &[
+                "--neurons",
+                "bio",
+                "--dataset",
+                s(&ds),
+                "--bio-units",
+                units,
+                "--epochs",
+                "1",
+                "--train-limit",
+                "640",
+                "--test-limit",
+                "100",
+                "--n-nodes",
+                "32",
+                "--seed",
+                "1",
+            ],
+        )
+    };
+    let thresholds = |j: &Value| -> Vec<f64> {
+        neurons(j)
+            .iter()
+            .map(|n| n["g"]["b"][0].as_f64().unwrap())
+            .collect()
+    };
+    let physical = run_with("physical");
+    assert_eq!(physical["bio_units"], "physical");
+    let fitted: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let fitted: Vec<f64> = fitted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["params"]["g"]["b"][0].as_f64().unwrap())
+        .collect();
+    for b in thresholds(&physical) {
+        assert!(fitted.iter().any(|t| (t - b).abs() <= 0.011), "{b}");
+    }
+    let relative = run_with("relative");
+    assert_eq!(relative["bio_units"], "relative");
+    let mut moved: Vec<f64> = thresholds(&relative)
+        .iter()
+        .zip(thresholds(&physical))
+        .map(|(r, p)| (r - p).abs())
+        .collect();
+    moved.sort_by(f64::total_cmp);
+    assert!(moved[moved.len() / 2] > 0.1, "{moved:?}");
+    let e = fails(&gfr(&[
+        "network",
+        "--neurons",
+        "bio",
+        "--dataset",
+        s(&ds),
+        "--bio-input",
+        "published",
+        "--bio-units",
+        "relative",
+        "--save-dir",
+        s(&dir),
+    ]));
+    assert!(
+        e.contains("--bio-units relative needs --bio-input relative"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A local MNIST mirror on 127.0.0.1 serving the sample's files over HTTP for `requests`
 /// connections; files not in `serves` get 404. Returns the port and the number of files sent.
 fn mirror(

@@ -54,6 +54,13 @@ pub(super) struct NetworkArgs {
     /// the README) or `published` (spec §5: σ/28-scaled input, W_in ~ N(1.5, 3²), 1/H recurrence).
     #[arg(long = "bio-input", value_enum, default_value_t = BioInputArg::Relative)]
     bio_input: BioInputArg,
+    /// The units biological neurons' threshold b and rate-history weights β are trained in:
+    /// `relative` (gfr: each neuron's own drive unit and maximum rate, so Adam moves them as
+    /// fast as a default neuron's; see the README) or `physical` (pA and ms⁻¹, published).
+    /// Default: relative with `--bio-input relative`, physical with `published` (the only
+    /// choice there).
+    #[arg(long = "bio-units", value_enum)]
+    bio_units: Option<BioUnitsArg>,
     /// Shuffle the neurons taken from `--neurons FILE`.
     #[arg(long = "shuffle-neurons")]
     shuffle_neurons: bool,
@@ -134,6 +141,21 @@ impl From<BioInputArg> for gfr::network::BioInput {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BioUnitsArg {
+    Relative,
+    Physical,
+}
+
+impl From<BioUnitsArg> for gfr::network::BioUnits {
+    fn from(b: BioUnitsArg) -> Self {
+        match b {
+            BioUnitsArg::Relative => Self::Relative,
+            BioUnitsArg::Physical => Self::Physical,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ModelKind {
     Gfr,
     Rnn,
@@ -191,6 +213,17 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
             _ => a.freeze_activations = parse_bool(v, names[i])?,
         }
     }
+    if a.bio_input == BioInputArg::Published && a.bio_units == Some(BioUnitsArg::Relative) {
+        bail!(
+            "--bio-units relative needs --bio-input relative: the published input has no drive unit \
+             (it trains in physical units)"
+        );
+    }
+    let bio_units = match (a.bio_units, a.bio_input) {
+        (Some(u), _) => u.into(),
+        (None, BioInputArg::Relative) => gfr::network::BioUnits::Relative,
+        (None, BioInputArg::Published) => gfr::network::BioUnits::Physical,
+    };
     let spec = NetworkSpec {
         lr: a.lr,
         lr_schedule: a.lr_schedule.into(),
@@ -211,6 +244,7 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
             },
         },
         bio_input: a.bio_input.into(),
+        bio_units,
         model: a.model.into(),
         history_scale: a.history_scale,
         mnist_dir: a.mnist_dir,

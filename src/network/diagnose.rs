@@ -137,7 +137,7 @@ pub fn diagnose(net: &GfrNetwork, data: &Mnist, digits: usize, device: &Device) 
     let act = &model.neurons.activation;
     let row = |t: Tensor<1>| t.reshape([1, h]);
     let (b, sigma, gamma) = (
-        row(act.threshold.val()),
+        row(act.threshold_pa()),
         row(act.max_current.val()),
         row(act.max_rate.val()),
     );

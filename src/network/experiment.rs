@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::diagnose::{Diagnostics, diagnose};
 use super::model::{
-    self, BioInput, GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, RnnNetwork,
+    self, BioInput, BioUnits, GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, RnnNetwork,
     default_neuron, matched_hidden_sizes,
 };
 use super::train::{
@@ -92,6 +92,9 @@ pub struct NetworkSpec {
     pub neurons: NeuronSource,
     /// How the drive reaches biological neurons (from a dataset, or a file of them).
     pub bio_input: BioInput,
+    /// The units biological neurons' b and β are trained in ([`BioUnits`]; with
+    /// [`BioInput::Published`] always physical).
+    pub bio_units: BioUnits,
     /// GFR network or a matched baseline.
     pub model: ModelKind,
     /// s in the rate-history term s · β̃ · f (GFR networks only).
@@ -129,6 +132,7 @@ impl Default for NetworkSpec {
             freeze_activations: false,
             neurons: NeuronSource::Default,
             bio_input: BioInput::Relative,
+            bio_units: BioUnits::Relative,
             model: ModelKind::Gfr,
             history_scale: HISTORY_SCALE,
             mnist_dir: PathBuf::from("data/mnist"),
@@ -259,6 +263,9 @@ pub struct GfrRun {
     pub shuffle_neurons: bool,
     /// Biological neurons only (null otherwise).
     pub bio_input: Option<BioInput>,
+    /// Biological neurons only; runs saved before it existed (null) trained in physical units.
+    #[serde(default)]
+    pub bio_units: Option<BioUnits>,
     /// `bio` only: the dataset and (bin size, activation bin size) the neurons came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
@@ -504,6 +511,10 @@ impl Run<'_> {
             .map(|p| (p.bin_size, p.activation.bin_size))
             .collect();
         let bio_input = spec.bio_input;
+        let bio_units = match bio_input {
+            BioInput::Published => BioUnits::Physical,
+            BioInput::Relative => spec.bio_units,
+        };
         let net = if biological {
             GfrNetwork::biological(&neurons, bio_input, device)
         } else {
@@ -515,12 +526,23 @@ impl Run<'_> {
             l.with_trainable_filters(!spec.freeze_neurons)
                 .with_trainable_activation(!freeze_activations)
         });
+        let net = if biological {
+            net.with_bio_units(bio_units)
+        } else {
+            net
+        };
         let state = |frozen| if frozen { "frozen" } else { "trained" };
         obs.note(&format!(
             "{} neurons{}: α, β {}; b, c {}; W_in, b_in, W_rec, b_rec, W_out, b_out trained",
             if biological { "biological" } else { "default" },
             if biological {
-                format!(" ({} {})", self.flag("bio_input"), bio_input.name())
+                format!(
+                    " ({} {}, {} {})",
+                    self.flag("bio_input"),
+                    bio_input.name(),
+                    self.flag("bio_units"),
+                    bio_units.name()
+                )
             } else {
                 String::new()
             },
@@ -557,6 +579,7 @@ impl Run<'_> {
             history_scale: spec.history_scale,
             shuffle_neurons: matches!(spec.neurons, NeuronSource::File { shuffle: true, .. }),
             bio_input: biological.then_some(bio_input),
+            bio_units: biological.then_some(bio_units),
             dataset: match &spec.neurons {
                 NeuronSource::Biological { dataset, .. } => Some(dataset.display().to_string()),
                 _ => None,
@@ -674,6 +697,10 @@ impl Run<'_> {
             run["neurons"] = g.neurons.clone().into();
             run["history_scale"] = g.history_scale.into();
             run["shuffle_neurons"] = g.shuffle_neurons.into();
+            if let (Some(input), Some(units)) = (g.bio_input, g.bio_units) {
+                run["bio_input"] = input.name().into();
+                run["bio_units"] = units.name().into();
+            }
             if let (Some(dataset), Some(pair)) = (&g.dataset, g.bio_pair) {
                 run["dataset"] = dataset.clone().into();
                 run["bio_pair"] = serde_json::json!([pair.0, pair.1]);

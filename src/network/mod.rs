@@ -16,8 +16,8 @@ pub use experiment::{
 };
 pub use mnist::{Mnist, MnistSource};
 pub use model::{
-    BioInput, GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, OperatingPoint, RnnNetwork,
-    default_neuron, matched_hidden_sizes,
+    BioInput, BioUnits, GfrNetwork, HISTORY_SCALE, LineClassifier, LstmNetwork, OperatingPoint,
+    RnnNetwork, default_neuron, matched_hidden_sizes,
 };
 pub use train::{
     ANNEAL_FRACTION, Checkpoint, EpochStats, LrSchedule, TrainProgress, TrainSettings, adam,

@@ -74,6 +74,34 @@ impl BioInput {
     }
 }
 
+/// The units in which a biological network stores, and Adam steps, each neuron's threshold b
+/// and rate-history weights β (`gfr network --bio-units`). Adam moves every parameter by about
+/// lr per step whatever its scale, so the units decide how fast each trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BioUnits {
+    /// gfr's default with [`BioInput::Relative`]: the units the network feeds the neuron in.
+    /// b is stored in drive units d = w / G (pA per unit of u, the input scale) and the
+    /// rate-history weight of neuron i as 1000 β / (s · d / γ), so that one Adam step moves
+    /// every neuron's threshold by lr drive units and its feedback gain by s · lr drive units
+    /// per unit of r̂ = r / γ — exactly as it moves the default neuron's (d = γ = 1).
+    Relative,
+    /// b in pA and 1000 β / s (the published parameterisation; [`BioInput::Published`]
+    /// always uses it). A fitted neuron's threshold (hundreds of pA) and feedback gains
+    /// (rates of 0.01–0.1 ms⁻¹) then barely move at lr 1e-3: they train thousands of times
+    /// more slowly, relative to their range, than a default neuron's.
+    Physical,
+}
+
+impl BioUnits {
+    pub fn name(self) -> &'static str {
+        match self {
+            BioUnits::Relative => "relative",
+            BioUnits::Physical => "physical",
+        }
+    }
+}
+
 /// Where a neuron's steady f-I curve starts and how steep it is, in pA of the activation's
 /// input (the mean filter value), and how strongly its filters pass a current step at onset.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -176,7 +204,8 @@ impl GfrNetwork {
         }
     }
 
-    /// A network of biological neurons fed as `input` says.
+    /// A network of biological neurons fed as `input` says, their b and β in physical units
+    /// ([`BioUnits::Physical`]; `.with_bio_units(BioUnits::Relative)` for gfr's default).
     pub fn biological(neurons: &[NeuronParams], input: BioInput, device: &Device) -> Self {
         Self::build(neurons, Some(input), device)
     }
@@ -246,6 +275,27 @@ impl GfrNetwork {
 
     pub fn hidden(&self) -> usize {
         self.neurons.n_neurons()
+    }
+
+    /// The same network with its neurons' trainable b and β stored in `units` ([`BioUnits`];
+    /// freeze first: frozen ones stay physical); the function is unchanged. [`BioUnits::Relative`] takes the drive unit d from the input
+    /// scale and 1 / γ from the rate scale, so it means what it says for
+    /// [`BioInput::Relative`] networks (for default neurons d = γ = 1, the identity).
+    pub fn with_bio_units(self, units: BioUnits) -> Self {
+        let (d, k) = (
+            crate::neuron::to_vec(self.input_scale.val()),
+            crate::neuron::to_vec(self.rate_scale.val()),
+        );
+        let per_rate: Vec<f64> = d.iter().zip(&k).map(|(d, k)| d * k).collect();
+        self.tap_neurons(|l| {
+            // a frozen parameter keeps physical units: Adam never steps it, and it leaves the
+            // network exactly as it came
+            let relative = units == BioUnits::Relative;
+            let b = relative && l.activation.threshold.val().is_require_grad();
+            let beta = relative && l.beta.val().is_require_grad();
+            l.with_threshold_unit(b.then_some(&d[..]))
+                .with_history_unit(beta.then_some(&per_rate[..]))
+        })
     }
 }
 
@@ -540,6 +590,91 @@ mod tests {
         let bias = crate::neuron::to_vec(published.input.bias.as_ref().unwrap().val());
         let bound = 1.0 / (SIDE as f64).sqrt();
         assert!(bias.iter().all(|b| b.abs() <= bound), "{bias:?}");
+    }
+
+    /// Relative units change what Adam sees, not the network: the same logits and the same
+    /// neurons saved; gradients follow the chain rule (∂L/∂b̂ = d ∂L/∂b for b = d b̂, and
+    /// ∂L/∂β̃ scales by d / γ), so one Adam step moves each neuron's b by about lr · d pA
+    /// (one drive unit's worth of lr) where physical units move it by lr pA.
+    #[test]
+    fn relative_units_change_the_steps_not_the_network() {
+        let device = crate::device::cpu().autodiff();
+        let (train, _) = mnist::builtin_sample();
+        let neurons: Vec<NeuronParams> = [(150.0, 1.0), (210.0, 2.0), (90.0, 0.7)]
+            .iter()
+            .map(|&(b, c1)| {
+                let mut p = fitted_like(b, [0.0, c1]);
+                p.beta = (0..p.beta.len()).map(|k| 0.05 - 0.02 * k as f64).collect();
+                p
+            })
+            .collect();
+        let phys = GfrNetwork::biological(&neurons, BioInput::Relative, &device);
+        let rel = phys.clone().with_bio_units(BioUnits::Relative);
+        let d = crate::neuron::to_vec(phys.input_scale.val());
+        let close = |a: &[f64], b: &[f64], tol: f64| {
+            let scale = a.iter().fold(0f64, |m, x| m.max(x.abs()));
+            assert!(scale > 0.0);
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= tol * scale, "{x} vs {y} ({a:?} vs {b:?})");
+            }
+        };
+        // the same network
+        let idx: Vec<usize> = (0..8).collect();
+        let (x, _) = crate::network::train::batch_tensors(&train, &idx, &device);
+        let logits = |n: &GfrNetwork| crate::neuron::to_vec(n.readouts(x.clone(), 1).remove(0));
+        close(&logits(&phys), &logits(&rel), 1e-5);
+        let (p, r) = (phys.neurons.to_params(20), rel.neurons.to_params(20));
+        for (p, r) in p.iter().zip(&r) {
+            close(&[p.activation.threshold], &[r.activation.threshold], 1e-6);
+            close(&p.beta, &r.beta, 1e-5);
+        }
+        // the stored values are in drive units
+        let stored = crate::neuron::to_vec(rel.neurons.activation.threshold.val());
+        for (i, n) in neurons.iter().enumerate() {
+            assert!((stored[i] * d[i] - n.activation.threshold).abs() < 1e-3);
+        }
+        // the chain rule
+        let grads =
+            |n: &GfrNetwork| crate::network::train::slice_grads(n.clone(), &train, &idx, &device).2;
+        let (gp, gr) = (grads(&phys), grads(&rel));
+        let b_grad = |g: &burn::optim::GradientsParams, n: &GfrNetwork| {
+            crate::neuron::to_vec(g.get::<1>(n.neurons.activation.threshold.id).unwrap())
+        };
+        let (bp, br) = (b_grad(&gp, &phys), b_grad(&gr, &rel));
+        let expected: Vec<f64> = bp.iter().zip(&d).map(|(g, d)| g * d).collect();
+        close(&expected, &br, 1e-3);
+        let beta_grad = |g: &burn::optim::GradientsParams, n: &GfrNetwork| {
+            crate::neuron::to_vec(g.get::<2>(n.neurons.beta.id).unwrap())
+        };
+        let (hp, hr) = (beta_grad(&gp, &phys), beta_grad(&gr, &rel));
+        let n_filters = neurons[0].beta.len();
+        let expected: Vec<f64> = hp
+            .iter()
+            .enumerate()
+            .map(|(k, g)| g * d[k / n_filters] / neurons[k / n_filters].activation.max_firing_rate)
+            .collect();
+        close(&expected, &hr, 1e-3);
+        // one Adam step: b moves by lr pA (physical) or lr · d pA (relative)
+        let lr = 1e-3;
+        let step = |n: &GfrNetwork, g| {
+            let before = crate::neuron::to_vec(n.neurons.activation.threshold_pa());
+            let after = crate::optim::adam().step(lr, n.clone(), g);
+            let after = crate::neuron::to_vec(after.neurons.activation.threshold_pa());
+            before
+                .iter()
+                .zip(&after)
+                .map(|(a, b)| (b - a).abs())
+                .collect::<Vec<_>>()
+        };
+        let (moved_p, moved_r) = (step(&phys, gp), step(&rel, gr));
+        for i in 0..neurons.len() {
+            assert!(d[i] > 50.0, "drive unit {} pA", d[i]);
+            assert!((moved_p[i] - lr).abs() < 0.05 * lr, "{moved_p:?}");
+            assert!(
+                (moved_r[i] - lr * d[i]).abs() < 0.05 * lr * d[i],
+                "{moved_r:?} {d:?}"
+            );
+        }
     }
 
     #[test]

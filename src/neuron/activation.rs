@@ -10,8 +10,12 @@ use super::ActivationParams;
 /// b and c are trainable; σ and γ are constants (frozen parameters, saved with the module).
 #[derive(Module, Debug)]
 pub struct PolynomialActivation {
-    /// b: threshold current per neuron (pA), `[N]`.
+    /// b: threshold current per neuron, `[N]`: in pA, or in units of `threshold_unit`.
     pub threshold: Param<Tensor<1>>,
+    /// pA per unit of the stored `threshold`, `[N]` (constant); `None`: the threshold is in pA.
+    /// Set by [`PolynomialActivation::with_threshold_unit`] so that an optimizer step moves
+    /// each neuron's threshold by the same fraction of its own input range.
+    pub threshold_unit: Option<Param<Tensor<1>>>,
     /// c: polynomial coefficients per neuron, `[N, d + 1]`.
     pub coeffs: Param<Tensor<2>>,
     /// σ: input scale per neuron (pA), `[N]`; constant.
@@ -58,6 +62,35 @@ impl PolynomialActivation {
             coeffs: Param::from_tensor(tensor2(&coeffs, device)),
             max_current: constant(tensor1(&col(|a| a.max_current), device)),
             max_rate: constant(tensor1(&col(|a| a.max_firing_rate), device)),
+            threshold_unit: None,
+        }
+    }
+
+    /// The same activations with b stored in units of `unit` (pA per unit, one per neuron;
+    /// `None`: in pA): the function is unchanged, only what the optimizer sees changes. b keeps
+    /// its frozen / trainable flag.
+    pub fn with_threshold_unit(mut self, unit: Option<&[f64]>) -> Self {
+        if unit.is_none() && self.threshold_unit.is_none() {
+            return self;
+        }
+        let device = self.threshold.val().device();
+        let b = self.threshold_pa();
+        let trainable = self.threshold.val().is_require_grad();
+        let unit = unit.map(|u| tensor1(u, &device));
+        let stored = match &unit {
+            None => b,
+            Some(u) => b / u.clone(),
+        };
+        self.threshold = Param::from_tensor(stored.detach()).set_require_grad(trainable);
+        self.threshold_unit = unit.map(constant);
+        self
+    }
+
+    /// b in pA, `[N]`.
+    pub fn threshold_pa(&self) -> Tensor<1> {
+        match &self.threshold_unit {
+            None => self.threshold.val(),
+            Some(unit) => self.threshold.val() * unit.val(),
         }
     }
 
@@ -84,7 +117,7 @@ impl PolynomialActivation {
         let terms = c.dims()[1];
         let c2 = c.clone() * c;
         let row = |k: usize| c2.clone().slice([0..n, k..k + 1]).reshape([1, n]);
-        let threshold = self.threshold.val().reshape([1, n]);
+        let threshold = self.threshold_pa().reshape([1, n]);
         let inv_sigma = self.max_current.val().reshape([1, n]).recip();
         let gamma = self.max_rate.val().reshape([1, n]);
         let gamma = (!gamma.clone().equal_elem(1.0).all().into_scalar::<bool>()).then_some(gamma);
@@ -108,6 +141,11 @@ impl PolynomialActivation {
     pub fn to_params(&self, bin_size: u32) -> Vec<ActivationParams> {
         let n = self.n_neurons();
         let b = to_vec(self.threshold.val());
+        let unit = self.threshold_unit.as_ref().map(|u| to_vec(u.val()));
+        let b: Vec<f64> = match unit {
+            None => b,
+            Some(u) => b.iter().zip(u).map(|(b, u)| b * u).collect(),
+        };
         let c = to_vec(self.coeffs.val());
         let sigma = to_vec(self.max_current.val());
         let gamma = to_vec(self.max_rate.val());

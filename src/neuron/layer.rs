@@ -24,6 +24,9 @@ pub struct GfrLayer {
     pub activation: PolynomialActivation,
     /// s in h ← (1 − λ) h + α I + s · `beta` · f. Default [`RATE_HISTORY_SCALE`] (1000).
     pub history_scale: f64,
+    /// Per-neuron factor u `[N]` (constant) on top of s: h ← … + s · u ⊙ `beta` · f; `None`:
+    /// u = 1. Set by [`GfrLayer::with_history_unit`].
+    pub history_unit: Option<Param<Tensor<1>>>,
 }
 
 /// State of a layer for a batch: filter values h `[B, N, n]` and last rate f `[B, N]` (ms⁻¹).
@@ -52,7 +55,46 @@ impl GfrLayer {
             decay: Param::from_tensor(tensor1(&decay, device)).set_require_grad(false),
             activation: PolynomialActivation::new(&acts, device),
             history_scale: RATE_HISTORY_SCALE,
+            history_unit: None,
         }
+    }
+
+    /// The same neurons with neuron i's rate-history term stepped as s · u_i · β̃_i · f
+    /// (β̃_i = 1000 β_i / (s u_i)); `None`: u = 1. The function is unchanged; an optimizer
+    /// step now moves neuron i's feedback gain by about s · u_i · lr. β keeps its frozen /
+    /// trainable flag.
+    pub fn with_history_unit(mut self, unit: Option<&[f64]>) -> Self {
+        if unit.is_none() && self.history_unit.is_none() {
+            return self;
+        }
+        let device = self.beta.val().device();
+        let n = self.n_neurons();
+        let full = self.history_weights();
+        let trainable = self.beta.val().is_require_grad();
+        let unit = unit.map(|u| tensor1(u, &device));
+        let beta = match &unit {
+            None => full / self.history_scale,
+            Some(u) => full / (u.clone().reshape([n, 1]) * self.history_scale),
+        };
+        self.beta = Param::from_tensor(beta.detach()).set_require_grad(trainable);
+        self.history_unit = unit.map(|u| Param::from_tensor(u).set_require_grad(false));
+        self
+    }
+
+    /// The rate-history weights as a step applies them, s · u ⊙ β̃ = 1000 β, `[N, n]`.
+    pub fn history_weights(&self) -> Tensor<2> {
+        let beta = self.beta.val() * self.history_scale;
+        match &self.history_unit {
+            None => beta,
+            Some(u) => beta * u.val().reshape([self.n_neurons(), 1]),
+        }
+    }
+
+    /// The activation's b, stored in units of `unit` pA (see
+    /// [`PolynomialActivation::with_threshold_unit`]).
+    pub fn with_threshold_unit(mut self, unit: Option<&[f64]>) -> Self {
+        self.activation = self.activation.with_threshold_unit(unit);
+        self
     }
 
     /// The same neurons with the rate-history term reparameterised as s · β̃ · f, β̃ = 1000 β / s.
@@ -112,7 +154,7 @@ impl GfrLayer {
         PreparedLayer {
             decay: self.decay.val().reshape([1, 1, n]),
             alpha: self.alpha.val().reshape([1, n_neurons, n]),
-            beta: self.beta.val().reshape([1, n_neurons, n]) * self.history_scale,
+            beta: self.history_weights().reshape([1, n_neurons, n]),
             activation: self.activation.prepare(),
         }
     }
@@ -122,10 +164,10 @@ impl GfrLayer {
         let act = &self.activation;
         ScanNeurons {
             alpha: self.alpha.val(),
-            beta: self.beta.val() * self.history_scale,
+            beta: self.history_weights(),
             decay: self.decay.val(),
             coeffs: act.coeffs.val(),
-            threshold: act.threshold.val(),
+            threshold: act.threshold_pa(),
             max_current: act.max_current.val(),
             max_rate: act.max_rate.val(),
             precision: Default::default(),
@@ -161,9 +203,14 @@ impl GfrLayer {
     pub fn to_params(&self, bin_size: u32) -> Vec<NeuronParams> {
         let (n_neurons, n) = (self.n_neurons(), self.n_filters());
         let alpha = to_vec(self.alpha.val());
+        let unit = self.history_unit.as_ref().map(|u| to_vec(u.val()));
         let beta: Vec<f64> = to_vec(self.beta.val())
             .into_iter()
-            .map(|b| b * self.history_scale / RATE_HISTORY_SCALE)
+            .enumerate()
+            .map(|(k, b)| {
+                let u = unit.as_ref().map_or(1.0, |u| u[k / n]);
+                b * self.history_scale * u / RATE_HISTORY_SCALE
+            })
             .collect();
         // λ is exact from the bin size; the f32 decay tensor only confirms the filter count.
         let exact = super::decay_rates(bin_size);
