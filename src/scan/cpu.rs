@@ -928,6 +928,30 @@ fn backward_task<T: Real>(
 
 /// C ← A B + β C for row-major C `[m, n]` (row stride `ldc`), with A `[m, k]` and B `[k, n]`
 /// given as (slice, row stride, column stride).
+/// ∂L/∂W `[N, N]` of the recurrence I_t = P_t + r_{t−1} W: Σ_b Σ_{t ≥ 1} r_{b,t−1}ᵀ J_{b,t}
+/// with J = ∂L/∂P, both `[B, T, N]`; read in place (one GEMM per sequence, no copies).
+pub fn recurrent_weight_grad<T: Real>(dims: Dims, rates: &[T], grad_current: &[T]) -> Vec<T> {
+    let (nn, time) = (dims.neurons, dims.time);
+    assert!(rates.len() == dims.len() && grad_current.len() == dims.len());
+    let mut dw = vec![T::ZERO; nn * nn];
+    if time < 2 {
+        return dw;
+    }
+    for b in 0..dims.batch {
+        let first = b * time * nn;
+        gemm(
+            (nn, time - 1, nn),
+            // A[i, t] = r[b, t, i]
+            (&rates[first..], 1, nn),
+            // B[t, j] = J[b, t + 1, j]
+            (&grad_current[first + nn..], nn, 1),
+            if b == 0 { T::ZERO } else { T::ONE },
+            (&mut dw, nn),
+        );
+    }
+    dw
+}
+
 fn gemm<T: Real>(
     (m, k, n): (usize, usize, usize),
     (a, rsa, csa): (&[T], usize, usize),

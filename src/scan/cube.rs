@@ -360,6 +360,7 @@ impl ScanKernels for Cube {
                 beta: zeros(&x.beta),
                 coeffs: zeros(&x.coeffs),
                 threshold: zeros(&x.threshold),
+                recurrent: None,
             };
         }
         let nf = x.decay.shape().dims::<1>()[0];
@@ -410,6 +411,7 @@ impl ScanKernels for Cube {
             beta: part(nf, 2 * nf, x.beta.shape()),
             coeffs: part(2 * nf, 2 * nf + kk, x.coeffs.shape()),
             threshold: part(2 * nf + kk, width, x.threshold.shape()),
+            recurrent: None,
         }
     }
 }

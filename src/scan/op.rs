@@ -96,6 +96,9 @@ pub struct ScanGrads<B: Backend> {
     pub beta: FloatTensor<B>,
     pub coeffs: FloatTensor<B>,
     pub threshold: FloatTensor<B>,
+    /// ∂L/∂W `[N, N]` when the kernel computed it (the host scan does, from its own buffers);
+    /// `None`: the autodiff step computes it with a matmul.
+    pub recurrent: Option<FloatTensor<B>>,
 }
 
 /// A float type the host scan runs in and Burn can hold.
@@ -303,12 +306,17 @@ fn host_backward_in<B: HostData, T: HostReal>(
         trace,
         &B::host_slice::<T>(&grad_rates),
     );
+    let recurrent = x.weight().map(|w| {
+        let dw = cpu::recurrent_weight_grad(h.dims, &rates, &g.current);
+        write::<B, _>(dw, w.shape(), w)
+    });
     ScanGrads {
         current: write::<B, _>(g.current, x.current.shape(), &x.current),
         alpha: write::<B, _>(g.alpha, x.alpha.shape(), &x.alpha),
         beta: write::<B, _>(g.beta, x.beta.shape(), &x.beta),
         coeffs: write::<B, _>(g.coeffs, x.coeffs.shape(), &x.coeffs),
         threshold: write::<B, _>(g.threshold, x.threshold.shape(), &x.threshold),
+        recurrent,
     }
 }
 
@@ -358,7 +366,9 @@ impl<B: Backend + ScanKernels> Backward<B, 6> for ScanBackward {
         let grad_rates = grads.consume::<B>(&ops.node);
         let (inputs, saved) = ops.state;
         let g = B::scan_backward(&inputs, &saved, grad_rates);
-        if let (Some(node), Some(w)) = (p_recurrent, inputs.weight()) {
+        if let (Some(node), Some(dw)) = (&p_recurrent, g.recurrent) {
+            grads.register::<B>(node.id, dw);
+        } else if let (Some(node), Some(w)) = (p_recurrent, inputs.weight()) {
             // ∂L/∂W = Σ_{b,t} r_{t−1}ᵀ J_t
             let [batch, time, neurons] = saved[0].shape().dims::<3>();
             if time > 1 {
