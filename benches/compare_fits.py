@@ -47,8 +47,12 @@ def _ev(x, y):
 def noise_ceiling(data_dir, cell, bin_size):
     """The test EVR of a perfect model on the cell's Noise 2 repeats (see the module doc)."""
     path = os.path.join(data_dir, "processed_data", f"processed_I_and_firing_rate_{cell}.pickle")
-    with open(path, "rb") as f:
-        sweeps = pickle.load(f)
+    try:
+        with open(path, "rb") as f:
+            sweeps = pickle.load(f)
+    except OSError as e:
+        print(f"note: no noise ceiling for cell {cell}: {e}", file=sys.stderr)
+        return float("nan")
     reps = [s["firing_rate"][bin_size] for s in sweeps if s["stimulus_name"] == "Noise 2"]
     if len(reps) < 2:
         return float("nan")
@@ -69,13 +73,17 @@ def main(argv):
     paths, ceiling_dir, bin_size = [], None, 20
     it = iter(argv)
     for a in it:
-        if a == "--ceiling":
-            ceiling_dir = next(it, None)
-        elif a == "--bin-size":
-            bin_size = int(next(it, "20"))
+        if a in ("--ceiling", "--bin-size"):
+            value = next(it, None)
+            if value is None or value.startswith("--"):
+                sys.exit(f"error: {a} needs a value\n{__doc__}")
+            if a == "--ceiling":
+                ceiling_dir = value
+            else:
+                bin_size = int(value)
         else:
             paths.append(a)
-    if len(paths) < 2 or (ceiling_dir is None and "--ceiling" in argv):
+    if len(paths) < 2:
         sys.exit(__doc__)
     runs = [load(p) for p in paths]
     ids = sorted(set.intersection(*(set(r) for r in runs)))
@@ -100,6 +108,9 @@ def main(argv):
               + (f"; {st.mean(secs):.2f} s/cell" if secs else ""))
     if ceiling:
         known = [c for c in ids if ceiling[c] == ceiling[c]]
+        if not known:
+            print("no cell has a noise ceiling (three Noise 2 repeats in DATA_DIR)")
+            return
         print(f"noise ceiling (Noise 2, bin {bin_size}): median {st.median(ceiling[c] for c in known):.4f} "
               f"over {len(known)} cells")
         for i, (p, r) in enumerate(zip(paths, runs)):

@@ -436,6 +436,22 @@ fn biological_neurons_train_in_their_own_units() {
         .collect();
     moved.sort_by(f64::total_cmp);
     assert!(moved[moved.len() / 2] > 0.1, "{moved:?}");
+    // the JSON records the units applied: none for default neurons, physical for the
+    // published input and for frozen neurons (nothing to train in other units)
+    let short = |name: &str, extra: &[&str]| {
+        let mut args = vec!["--epochs", "1", "--train-limit", "64", "--test-limit", "64"];
+        args.extend_from_slice(extra);
+        run(&dir.join(name), &args)
+    };
+    assert!(short("default", &[])["bio_units"].is_null());
+    let bio = ["--neurons", "bio", "--dataset", s(&ds)];
+    let published = short(
+        "published",
+        &[&bio[..], &["--bio-input", "published"]].concat(),
+    );
+    assert_eq!(published["bio_units"], "physical");
+    let frozen = [&bio[..], &["--freeze-neurons", "--freeze-activations"]].concat();
+    assert_eq!(short("frozen", &frozen)["bio_units"], "physical");
     let e = fails(&gfr(&[
         "network",
         "--neurons",

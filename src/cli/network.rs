@@ -219,6 +219,12 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
              (it trains in physical units)"
         );
     }
+    if a.bio_units.is_some() && a.neurons == "default" {
+        eprintln!(
+            "note: --bio-units applies to biological neurons (--neurons bio or a file of them); \
+             default neurons already train in the units they are driven in"
+        );
+    }
     let bio_units = match (a.bio_units, a.bio_input) {
         (Some(u), _) => u.into(),
         (None, BioInputArg::Relative) => gfr::network::BioUnits::Relative,

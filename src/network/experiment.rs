@@ -531,6 +531,8 @@ impl Run<'_> {
         } else {
             net
         };
+        // what was applied: a network with nothing to train in them stays physical
+        let bio_units = net.bio_units();
         let state = |frozen| if frozen { "frozen" } else { "trained" };
         obs.note(&format!(
             "{} neurons{}: α, β {}; b, c {}; W_in, b_in, W_rec, b_rec, W_out, b_out trained",
@@ -697,9 +699,13 @@ impl Run<'_> {
             run["neurons"] = g.neurons.clone().into();
             run["history_scale"] = g.history_scale.into();
             run["shuffle_neurons"] = g.shuffle_neurons.into();
-            if let (Some(input), Some(units)) = (g.bio_input, g.bio_units) {
-                run["bio_input"] = input.name().into();
-                run["bio_units"] = units.name().into();
+            // only what differs from runs saved before these settings were recorded (the
+            // relative input in physical units), so that those still resume and replace
+            if g.bio_input == Some(BioInput::Published) {
+                run["bio_input"] = "published".into();
+            }
+            if g.bio_units == Some(BioUnits::Relative) {
+                run["bio_units"] = "relative".into();
             }
             if let (Some(dataset), Some(pair)) = (&g.dataset, g.bio_pair) {
                 run["dataset"] = dataset.clone().into();

@@ -81,15 +81,17 @@ impl BioInput {
 #[serde(rename_all = "lowercase")]
 pub enum BioUnits {
     /// gfr's default with [`BioInput::Relative`]: the units the network feeds the neuron in.
-    /// b is stored in drive units d = w / G (pA per unit of u, the input scale) and the
-    /// rate-history weight of neuron i as 1000 β / (s · d / γ), so that one Adam step moves
-    /// every neuron's threshold by lr drive units and its feedback gain by s · lr drive units
-    /// per unit of r̂ = r / γ — exactly as it moves the default neuron's (d = γ = 1).
+    /// The drive u reaches the activation's axis (the mean filter value, where b lives) as
+    /// x* + w u at a step's onset, so b is stored in units of the neuron's range w (b̂ = b / w)
+    /// and its rate-history weights, which add to the filter values, as 1000 β / (s · w / γ):
+    /// one Adam step moves every neuron's threshold by lr of its range and its feedback gain
+    /// by s · lr of its range per unit of r̂ = r / γ — as it moves the default neuron's
+    /// (w = γ = 1).
     Relative,
     /// b in pA and 1000 β / s (the published parameterisation; [`BioInput::Published`]
     /// always uses it). A fitted neuron's threshold (hundreds of pA) and feedback gains
-    /// (rates of 0.01–0.1 ms⁻¹) then barely move at lr 1e-3: they train thousands of times
-    /// more slowly, relative to their range, than a default neuron's.
+    /// (rates of 0.05–0.5 ms⁻¹ against filter values of hundreds of pA) then barely move at
+    /// lr 1e-3: 10²–10⁴ times more slowly, relative to their range, than a default neuron's.
     Physical,
 }
 
@@ -278,24 +280,43 @@ impl GfrNetwork {
     }
 
     /// The same network with its neurons' trainable b and β stored in `units` ([`BioUnits`];
-    /// freeze first: frozen ones stay physical); the function is unchanged. [`BioUnits::Relative`] takes the drive unit d from the input
-    /// scale and 1 / γ from the rate scale, so it means what it says for
-    /// [`BioInput::Relative`] networks (for default neurons d = γ = 1, the identity).
+    /// freeze first: frozen ones stay physical); the function is unchanged.
+    /// [`BioUnits::Relative`] takes each neuron's range w on its activation's axis from the
+    /// input scale d = w / G and the onset gain G = max(Σα/n, [`MIN_ONSET_GAIN`]) of its α now,
+    /// and 1 / γ from the rate scale, so call it on a freshly built [`BioInput::Relative`]
+    /// network (for default neurons w = γ = 1: the identity).
     pub fn with_bio_units(self, units: BioUnits) -> Self {
         let (d, k) = (
             crate::neuron::to_vec(self.input_scale.val()),
             crate::neuron::to_vec(self.rate_scale.val()),
         );
-        let per_rate: Vec<f64> = d.iter().zip(&k).map(|(d, k)| d * k).collect();
+        let n = self.neurons.n_filters();
+        let alpha = crate::neuron::to_vec(self.neurons.alpha.val());
+        let range: Vec<f64> = d
+            .iter()
+            .zip(alpha.chunks(n))
+            .map(|(d, a)| d * (a.iter().sum::<f64>() / n as f64).max(MIN_ONSET_GAIN))
+            .collect();
+        let per_rate: Vec<f64> = range.iter().zip(&k).map(|(w, k)| w * k).collect();
         self.tap_neurons(|l| {
             // a frozen parameter keeps physical units: Adam never steps it, and it leaves the
             // network exactly as it came
             let relative = units == BioUnits::Relative;
             let b = relative && l.activation.threshold.val().is_require_grad();
             let beta = relative && l.beta.val().is_require_grad();
-            l.with_threshold_unit(b.then_some(&d[..]))
+            l.with_threshold_unit(b.then_some(&range[..]))
                 .with_history_unit(beta.then_some(&per_rate[..]))
         })
+    }
+
+    /// The units the network's b and β are stored in: relative when either is.
+    pub fn bio_units(&self) -> BioUnits {
+        let l = &self.neurons;
+        if l.history_unit.is_some() || l.activation.threshold_unit.is_some() {
+            BioUnits::Relative
+        } else {
+            BioUnits::Physical
+        }
     }
 }
 
@@ -593,8 +614,8 @@ mod tests {
     }
 
     /// Relative units change what Adam sees, not the network: the same logits and the same
-    /// neurons saved; gradients follow the chain rule (∂L/∂b̂ = d ∂L/∂b for b = d b̂, and
-    /// ∂L/∂β̃ scales by d / γ), so one Adam step moves each neuron's b by about lr · d pA
+    /// neurons saved; gradients follow the chain rule (∂L/∂b̂ = w ∂L/∂b for b = w b̂, and
+    /// ∂L/∂β̃ scales by w / γ), so one Adam step moves each neuron's b by about lr · w pA
     /// (one drive unit's worth of lr) where physical units move it by lr pA.
     #[test]
     fn relative_units_change_the_steps_not_the_network() {
@@ -610,7 +631,18 @@ mod tests {
             .collect();
         let phys = GfrNetwork::biological(&neurons, BioInput::Relative, &device);
         let rel = phys.clone().with_bio_units(BioUnits::Relative);
-        let d = crate::neuron::to_vec(phys.input_scale.val());
+        // the range w of each neuron on its activation's axis (the onset gain here is 8.5 / 8, so
+        // w differs from the input scale d = w / G)
+        let d: Vec<f64> = neurons
+            .iter()
+            .map(|p| OperatingPoint::of(p).range)
+            .collect();
+        let scale = crate::neuron::to_vec(phys.input_scale.val());
+        assert!(
+            d.iter()
+                .zip(&scale)
+                .all(|(w, s)| (w / s - 8.5 / 8.0).abs() < 1e-4)
+        );
         let close = |a: &[f64], b: &[f64], tol: f64| {
             let scale = a.iter().fold(0f64, |m, x| m.max(x.abs()));
             assert!(scale > 0.0);
@@ -654,7 +686,7 @@ mod tests {
             .map(|(k, g)| g * d[k / n_filters] / neurons[k / n_filters].activation.max_firing_rate)
             .collect();
         close(&expected, &hr, 1e-3);
-        // one Adam step: b moves by lr pA (physical) or lr · d pA (relative)
+        // one Adam step: b moves by lr pA (physical) or lr · w pA (relative)
         let lr = 1e-3;
         let step = |n: &GfrNetwork, g| {
             let before = crate::neuron::to_vec(n.neurons.activation.threshold_pa());
@@ -668,7 +700,7 @@ mod tests {
         };
         let (moved_p, moved_r) = (step(&phys, gp), step(&rel, gr));
         for i in 0..neurons.len() {
-            assert!(d[i] > 50.0, "drive unit {} pA", d[i]);
+            assert!(d[i] > 50.0, "range {} pA", d[i]);
             assert!((moved_p[i] - lr).abs() < 0.05 * lr, "{moved_p:?}");
             assert!(
                 (moved_r[i] - lr * d[i]).abs() < 0.05 * lr * d[i],

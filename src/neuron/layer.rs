@@ -16,8 +16,9 @@ use crate::scan::ScanNeurons;
 pub struct GfrLayer {
     /// α: input weights, `[N, n]`.
     pub alpha: Param<Tensor<2>>,
-    /// Rate-history weights, `[N, n]`, stored as β · 1000 / `history_scale` (see
-    /// [`GfrLayer::with_history_scale`]); with the default scale of 1000 this is β itself.
+    /// Rate-history weights, `[N, n]`, stored as β · 1000 / (`history_scale` · u) with u the
+    /// per-neuron `history_unit` (1 when `None`; see [`GfrLayer::with_history_scale`] and
+    /// [`GfrLayer::with_history_unit`]); with the default scale of 1000 this is β itself.
     pub beta: Param<Tensor<2>>,
     /// 1 − λ: per-bin decay factors, `[n]`; constant.
     pub decay: Param<Tensor<1>>,

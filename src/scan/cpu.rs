@@ -926,8 +926,6 @@ fn backward_task<T: Real>(
     g
 }
 
-/// C ← A B + β C for row-major C `[m, n]` (row stride `ldc`), with A `[m, k]` and B `[k, n]`
-/// given as (slice, row stride, column stride).
 /// ∂L/∂W `[N, N]` of the recurrence I_t = P_t + r_{t−1} W: Σ_b Σ_{t ≥ 1} r_{b,t−1}ᵀ J_{b,t}
 /// with J = ∂L/∂P, both `[B, T, N]`; read in place (one GEMM per sequence, no copies).
 pub fn recurrent_weight_grad<T: Real>(dims: Dims, rates: &[T], grad_current: &[T]) -> Vec<T> {
@@ -952,6 +950,8 @@ pub fn recurrent_weight_grad<T: Real>(dims: Dims, rates: &[T], grad_current: &[T
     dw
 }
 
+/// C ← A B + β C for row-major C `[m, n]` (row stride `ldc`), with A `[m, k]` and B `[k, n]`
+/// given as (slice, row stride, column stride).
 fn gemm<T: Real>(
     (m, k, n): (usize, usize, usize),
     (a, rsa, csa): (&[T], usize, usize),
@@ -990,6 +990,41 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// ∂L/∂W sums r_{b,t−1}ᵀ J_{b,t} within each sequence and over sequences, never across
+    /// a sequence boundary; one bin gives no gradient.
+    #[test]
+    fn recurrent_weight_grad_sums_within_sequences() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for (batch, time, nn) in [(3, 5, 4), (2, 1, 3), (1, 7, 6)] {
+            let dims = Dims {
+                batch,
+                time,
+                neurons: nn,
+            };
+            let r: Vec<f64> = (0..dims.len())
+                .map(|_| rng.random_range(0.0..1.0))
+                .collect();
+            let j: Vec<f64> = (0..dims.len())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let dw = recurrent_weight_grad(dims, &r, &j);
+            for a in 0..nn {
+                for c in 0..nn {
+                    let mut want = 0.0;
+                    for b in 0..batch {
+                        for t in 1..time {
+                            want += r[dims.at(b, t - 1, a)] * j[dims.at(b, t, c)];
+                        }
+                    }
+                    assert!(
+                        (dw[a * nn + c] - want).abs() < 1e-12,
+                        "{batch} {time} {a} {c}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The vectorised rows (f32) give every rate and gradient of the neuron-by-neuron path,
     /// bit for bit, with a recurrent weight, degree 2 and neurons that are silent at times.

@@ -88,7 +88,8 @@ impl<B: Backend> ScanInputs<B> {
     }
 }
 
-/// Gradients of the trainable inputs (∂L/∂W is formed from ∂L/∂P by the autodiff step).
+/// Gradients of the trainable inputs (∂L/∂W from the kernel, or formed from ∂L/∂P by the
+/// autodiff step: see `recurrent`).
 pub struct ScanGrads<B: Backend> {
     /// ∂L/∂P, `[B, T, N]`.
     pub current: FloatTensor<B>,
