@@ -177,6 +177,7 @@ pub struct RunSettings {
 }
 
 /// Sweeps of several cells for one scan: time-major, one scan column per sweep.
+#[derive(Clone)]
 struct StepBatch {
     /// P: `[1, T, S]` (pA).
     current: Tensor<3>,
@@ -229,6 +230,60 @@ impl StepBatch {
             weight: Tensor::from_data(TensorData::new(weight, [1, sweeps]), device),
             rows: Tensor::from_data(TensorData::new(rows, [sweeps]), device),
             lengths: Tensor::from_data(TensorData::new(lengths, [1, sweeps]), device),
+            spans,
+        }
+    }
+}
+
+/// Every cell's sweeps of one training group, uploaded once per run: a step selects the
+/// columns of the cells that visit the group then (a gather of indices on the device) instead
+/// of uploading their traces again — with many cells on a GPU those uploads were most of a
+/// step's work.
+struct GroupUpload {
+    /// All cells, in cell order.
+    all: StepBatch,
+    /// Each cell's padded length (bins).
+    times: Vec<usize>,
+}
+
+impl GroupUpload {
+    fn new(cells: &[(usize, &SweepBatch)], device: &Device) -> Self {
+        Self {
+            all: StepBatch::new(cells, device),
+            times: cells.iter().map(|(_, b)| b.time).collect(),
+        }
+    }
+
+    /// The batch of `cells` (indices into the cells given to [`GroupUpload::new`], in
+    /// increasing order): the same tensors [`StepBatch::new`] builds for them.
+    fn select(&self, cells: &[usize]) -> StepBatch {
+        let all = &self.all;
+        if cells.len() == self.times.len() {
+            return all.clone();
+        }
+        let mut columns = Vec::new();
+        let mut spans = Vec::with_capacity(cells.len());
+        for &c in cells {
+            let start = columns.len();
+            columns.extend(all.spans[c].clone().map(|k| k as i64));
+            spans.push(start..columns.len());
+        }
+        let sweeps = columns.len();
+        let time = cells.iter().map(|&c| self.times[c]).max().unwrap_or(0);
+        let device = all.current.device();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(columns, [sweeps]), &device);
+        let in_time = |t: Tensor<2>| t.select(1, idx.clone()).slice([0..time, 0..sweeps]);
+        StepBatch {
+            current: all
+                .current
+                .clone()
+                .select(2, idx.clone())
+                .slice([0..1, 0..time, 0..sweeps]),
+            target: in_time(all.target.clone()),
+            mask: in_time(all.mask.clone()),
+            weight: all.weight.clone().select(1, idx.clone()),
+            rows: all.rows.clone().select(0, idx.clone()),
+            lengths: all.lengths.clone().select(1, idx),
             spans,
         }
     }
@@ -333,6 +388,13 @@ pub fn train_runs(
         })
         .collect();
     let mut params = inits.to_vec();
+    let uploads: Vec<GroupUpload> = (0..groups)
+        .map(|g| {
+            let cells: Vec<(usize, &SweepBatch)> =
+                (0..cells).map(|c| (c, &data[c].train[g].1)).collect();
+            GroupUpload::new(&cells, &ad)
+        })
+        .collect();
     for epoch in 0..run.epochs {
         if !state.iter().any(|s| matches!(s, CellRun::Running { .. })) {
             break;
@@ -364,8 +426,9 @@ pub fn train_runs(
             } else {
                 Tensor::zeros([1], &ad)
             };
-            for group in by_group.values() {
-                let step = StepBatch::new(group, &ad);
+            for (&g, group) in &by_group {
+                let members: Vec<usize> = group.iter().map(|&(c, _)| c).collect();
+                let step = uploads[g].select(&members);
                 let (sweep_loss, group_total) = sweep_losses(&neurons, &step, dt, settings.eps);
                 total = total + group_total;
                 let sweep_loss = crate::neuron::to_vec(sweep_loss);
