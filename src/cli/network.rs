@@ -55,7 +55,7 @@ pub(super) struct NetworkArgs {
     #[arg(long = "bio-input", value_enum, default_value_t = BioInputArg::Relative)]
     bio_input: BioInputArg,
     /// The units biological neurons' threshold b and rate-history weights β are trained in:
-    /// `relative` (gfr: each neuron's own drive unit and maximum rate, so Adam moves them as
+    /// `relative` (gfr: each neuron's own input range and maximum rate, so Adam moves them as
     /// fast as a default neuron's; see the README) or `physical` (pA and ms⁻¹, published).
     /// Default: relative with `--bio-input relative`, physical with `published` (the only
     /// choice there).
