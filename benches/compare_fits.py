@@ -28,8 +28,12 @@ def load(path):
     with open(path) as f:
         data = json.load(f)
     if isinstance(data, list):  # gfr fit_summary.json
-        return {int(r["cell_id"]): (r["test_evr"], r.get("seconds"))
-                for r in data if r.get("test_evr") is not None and r.get("status") in ("saved", "kept")}
+        # a row with a test EVR is a result: written now ("saved"), made but not kept over a
+        # better saved one ("kept-previous"), or fitted earlier with this config ("skipped" by
+        # --resume: no seconds of its own)
+        return {int(r["cell_id"]): (r["test_evr"], r.get("seconds") if r.get("status") != "skipped" else None)
+                for r in data if r.get("test_evr") is not None
+                and r.get("status") in ("saved", "kept-previous", "skipped")}
     return {int(k): (v["evr2"], v.get("seconds")) for k, v in data.items() if v.get("evr2") is not None}
 
 
