@@ -288,6 +288,25 @@ fn biological_neurons_come_from_the_dataset() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `tests/fixtures/fitted_neurons.json`: a published-layout JSON of neurons gfr fitted.
+const FITTED_NEURONS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/fitted_neurons.json"
+);
+
+/// [`FITTED_NEURONS`] imported as `DIR/ds.pickle` (`gfr dataset import`).
+fn fitted_dataset(dir: &std::path::Path) -> std::path::PathBuf {
+    let ds = dir.join("ds.pickle");
+    ok(&gfr(&[
+        "dataset",
+        "import",
+        FITTED_NEURONS,
+        "--out",
+        s(&ds),
+    ]));
+    ds
+}
+
 /// Neurons that gfr fitted to 60 simulated AdEx cells (`tests/fixtures/fitted_neurons.json`,
 /// 43 pass the dataset criteria; thresholds b between 0.56 σ and 0.89 σ). With the published
 /// input scaling every neuron is silent at the readout and the network stays at chance; with the
@@ -295,12 +314,8 @@ fn biological_neurons_come_from_the_dataset() {
 #[test]
 fn biological_networks_learn_with_the_relative_input_not_the_published_one() {
     let dir = scratch("netbiolearn");
-    let ds = dir.join("ds.pickle");
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/fitted_neurons.json"
-    );
-    ok(&gfr(&["dataset", "import", fixture, "--out", s(&ds)]));
+    let ds = fitted_dataset(&dir);
+    let fixture = FITTED_NEURONS;
     let args = |input: &'static str| -> Vec<String> {
         [
             "--neurons",
@@ -379,12 +394,8 @@ fn biological_networks_learn_with_the_relative_input_not_the_published_one() {
 #[test]
 fn biological_neurons_train_in_their_own_units() {
     let dir = scratch("netbiounits");
-    let ds = dir.join("ds.pickle");
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/fitted_neurons.json"
-    );
-    ok(&gfr(&["dataset", "import", fixture, "--out", s(&ds)]));
+    let ds = fitted_dataset(&dir);
+    let fixture = FITTED_NEURONS;
     let run_with = |units: &str| {
         let save = dir.join(units);
         run(

@@ -337,18 +337,8 @@ fn host_gradients_match_finite_differences() {
         max_rate: &max_rate,
     };
     let grads = cpu::backward(&nrn, dims, &lengths, Some(&w), &trace, &g);
-    // ∂L/∂W[k, j] = Σ_{b,t} r_{t−1}[k] J_t[j]
-    let mut dw = [0.0; N * N];
-    for b in 0..dims.batch {
-        for t in 1..dims.time {
-            for k in 0..N {
-                for j in 0..N {
-                    dw[k * N + j] += trace.rates[(b * dims.time + t - 1) * N + k]
-                        * grads.current[(b * dims.time + t) * N + j];
-                }
-            }
-        }
-    }
+    // ∂L/∂W[k, j] = Σ_{b,t} r_{t−1}[k] J_t[j], as the host scan's backward forms it
+    let dw = cpu::recurrent_weight_grad(dims, &trace.rates, &grads.current);
     let check = |analytic: f64, numeric: f64, what: String| {
         assert!(
             (analytic - numeric).abs() <= 1e-5 * analytic.abs().max(numeric.abs()) + 1e-8,

@@ -46,6 +46,16 @@ pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         .collect()
 }
 
+/// A parameter holding `value` (detached) with `param`'s frozen / trainable flag: how a
+/// reparameterisation replaces what the optimizer sees without changing what it may train.
+pub(crate) fn restored<const D: usize>(
+    param: &Param<Tensor<D>>,
+    value: Tensor<D>,
+) -> Param<Tensor<D>> {
+    let trainable = param.val().is_require_grad();
+    Param::from_tensor(value.detach()).set_require_grad(trainable)
+}
+
 fn constant(t: Tensor<1>) -> Param<Tensor<1>> {
     Param::from_tensor(t).set_require_grad(false)
 }
@@ -75,13 +85,12 @@ impl PolynomialActivation {
         }
         let device = self.threshold.val().device();
         let b = self.threshold_pa();
-        let trainable = self.threshold.val().is_require_grad();
         let unit = unit.map(|u| tensor1(u, &device));
         let stored = match &unit {
             None => b,
             Some(u) => b / u.clone(),
         };
-        self.threshold = Param::from_tensor(stored.detach()).set_require_grad(trainable);
+        self.threshold = restored(&self.threshold, stored);
         self.threshold_unit = unit.map(constant);
         self
     }

@@ -7,7 +7,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use super::activation::{tensor1, tensor2, to_vec};
+use super::activation::{restored, tensor1, tensor2, to_vec};
 use super::{NeuronParams, PolynomialActivation, RATE_HISTORY_SCALE};
 use crate::scan::ScanNeurons;
 
@@ -71,13 +71,12 @@ impl GfrLayer {
         let device = self.beta.val().device();
         let n = self.n_neurons();
         let full = self.history_weights();
-        let trainable = self.beta.val().is_require_grad();
         let unit = unit.map(|u| tensor1(u, &device));
         let beta = match &unit {
             None => full / self.history_scale,
             Some(u) => full / (u.clone().reshape([n, 1]) * self.history_scale),
         };
-        self.beta = Param::from_tensor(beta.detach()).set_require_grad(trainable);
+        self.beta = restored(&self.beta, beta);
         self.history_unit = unit.map(|u| Param::from_tensor(u).set_require_grad(false));
         self
     }
@@ -105,9 +104,7 @@ impl GfrLayer {
     /// keeps networks with trainable neurons from exploding. β keeps its frozen / trainable flag.
     pub fn with_history_scale(mut self, scale: f64) -> Self {
         let factor = self.history_scale / scale;
-        let trainable = self.beta.val().is_require_grad();
-        self.beta =
-            Param::from_tensor((self.beta.val() * factor).detach()).set_require_grad(trainable);
+        self.beta = restored(&self.beta, self.beta.val() * factor);
         self.history_scale = scale;
         self
     }
