@@ -25,8 +25,11 @@ import sys
 
 def load(path):
     """cell id → (test EVR, seconds)."""
-    with open(path) as f:
-        data = json.load(f)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: cannot read {path}: {e}")
     if isinstance(data, list):  # gfr fit_summary.json
         # a row with a test EVR is a result: written now ("saved"), made but not kept over a
         # better saved one ("kept-previous"), or fitted earlier with this config ("skipped" by

@@ -215,7 +215,7 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
     }
     if a.bio_input == BioInputArg::Published && a.bio_units == Some(BioUnitsArg::Relative) {
         bail!(
-            "--bio-units relative needs --bio-input relative: the published input has no drive unit \
+            "--bio-units relative needs --bio-input relative: the published input has no neuron-relative scale \
              (it trains in physical units)"
         );
     }
