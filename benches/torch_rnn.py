@@ -65,8 +65,12 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--no-mkldnn", action="store_true",
+                    help="turn MKL-DNN (oneDNN) off: torch's other CPU RNN path, sometimes faster on small RNNs")
     ap.add_argument("--json")
     a = ap.parse_args()
+    if a.no_mkldnn:
+        torch.backends.mkldnn.enabled = False
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -78,7 +82,8 @@ def main():
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     params = sum(p.numel() for p in net.parameters())
     print(f"torch {torch.__version__} {a.model} H={a.n_nodes} params={params} device={dev} "
-          f"threads={torch.get_num_threads()} train={len(xtr)} test={len(xte)}")
+          f"threads={torch.get_num_threads()} mkldnn={torch.backends.mkldnn.enabled} "
+          f"train={len(xtr)} test={len(xte)}")
     epochs = []
     for e in range(a.epochs):
         t0 = time.perf_counter()
