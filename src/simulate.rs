@@ -328,24 +328,45 @@ pub struct SimulatedCell {
     pub truth: Option<NeuronParams>,
 }
 
+/// Simulates cells `0..cells` of a population drawn from `seed` (ids `first_id + index`) on
+/// the cores, handing each to `each` as it is done (on the thread that simulated it); the
+/// results come back in cell order.
+pub fn simulate_cells<T: Send>(
+    first_id: u64,
+    cells: usize,
+    seed: u64,
+    truth: GroundTruth,
+    each: impl Fn(SimulatedCell) -> T + Sync,
+) -> Vec<T> {
+    crate::parallel::map_on_cores((0..cells).collect(), |k| {
+        each(simulate_cell(first_id + k as u64, k, seed, truth))
+    })
+}
+
 /// Simulates cell `index` of a population drawn from `seed`; deterministic.
 pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) -> SimulatedCell {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
-    let (raw, description, truth_params) = match truth {
+    let (raw, sweeps, description, truth_params) = match truth {
         GroundTruth::Adex => {
             let kind = FiringType::ALL[index % 4];
             let mut p = AdexParams::sample(kind, &mut rng);
             let rheo = p.rheobase();
             p.noise_std = 0.15 * rheo;
             let mut sweeps = protocol(rheo, &mut rng);
+            let mut binned = Vec::with_capacity(sweeps.len());
             for s in &mut sweeps {
                 let (spikes, v) = p.run(&s.stimulus, SAMPLING_RATE, &mut rng);
                 s.spike_times = spikes;
                 s.response = v;
+                cut_ramp_recording(std::slice::from_mut(s));
+                binned.push(bin_sweep(s, &PROCESSED_BIN_SIZES));
+                // the traces are binned: keep only the spike times (a cell's traces are tens
+                // of MB)
+                (s.stimulus, s.response) = (Vec::new(), Vec::new());
             }
-            cut_ramp_recording(&mut sweeps);
             (
                 sweeps,
+                binned,
                 format!("AdEx {}, rheobase {rheo:.0} pA", kind.name()),
                 None,
             )
@@ -359,17 +380,18 @@ pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) 
                 s.spike_times = gfr_spikes(&neuron, s, &mut rng);
             }
             cut_ramp_recording(&mut sweeps);
+            let binned = sweeps
+                .iter()
+                .map(|s| bin_sweep(s, &PROCESSED_BIN_SIZES))
+                .collect();
             (
                 sweeps,
+                binned,
                 format!("GFR ground truth, threshold {rheo:.0} pA"),
                 Some(neuron),
             )
         }
     };
-    let sweeps = raw
-        .iter()
-        .map(|s| bin_sweep(s, &PROCESSED_BIN_SIZES))
-        .collect();
     SimulatedCell {
         recording: CellRecording {
             cell_id,

@@ -60,3 +60,57 @@ fn only_the_cpu_device_counts_as_cpu() {
         &Backend::Wgpu.device().unwrap().autodiff()
     ));
 }
+
+/// gfr's Adam (one fused kernel per parameter on wgpu) steps as Burn's Adam does, from no
+/// state and from a carried state, on the CPU (where it is Burn's) and on wgpu.
+#[test]
+fn the_fused_adam_step_is_burns() {
+    use burn::optim::Optimizer;
+    use burn::tensor::{Tensor, TensorData};
+    let mut devices = vec![gfr::device::cpu()];
+    if wgpu_available() {
+        devices.push(Backend::Wgpu.device().unwrap());
+    } else {
+        eprintln!("SKIPPED the wgpu half of the_fused_adam_step_is_burns: no wgpu adapter");
+    }
+    let values = |n: usize, seed: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 + seed) * 0.7).sin() * (1.0 + i as f32 / 10.0))
+            .collect()
+    };
+    for device in devices {
+        let tensor =
+            |seed: f32| Tensor::<2>::from_data(TensorData::new(values(35, seed), [5, 7]), &device);
+        let (ours, burns) = (gfr::optim::GfrAdam::new(), gfr::optim::burn_adam());
+        let (mut p_ours, mut p_burn) = (tensor(0.0), tensor(0.0));
+        let (mut s_ours, mut s_burn) = (None, None);
+        for (step, lr) in [1e-2, 3e-3, 1e-3, 1e-3].into_iter().enumerate() {
+            // gradients of very different sizes, one of them 0
+            let grad = tensor(step as f32 + 1.0) * (10f32.powi(step as i32 - 2));
+            let grad = grad
+                .clone()
+                .mask_fill(grad.clone().abs().lower_elem(1e-4), 0.0);
+            (p_ours, s_ours) = ours.step(lr, p_ours, grad.clone(), s_ours);
+            (p_burn, s_burn) = burns.step(lr, p_burn, grad, s_burn);
+            let a = p_ours.clone().into_data().try_to_vec::<f32>().unwrap();
+            let b = p_burn.clone().into_data().try_to_vec::<f32>().unwrap();
+            let moved = (p_burn.clone() - tensor(0.0))
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(moved > 1e-4, "the steps move the parameter");
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-6 * (1.0 + y.abs()),
+                    "step {step}: {x} vs {y} on {device:?}"
+                );
+            }
+            let (mo, mb) = (s_ours.as_ref().unwrap(), s_burn.as_ref().unwrap());
+            assert_eq!(mo.momentum.time, mb.momentum.time);
+            let diff = (mo.momentum.moment_2.clone() - mb.momentum.moment_2.clone())
+                .abs()
+                .max();
+            assert!(diff.into_scalar::<f32>() <= 1e-9, "second moments agree");
+        }
+    }
+}

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use gfr::data::{DataDir, read_cell_ids, write_cell_ids};
-use gfr::simulate::{GroundTruth, simulate_cell};
+use gfr::simulate::{GroundTruth, simulate_cells};
 
 use super::{OutputDataDir, say};
 
@@ -52,10 +52,8 @@ pub(super) fn run(a: SimulateArgs) -> Result<()> {
         "simulating {bar:30} {pos}/{len} {msg}",
         false,
     );
-    let mut ids = Vec::new();
-    for k in 0..a.cells {
-        let id = a.first_id + k as u64;
-        let cell = simulate_cell(id, k, a.seed.seed, a.truth.into());
+    let ids = simulate_cells(a.first_id, a.cells, a.seed.seed, a.truth.into(), |cell| {
+        let id = cell.recording.cell_id;
         cell.recording.save(&dir)?;
         say(
             &bar,
@@ -66,9 +64,11 @@ pub(super) fn run(a: SimulateArgs) -> Result<()> {
                 cell.recording.max_firing_rate
             ),
         );
-        ids.push(id);
         bar.inc(1);
-    }
+        Ok(id)
+    })
+    .into_iter()
+    .collect::<Result<Vec<u64>>>()?;
     bar.finish_and_clear();
     write_cell_ids(&dir.cell_ids(), &ids)?;
     println!(

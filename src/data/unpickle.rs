@@ -188,7 +188,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, target: Ref, items: Vec<Ref>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             bail!("odd number of dict items at byte {}", self.pos);
         }
         match &mut self.objs[target] {
@@ -679,7 +679,7 @@ impl<'a> Machine<'a> {
         ) {
             bail!("numpy dtype `{descr}` is not supported: convert it with `.astype(float)`");
         }
-        if data.len() % size != 0 {
+        if !data.len().is_multiple_of(size) {
             bail!(
                 "numpy data of {} bytes is not a whole number of `{descr}` values",
                 data.len()

@@ -317,6 +317,14 @@ fn sweep_losses(
     (sweep_loss, total)
 }
 
+/// A scan's sweep losses `[1, S]`, not yet read from the device, with each cell's columns and
+/// the cells (layer row, training group).
+struct UnreadLosses<'a> {
+    losses: Tensor<2>,
+    spans: Vec<std::ops::Range<usize>>,
+    cells: Vec<(usize, &'a SweepBatch)>,
+}
+
 /// Where one cell's run stands.
 enum CellRun {
     Running {
@@ -411,6 +419,8 @@ pub fn train_runs(
             }
         }
         let mut epoch_loss = vec![0.0; cells];
+        let mut unread: Vec<UnreadLosses> = Vec::new();
+        #[allow(clippy::needless_range_loop)] // k: the step, the position in every order
         for k in 0..groups {
             // cells at the same training group share a scan: their sweeps have similar
             // lengths, so little is padded
@@ -441,18 +451,34 @@ pub fn train_runs(
                 };
                 let (sweep_loss, group_total) = sweep_losses(&neurons, &step, dt, settings.eps);
                 total = total + group_total;
-                let sweep_loss = crate::neuron::to_vec(sweep_loss);
-                for (cols, &(c, batch)) in step.spans.iter().zip(group) {
-                    let loss = per_bin(&sweep_loss[cols.clone()], batch);
-                    if !loss.is_finite() && matches!(state[c], CellRun::Running { .. }) {
-                        // the cell's run is discarded; its rows do not touch the other cells'
-                        state[c] = CellRun::Diverged;
-                    }
-                    epoch_loss[c] += loss;
-                }
+                unread.push(UnreadLosses {
+                    losses: sweep_loss.inner(),
+                    spans: step.spans,
+                    cells: group.clone(),
+                });
             }
             let grads = GradientsParams::from_grads(total.backward(), &layer);
             layer = optim.step(run.lr, layer, grads);
+            // on a GPU the sweep losses are read once an epoch: a read waits for the device
+            if (uploads.is_empty() || k + 1 == groups) && !unread.is_empty() {
+                let unread = std::mem::take(&mut unread);
+                let losses: Vec<Tensor<2>> = unread.iter().map(|u| u.losses.clone()).collect();
+                let losses = crate::neuron::to_vec(Tensor::cat(losses, 1));
+                let mut base = 0;
+                for scan in unread {
+                    let scan_losses = &losses[base..base + scan.losses.dims()[1]];
+                    base += scan_losses.len();
+                    for (cols, (c, batch)) in scan.spans.into_iter().zip(scan.cells) {
+                        let loss = per_bin(&scan_losses[cols], batch);
+                        if !loss.is_finite() && matches!(state[c], CellRun::Running { .. }) {
+                            // the cell's run is discarded; its rows do not touch the other
+                            // cells' (on a GPU it runs on to the epoch's end, alone)
+                            state[c] = CellRun::Diverged;
+                        }
+                        epoch_loss[c] += loss;
+                    }
+                }
+            }
         }
         params = layer.to_params(bin);
         // the layer knows only the model bin; each activation keeps the bin it was fitted at

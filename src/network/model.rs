@@ -342,10 +342,16 @@ impl GfrNetwork {
             self.recurrent.weight.val() * self.rate_scale.val().reshape([h, 1]) * s_rec.clone();
         let constant =
             bias(&self.input) * s_in + bias(&self.recurrent) * s_rec + row(&self.input_offset);
-        let driven = images
-            .reshape([batch * time, SIDE])
-            .matmul(w_in)
-            .reshape([batch, time, h]);
+        let driven = if crate::device::is_cpu(&device) {
+            images
+                .reshape([batch * time, SIDE])
+                .matmul(w_in)
+                .reshape([batch, time, h])
+        } else {
+            // one product per digit: W_in's gradient is then a batched product and a sum, not
+            // one matmul over the whole B·T inner length (slow on a GPU)
+            images.matmul(w_in.unsqueeze::<3>())
+        };
         let rest = Tensor::<3>::zeros([batch, readouts, h], &device);
         let current = Tensor::cat(vec![driven, rest], 1) + constant.unsqueeze::<3>();
         (current, w_rec)

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -147,60 +147,136 @@ impl ModuleVisitor for SquaredNorm<'_> {
 /// Scales every gradient of a module by one factor.
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
-    factor: f64,
-    ids: Vec<ParamId>,
+    factor: Factor,
 }
 
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register(param.id, g * self.factor);
-            self.ids.push(param.id);
+            let g = match &self.factor {
+                Factor::Host(f) => g * *f,
+                Factor::Device(f) => {
+                    let f = f.clone().reshape([1; D]);
+                    g * f
+                }
+            };
+            self.grads.register(param.id, g);
         }
     }
 }
 
-/// Clips the gradients of `module` to global L2 norm `max_norm`; returns the norm before.
-pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+/// Clips the gradients of `module` to global L2 norm `max_norm`. On the CPU the norm is read
+/// and the gradients are scaled only when it is over; on a GPU the scale min(1, max_norm /
+/// norm) stays on the device (reading the norm would wait for the device every batch).
+pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) {
     let mut norm = SquaredNorm { grads, total: None };
     module.visit(&mut norm);
-    let Some(total) = norm.total else { return 0.0 };
-    let n = (total.into_scalar::<f32>() as f64).sqrt();
-    if n > max_norm {
-        let mut scale = Scale {
-            grads,
-            factor: max_norm / (n + 1e-6),
-            ids: Vec::new(),
-        };
-        module.visit(&mut scale);
-    }
-    n
+    let Some(total) = norm.total else { return };
+    let factor = if crate::device::is_cpu(&total.device()) {
+        let n = (total.into_scalar::<f32>() as f64).sqrt();
+        if n <= max_norm {
+            return;
+        }
+        Factor::Host(max_norm / (n + 1e-6))
+    } else {
+        let n = total.sqrt();
+        Factor::Device((n.add_scalar(1e-6).recip() * max_norm).clamp_max(1.0))
+    };
+    module.visit(&mut Scale { grads, factor });
+}
+
+/// A factor for every gradient: a number, or a `[1]` tensor on the gradients' device.
+#[allow(clippy::large_enum_variant)] // one per batch
+enum Factor {
+    Host(f64),
+    Device(Tensor<1>),
 }
 
 /// Mean loss, correct count and gradients of one slice of a batch, computed on a fork of the
 /// model (fresh autodiff leaves, same parameter ids) so that slices on different threads build
-/// separate graphs.
-pub(crate) fn slice_grads<M: LineClassifier>(
+/// separate graphs. The loss and count stay on the device, as `[1]` tensors.
+fn slice_pass<M: LineClassifier>(
     model: M,
     data: &Mnist,
     idx: &[usize],
     device: &Device,
-) -> (f64, usize, GradientsParams) {
+) -> (Tensor<1>, Tensor<1, Int>, GradientsParams) {
     let model = model.fork(device);
     let (x, y) = batch_tensors(data, idx, device);
     let logits = model.readouts(x, 1).remove(0);
     let loss = CrossEntropyLossConfig::new()
         .init(device)
         .forward(logits.clone(), y.clone());
-    let correct = logits
-        .argmax(1)
-        .reshape([idx.len()])
-        .equal(y)
-        .int()
-        .sum()
-        .into_scalar::<i64>() as usize;
+    let correct = logits.argmax(1).reshape([idx.len()]).equal(y).int().sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (loss.inner(), correct.inner(), grads)
+}
+
+/// [`slice_pass`] with the loss and count read.
+pub(crate) fn slice_grads<M: LineClassifier>(
+    model: M,
+    data: &Mnist,
+    idx: &[usize],
+    device: &Device,
+) -> (f64, usize, GradientsParams) {
+    let (loss, correct, grads) = slice_pass(model, data, idx, device);
+    let correct = correct.into_scalar::<i64>() as usize;
     (loss.into_scalar::<f32>() as f64, correct, grads)
+}
+
+/// A mini-batch's mean loss and correct count: read at once on the CPU, left on the device on
+/// a GPU until the epoch ends (reading them every batch would wait for the device each time).
+#[allow(clippy::large_enum_variant)] // one per batch
+pub enum BatchScore {
+    Host {
+        loss: f64,
+        correct: usize,
+    },
+    Device {
+        loss: Tensor<1>,
+        correct: Tensor<1, Int>,
+    },
+}
+
+/// Summed loss (each batch's mean × its size) and correct count of an epoch's batches, in
+/// order, with one read of the device for all of them.
+fn epoch_totals(scores: Vec<(usize, BatchScore)>) -> (f64, usize) {
+    let (mut losses, mut counts) = (Vec::new(), Vec::new());
+    for (_, s) in &scores {
+        if let BatchScore::Device { loss, correct } = s {
+            losses.push(loss.clone());
+            counts.push(correct.clone());
+        }
+    }
+    let mut read_loss = Vec::new().into_iter();
+    let mut read_count = Vec::new().into_iter();
+    if !losses.is_empty() {
+        read_loss = Tensor::cat(losses, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("batch losses")
+            .into_iter();
+        read_count = Tensor::cat(counts, 0)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("batch counts")
+            .into_iter();
+    }
+    let (mut loss_sum, mut correct) = (0.0, 0usize);
+    for (size, s) in scores {
+        let (loss, right) = match s {
+            BatchScore::Host { loss, correct } => (loss, correct),
+            BatchScore::Device { .. } => (
+                read_loss.next().expect("a loss per batch") as f64,
+                read_count.next().expect("a count per batch") as usize,
+            ),
+        };
+        loss_sum += loss * size as f64;
+        correct += right;
+    }
+    (loss_sum, correct)
 }
 
 /// Weighted sum of several gradient sets of one module.
@@ -222,15 +298,15 @@ impl ModuleVisitor for WeightedSum<'_> {
     }
 }
 
-/// Mean cross-entropy, correct count and gradients of a mini-batch. The batch is split over
-/// the cores (data parallel); the gradients are the slices' gradients weighted by their
-/// sizes, i.e. those of the whole batch's mean loss.
+/// Mean cross-entropy, correct count and gradients of a mini-batch. On the CPU the batch is
+/// split over the cores (data parallel); the gradients are the slices' gradients weighted by
+/// their sizes, i.e. those of the whole batch's mean loss.
 pub fn batch_grads<M: LineClassifier>(
     model: &M,
     data: &Mnist,
     idx: &[usize],
     device: &Device,
-) -> (f64, usize, GradientsParams) {
+) -> (BatchScore, GradientsParams) {
     // on a GPU the device already runs the batch in parallel
     let threads = if crate::device::is_cpu(device) {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -242,8 +318,13 @@ pub fn batch_grads<M: LineClassifier>(
     } else {
         1
     };
+    if parts == 1 && threads == 1 && !crate::device::is_cpu(device) {
+        let (loss, correct, grads) = slice_pass(model.clone(), data, idx, device);
+        return (BatchScore::Device { loss, correct }, grads);
+    }
     if parts == 1 {
-        return slice_grads(model.clone(), data, idx, device);
+        let (loss, correct, grads) = slice_grads(model.clone(), data, idx, device);
+        return (BatchScore::Host { loss, correct }, grads);
     }
     let per = idx.len().div_ceil(parts);
     let results: Vec<(usize, (f64, usize, GradientsParams))> = std::thread::scope(|scope| {
@@ -279,7 +360,7 @@ pub fn batch_grads<M: LineClassifier>(
         parts,
         out: &mut grads,
     });
-    (loss, correct, grads)
+    (BatchScore::Host { loss, correct }, grads)
 }
 
 /// Largest difference between two digits' first readouts over the first `digits` digits of
@@ -371,16 +452,16 @@ pub fn train_resumable<M: LineClassifier>(
         let t0 = Instant::now();
         progress.epoch_started(epoch, s.epochs, batches);
         order.shuffle(&mut rng);
-        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        let mut scores = Vec::with_capacity(batches);
         for chunk in order.chunks(s.batch_size) {
-            let (loss, batch_correct, mut grads) = batch_grads(&model, train, chunk, device);
-            loss_sum += loss * chunk.len() as f64;
-            correct += batch_correct;
+            let (score, mut grads) = batch_grads(&model, train, chunk, device);
+            scores.push((chunk.len(), score));
             clip_global_norm(&model, &mut grads, CLIP_NORM);
             model = optim.step(s.schedule.lr_at(s.lr, step, steps), model, grads);
             step += 1;
             progress.batch_done();
         }
+        let (loss_sum, correct) = epoch_totals(scores);
         let train_seconds = t0.elapsed().as_secs_f64();
         let (step1, voted) = evaluate(&model, test, device);
         let stats = EpochStats {
@@ -603,7 +684,8 @@ mod tests {
             assert!((x - y).abs() <= 1e-4 * scale, "{x} vs {y}");
         }
         // and the threaded path gives the same numbers
-        let (loss_c, correct_c, grads_c) = batch_grads(&net, &train, &idx, &device);
+        let (score, grads_c) = batch_grads(&net, &train, &idx, &device);
+        let (loss_c, correct_c) = epoch_totals(vec![(1, score)]);
         assert!((loss_a - loss_c).abs() < 1e-5 && correct_a == correct_c);
         for (x, y) in a.iter().zip(&flat(&grads_c)) {
             assert!((x - y).abs() <= 1e-4 * scale, "{x} vs {y}");

@@ -370,7 +370,8 @@ impl<B: Backend + ScanKernels> Backward<B, 6> for ScanBackward {
         if let (Some(node), Some(dw)) = (&p_recurrent, g.recurrent) {
             grads.register::<B>(node.id, dw);
         } else if let (Some(node), Some(w)) = (p_recurrent, inputs.weight()) {
-            // ∂L/∂W = Σ_{b,t} r_{t−1}ᵀ J_t
+            // ∂L/∂W = Σ_b Σ_t r_{t−1}ᵀ J_t: one product per sequence, then the sum over the
+            // batch (a GPU matmul over the whole B·T inner length runs on few cores)
             let [batch, time, neurons] = saved[0].shape().dims::<3>();
             if time > 1 {
                 let prev = B::float_slice(
@@ -389,10 +390,12 @@ impl<B: Backend + ScanKernels> Backward<B, 6> for ScanBackward {
                         Slice::from(0..neurons),
                     ],
                 );
-                let rows = Shape::new([batch * (time - 1), neurons]);
-                let prev = B::float_swap_dims(B::float_reshape(prev, rows.clone()), 0, 1);
-                let next = B::float_reshape(next, rows);
-                grads.register::<B>(node.id, B::float_matmul(prev, next));
+                let per_sequence = B::float_matmul(B::float_swap_dims(prev, 1, 2), next);
+                let dw = B::float_reshape(
+                    B::float_sum_dim(per_sequence, 0),
+                    Shape::new([neurons, neurons]),
+                );
+                grads.register::<B>(node.id, dw);
             } else {
                 // a single bin: r_{−1} = 0, so W gets no gradient
                 grads.register::<B>(node.id, B::float_mul_scalar(w.clone(), 0.0.into()));
