@@ -216,6 +216,16 @@ fn bad_flags_and_configs_name_what_is_wrong() {
     );
     let e = fails(&gfr(&["fit", "--config-path", s(&cfg)]));
     assert!(e.contains("bad.json") && e.contains("hparams[0].lr"), "{e}");
+    let cfg = config(
+        &dir,
+        "margin.json",
+        r#"{"hparams": [{"lr": 1e-2, "epochs": 2}, {"lr": 1e-3, "epochs": 2, "from_best": true, "min_gain": -0.1}]}"#,
+    );
+    let e = fails(&gfr(&["fit", "--config-path", s(&cfg)]));
+    assert!(
+        e.contains("margin.json") && e.contains("hparams[1].min_gain"),
+        "{e}"
+    );
     let cfg = config(&dir, "broken.json", r#"{"hparams": [}"#);
     let e = fails(&gfr(&["fit", "--config-path", s(&cfg)]));
     assert!(e.contains("broken.json"), "{e}");

@@ -84,3 +84,42 @@ fn a_from_best_run_starts_from_the_best_run_so_far() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A run with `min_gain` replaces the best run so far only when its validation EVR is higher
+/// by more than that: with an unreachable margin the result is the first run's (the same
+/// validation and test EVR); without one it is the better of the two.
+#[test]
+fn a_refinement_replaces_the_best_run_only_by_its_margin() {
+    let dir = std::env::temp_dir().join(format!("gfr-test-mingain-{}", std::process::id()));
+    let data = DataDir::new(dir.join("data"));
+    simulate_cell(150, 1, 9, GroundTruth::Gfr)
+        .recording
+        .save(&data)
+        .unwrap();
+    let fit = |runs: Vec<RunConfig>, name: &str| {
+        let mut config = FitConfig::new(runs);
+        config.activation_epochs = 200;
+        config.activation_repeats = 1;
+        let opts = FitOptions::new(data.clone(), dir.join(name), config, gfr::device::cpu());
+        let r = fit_and_save(150, &opts, &());
+        assert_eq!(r.status, "saved", "{}", r.message);
+        (r.val_evr.unwrap(), r.test_evr.unwrap())
+    };
+    let refine = |min_gain: f64| RunConfig {
+        min_gain,
+        ..RunConfig::from_best(3e-3, 30)
+    };
+    let alone = fit(vec![RunConfig::new(1e-2, 30)], "alone");
+    let free = fit(vec![RunConfig::new(1e-2, 30), refine(0.0)], "free");
+    let held = fit(vec![RunConfig::new(1e-2, 30), refine(0.99)], "held");
+    eprintln!(
+        "val / test EVR: first run {alone:?}, with the refinement {free:?}, margin 0.99 {held:?}"
+    );
+    assert!(
+        free.0 > alone.0,
+        "the refinement gains ({free:?} vs {alone:?})"
+    );
+    assert_ne!(free.1, alone.1);
+    assert_eq!(held, alone);
+    std::fs::remove_dir_all(dir).unwrap();
+}

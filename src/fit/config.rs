@@ -26,6 +26,15 @@ pub struct RunConfig {
     /// as `freeze_activation` says). Left out when None.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_activation: Option<bool>,
+    /// Validation EVR this run must gain over the best run so far to replace it (0: any
+    /// gain). Noise 1 has few repeats, so a small gain is often noise that Noise 2 does not
+    /// share; refinements ask for more. Left out when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_gain: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The fitting config: activation fit, then one run per `hparams` entry. Missing keys take
@@ -67,6 +76,7 @@ impl RunConfig {
             epochs,
             from_best: false,
             train_activation: None,
+            min_gain: 0.0,
         }
     }
 
@@ -153,6 +163,12 @@ impl FitConfig {
         for (i, h) in self.hparams.iter().enumerate() {
             if !(h.lr > 0.0 && h.lr.is_finite()) {
                 bail!("`hparams[{i}].lr` must be a positive number, got {}", h.lr);
+            }
+            if !(0.0..1.0).contains(&h.min_gain) {
+                bail!(
+                    "`hparams[{i}].min_gain` must be a validation EVR gain in [0, 1), got {}",
+                    h.min_gain
+                );
             }
             if !(1..=MAX_EPOCHS).contains(&h.epochs) {
                 bail!(

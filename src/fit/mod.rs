@@ -591,7 +591,9 @@ fn fit_prepared(
         for (c, (r, rng)) in results.into_iter().zip(rngs).enumerate() {
             cells[c].rng = rng;
             if let Some(r) = r
-                && best[c].as_ref().is_none_or(|b| better(r.evr1, b.evr1))
+                && best[c]
+                    .as_ref()
+                    .is_none_or(|b| better(r.evr1, b.evr1 + run.min_gain))
             {
                 best[c] = Some(r);
             }
