@@ -129,6 +129,10 @@ impl HostReal for f32 {
 /// Host copies of tensors, for the host implementation.
 pub trait HostData: Backend {
     fn to_host<T: HostReal>(t: &FloatTensor<Self>) -> Vec<T>;
+    /// Valid bins per sequence (negative: 0).
+    fn lengths_to_host(t: &IntTensor<Self>) -> Vec<usize> {
+        read_lengths::<Self>(t)
+    }
     /// The tensor's values in place where the backend holds them on the host in `T` (the
     /// f32 network scan on ndarray), else a copy.
     fn host_slice<T: HostReal>(t: &FloatTensor<Self>) -> Cow<'_, [T]> {
@@ -137,6 +141,17 @@ pub trait HostData: Backend {
 }
 
 impl HostData for NdArray {
+    /// Reads the array in place (its `into_data` goes element by element: a tenth of a network
+    /// epoch once).
+    fn lengths_to_host(t: &IntTensor<Self>) -> Vec<usize> {
+        use burn_ndarray::NdArrayTensor;
+        match t {
+            NdArrayTensor::I64(s) => s.view().iter().map(|&l| l.max(0) as usize).collect(),
+            NdArrayTensor::I32(s) => s.view().iter().map(|&l| l.max(0) as usize).collect(),
+            _ => read_lengths::<Self>(t),
+        }
+    }
+
     fn host_slice<T: HostReal>(t: &FloatTensor<Self>) -> Cow<'_, [T]> {
         if let burn_ndarray::NdArrayTensor::F32(s) = t
             && let Some(x) = s.view().to_slice().and_then(T::borrow_f32)
@@ -168,6 +183,17 @@ impl HostData for burn::backend::Cube {
     fn to_host<T: HostReal>(t: &FloatTensor<Self>) -> Vec<T> {
         read_generic::<Self, T>(t)
     }
+}
+
+fn read_lengths<B: Backend>(t: &IntTensor<B>) -> Vec<usize> {
+    burn_std::future::block_on(B::int_into_data(t.clone()))
+        .expect("scan: reading the lengths")
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("scan: integer lengths")
+        .into_iter()
+        .map(|l| l.max(0) as usize)
+        .collect()
 }
 
 fn read_generic<B: Backend, T: HostReal>(t: &FloatTensor<B>) -> Vec<T> {
@@ -223,14 +249,7 @@ impl<'a, T: HostReal> HostParts<'a, T> {
             max_current: B::to_host(&x.max_current),
             max_rate: B::to_host(&x.max_rate),
             recurrent: x.weight().map(B::to_host),
-            lengths: burn_std::future::block_on(B::int_into_data(x.lengths.clone()))
-                .expect("scan: reading the lengths")
-                .convert::<i64>()
-                .try_into_vec::<i64>()
-                .expect("scan: integer lengths")
-                .into_iter()
-                .map(|l| l.max(0) as usize)
-                .collect(),
+            lengths: B::lengths_to_host(&x.lengths),
             dims: cpu::Dims {
                 batch,
                 time,
