@@ -107,10 +107,17 @@ fn the_fused_adam_step_is_burns() {
             }
             let (mo, mb) = (s_ours.as_ref().unwrap(), s_burn.as_ref().unwrap());
             assert_eq!(mo.momentum.time, mb.momentum.time);
-            let diff = (mo.momentum.moment_2.clone() - mb.momentum.moment_2.clone())
-                .abs()
-                .max();
-            assert!(diff.into_scalar::<f32>() <= 1e-9, "second moments agree");
+            // within an f32 rounding (a driver may fuse a multiply-add)
+            for (ours, burns) in [
+                (&mo.momentum.moment_1, &mb.momentum.moment_1),
+                (&mo.momentum.moment_2, &mb.momentum.moment_2),
+            ] {
+                let excess = ((ours.clone() - burns.clone()).abs()
+                    - (burns.clone().abs() + 1.0) * 1e-6)
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(excess <= 0.0, "moments agree (step {step})");
+            }
         }
     }
 }

@@ -174,13 +174,16 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
     let Some(total) = norm.total else { return };
     let factor = if crate::device::is_cpu(&total.device()) {
         let n = (total.into_scalar::<f32>() as f64).sqrt();
-        if n <= max_norm {
+        // (a NaN norm leaves the gradients as they are)
+        if !(n > max_norm) {
             return;
         }
         Factor::Host(max_norm / (n + 1e-6))
     } else {
         let n = total.sqrt();
-        Factor::Device((n.add_scalar(1e-6).recip() * max_norm).clamp_max(1.0))
+        let scale = n.clone().add_scalar(1e-6).recip() * max_norm;
+        // 1 unless the norm is over: also for a NaN norm, as on the CPU
+        Factor::Device(scale.mask_fill(n.greater_elem(max_norm).bool_not(), 1.0))
     };
     module.visit(&mut Scale { grads, factor });
 }

@@ -52,7 +52,7 @@ fn adam_step_kernel<F: Float>(
     if i < param.len() {
         let (b1, b2) = (beta_1.get::<F>(), beta_2.get::<F>());
         let g = grad[i];
-        // each product rounded as Burn's separate kernels round it
+        // Burn's operations in Burn's order (a driver may fuse a multiply-add: an f32 rounding)
         let m = moment_1[i] * b1 + g * (F::new(1.0) - b1);
         let v = moment_2[i] * b2 + (g * g) * (F::new(1.0) - b2);
         let update = (m * factor.get::<F>()) / (v.sqrt() + epsilon.get::<F>());
