@@ -50,14 +50,21 @@ impl gfr::fit::FitProgress for FirstLosses {
     }
 }
 
-#[test]
-fn a_from_best_run_starts_from_the_best_run_so_far() {
-    let dir = std::env::temp_dir().join(format!("gfr-test-frombest-{}", std::process::id()));
+/// A scratch folder `gfr-test-{name}-PID` holding one GFR-truth cell (`id`, population `seed`,
+/// cell `index`) in its `data/`.
+fn one_gfr_cell(name: &str, id: u64, index: usize, seed: u64) -> (std::path::PathBuf, DataDir) {
+    let dir = std::env::temp_dir().join(format!("gfr-test-{name}-{}", std::process::id()));
     let data = DataDir::new(dir.join("data"));
-    simulate_cell(140, 0, 5, GroundTruth::Gfr)
+    simulate_cell(id, index, seed, GroundTruth::Gfr)
         .recording
         .save(&data)
         .unwrap();
+    (dir, data)
+}
+
+#[test]
+fn a_from_best_run_starts_from_the_best_run_so_far() {
+    let (dir, data) = one_gfr_cell("frombest", 140, 0, 5);
     let mut config = FitConfig::new(vec![
         RunConfig::new(1e-2, 40),
         RunConfig::from_best(1e-3, 3),
@@ -90,12 +97,7 @@ fn a_from_best_run_starts_from_the_best_run_so_far() {
 /// validation and test EVR); without one it is the better of the two.
 #[test]
 fn a_refinement_replaces_the_best_run_only_by_its_margin() {
-    let dir = std::env::temp_dir().join(format!("gfr-test-mingain-{}", std::process::id()));
-    let data = DataDir::new(dir.join("data"));
-    simulate_cell(150, 1, 9, GroundTruth::Gfr)
-        .recording
-        .save(&data)
-        .unwrap();
+    let (dir, data) = one_gfr_cell("mingain", 150, 1, 9);
     let fit = |runs: Vec<RunConfig>, name: &str| {
         let mut config = FitConfig::new(runs);
         config.activation_epochs = 200;

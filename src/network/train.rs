@@ -197,13 +197,13 @@ enum Factor {
 
 /// Mean loss, correct count and gradients of one slice of a batch, computed on a fork of the
 /// model (fresh autodiff leaves, same parameter ids) so that slices on different threads build
-/// separate graphs. The loss and count stay on the device, as `[1]` tensors.
+/// separate graphs. The loss and count stay on the device, as a `[2]` tensor [loss, count].
 fn slice_pass<M: LineClassifier>(
     model: M,
     data: &Mnist,
     idx: &[usize],
     device: &Device,
-) -> (Tensor<1>, Tensor<1, Int>, GradientsParams) {
+) -> (Tensor<1>, GradientsParams) {
     let model = model.fork(device);
     let (x, y) = batch_tensors(data, idx, device);
     let logits = model.readouts(x, 1).remove(0);
@@ -212,7 +212,8 @@ fn slice_pass<M: LineClassifier>(
         .forward(logits.clone(), y.clone());
     let correct = logits.argmax(1).reshape([idx.len()]).equal(y).int().sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    (loss.inner(), correct.inner(), grads)
+    let score = Tensor::cat(vec![loss.inner(), correct.inner().float()], 0);
+    (score, grads)
 }
 
 /// [`slice_pass`] with the loss and count read.
@@ -222,59 +223,46 @@ pub(crate) fn slice_grads<M: LineClassifier>(
     idx: &[usize],
     device: &Device,
 ) -> (f64, usize, GradientsParams) {
-    let (loss, correct, grads) = slice_pass(model, data, idx, device);
-    let correct = correct.into_scalar::<i64>() as usize;
-    (loss.into_scalar::<f32>() as f64, correct, grads)
+    let (score, grads) = slice_pass(model, data, idx, device);
+    let score = crate::neuron::to_vec(score);
+    (score[0], score[1] as usize, grads)
 }
 
 /// A mini-batch's mean loss and correct count: read at once on the CPU, left on the device on
 /// a GPU until the epoch ends (reading them every batch would wait for the device each time).
-#[allow(clippy::large_enum_variant)] // one per batch
 pub enum BatchScore {
     Host {
         loss: f64,
         correct: usize,
     },
-    Device {
-        loss: Tensor<1>,
-        correct: Tensor<1, Int>,
-    },
+    /// [loss, count], `[2]`.
+    Device(Tensor<1>),
 }
 
 /// Summed loss (each batch's mean × its size) and correct count of an epoch's batches, in
 /// order, with one read of the device for all of them.
 fn epoch_totals(scores: Vec<(usize, BatchScore)>) -> (f64, usize) {
-    let (mut losses, mut counts) = (Vec::new(), Vec::new());
-    for (_, s) in &scores {
-        if let BatchScore::Device { loss, correct } = s {
-            losses.push(loss.clone());
-            counts.push(correct.clone());
-        }
-    }
-    let mut read_loss = Vec::new().into_iter();
-    let mut read_count = Vec::new().into_iter();
-    if !losses.is_empty() {
-        read_loss = Tensor::cat(losses, 0)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("batch losses")
-            .into_iter();
-        read_count = Tensor::cat(counts, 0)
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("batch counts")
-            .into_iter();
-    }
+    let on_device: Vec<Tensor<1>> = scores
+        .iter()
+        .filter_map(|(_, s)| match s {
+            BatchScore::Device(t) => Some(t.clone()),
+            BatchScore::Host { .. } => None,
+        })
+        .collect();
+    let read = if on_device.is_empty() {
+        Vec::new()
+    } else {
+        crate::neuron::to_vec(Tensor::cat(on_device, 0))
+    };
+    let mut read = read.chunks(2);
     let (mut loss_sum, mut correct) = (0.0, 0usize);
     for (size, s) in scores {
         let (loss, right) = match s {
             BatchScore::Host { loss, correct } => (loss, correct),
-            BatchScore::Device { .. } => (
-                read_loss.next().expect("a loss per batch") as f64,
-                read_count.next().expect("a count per batch") as usize,
-            ),
+            BatchScore::Device(_) => {
+                let score = read.next().expect("a score per batch");
+                (score[0], score[1] as usize)
+            }
         };
         loss_sum += loss * size as f64;
         correct += right;
@@ -311,20 +299,16 @@ pub fn batch_grads<M: LineClassifier>(
     device: &Device,
 ) -> (BatchScore, GradientsParams) {
     // on a GPU the device already runs the batch in parallel
-    let threads = if crate::device::is_cpu(device) {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        1
-    };
+    if !crate::device::is_cpu(device) {
+        let (score, grads) = slice_pass(model.clone(), data, idx, device);
+        return (BatchScore::Device(score), grads);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts = if idx.len() >= 32 {
         threads.min(idx.len() / 16).max(1)
     } else {
         1
     };
-    if parts == 1 && threads == 1 && !crate::device::is_cpu(device) {
-        let (loss, correct, grads) = slice_pass(model.clone(), data, idx, device);
-        return (BatchScore::Device { loss, correct }, grads);
-    }
     if parts == 1 {
         let (loss, correct, grads) = slice_grads(model.clone(), data, idx, device);
         return (BatchScore::Host { loss, correct }, grads);

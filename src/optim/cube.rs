@@ -6,10 +6,10 @@
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, TensorMetadata, backend_extension};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
 use super::AdamStep;
+use crate::scan::cube::empty;
 
 /// A tensor of Burn's (cubecl's `Tensor` is the kernels' view of one).
 type BurnTensor<const D: usize> = burn::tensor::Tensor<D>;
@@ -72,14 +72,7 @@ impl AdamKernel for Cube {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [param, grad, moment_1, moment_2] =
             [param, grad, moment_1, moment_2].map(into_contiguous);
-        let out = [(); 3].map(|_| {
-            empty_device_dtype(
-                param.client.clone(),
-                param.device.clone(),
-                param.shape(),
-                param.dtype,
-            )
-        });
+        let out = [(); 3].map(|_| empty(&param, param.shape()));
         let n = param.shape().num_elements() as u32;
         if n == 0 {
             let [p, m, v] = out;

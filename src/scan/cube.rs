@@ -296,7 +296,8 @@ fn contiguous(x: &ScanInputs<Cube>) -> ScanInputs<Cube> {
     }
 }
 
-fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+/// An uninitialised tensor of `shape` on `like`'s device, in its type.
+pub(crate) fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
