@@ -44,6 +44,46 @@ pub struct DatasetRecord {
     pub actv_fallback: Option<u32>,
 }
 
+/// Which fitted neurons a dataset takes ([`Default`]: the published val EVR > 0.5 and train
+/// loss < 0.45).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Criteria {
+    /// Validation EVR above this.
+    pub min_val_evr: f64,
+    /// Final train loss (padded-length average, as published) below this.
+    pub max_train_loss: f64,
+}
+
+impl Default for Criteria {
+    fn default() -> Self {
+        Self {
+            min_val_evr: MIN_VAL_EVR,
+            max_train_loss: MAX_TRAIN_LOSS,
+        }
+    }
+}
+
+impl Criteria {
+    /// Checks the numbers (errors are [`crate::error::Invalid`], settings named by `name`).
+    pub fn check(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
+        if !(self.min_val_evr.is_finite() && self.min_val_evr < 1.0) {
+            return Err(crate::error::invalid(format!(
+                "{} {}: must be a number below 1",
+                name("min_val_evr"),
+                self.min_val_evr
+            )));
+        }
+        if !(self.max_train_loss > 0.0) {
+            return Err(crate::error::invalid(format!(
+                "{} {}: must be a positive number",
+                name("max_train_loss"),
+                self.max_train_loss
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `(bin size, activation bin size)` → records.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
@@ -68,11 +108,11 @@ impl DatasetRecord {
         }
     }
 
-    /// The published filter: val EVR > 0.5 and the padded-length train loss < 0.45 (for
-    /// results without it, the per-valid-bin loss).
-    pub fn meets_criteria(&self) -> bool {
-        self.val_evr > MIN_VAL_EVR
-            && self.train_loss_padded.unwrap_or(self.train_loss) < MAX_TRAIN_LOSS
+    /// The filter: val EVR above `c.min_val_evr` and the padded-length train loss (for
+    /// results without it, the per-valid-bin loss) below `c.max_train_loss`.
+    pub fn meets_criteria(&self, c: &Criteria) -> bool {
+        self.val_evr > c.min_val_evr
+            && self.train_loss_padded.unwrap_or(self.train_loss) < c.max_train_loss
     }
 
     fn to_py(&self) -> PyValue {
@@ -376,6 +416,7 @@ impl Dataset {
     pub fn build(
         params_dirs: &[PathBuf],
         cre_lines: &HashMap<u64, String>,
+        criteria: &Criteria,
     ) -> Result<(Self, BuildReport)> {
         let mut report = BuildReport::default();
         let mut best: BTreeMap<(u32, u32, u64), (DatasetRecord, PathBuf)> = BTreeMap::new();
@@ -423,7 +464,7 @@ impl Dataset {
         }
         let mut ds = Self::default();
         for (rec, _) in best.into_values() {
-            if rec.meets_criteria() {
+            if rec.meets_criteria(criteria) {
                 report.included += 1;
                 if rec.actv_fallback.is_some() {
                     report.fallback += 1;
@@ -455,6 +496,75 @@ pub struct BuildReport {
     pub summaries: Vec<PathBuf>,
 }
 
+/// `gfr dataset build`: reads the results in `params_dirs` (a folder named twice is read
+/// once), builds the dataset ([`Dataset::build`]) and writes it to `out` (and the published
+/// JSON list to `json`). The output folders are checked before any result is read. Nothing is
+/// written when no readable result is found, nor when no result meets the criteria and `out`
+/// exists, unless `overwrite`. Errors name settings as `name` gives them.
+pub fn build_and_save(
+    params_dirs: &[PathBuf],
+    out: &Path,
+    json: Option<&Path>,
+    cre_lines: &HashMap<u64, String>,
+    criteria: &Criteria,
+    overwrite: bool,
+    name: &dyn Fn(&str) -> String,
+) -> Result<(Dataset, BuildReport)> {
+    criteria.check(name)?;
+    let mut seen = std::collections::HashSet::new();
+    let dirs: Vec<PathBuf> = params_dirs
+        .iter()
+        .filter(|d| seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf())))
+        .cloned()
+        .collect();
+    let check_out = |file: &Path, setting: &str| -> Result<()> {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+        crate::fit::store::check_writable(dir.unwrap_or(Path::new(".")), &name(setting))
+            .with_context(|| format!("{} {} cannot be written", name(setting), file.display()))
+    };
+    check_out(out, "out")?;
+    if let Some(j) = json {
+        check_out(j, "json")?;
+    }
+    let (ds, report) = Dataset::build(&dirs, cre_lines, criteria)?;
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    if report.found == 0 {
+        let why = format!(
+            "no readable fit results in {}{}; {} was not written",
+            shown.join(", "),
+            if report.partial.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (only partial ones: {} partial results left out; run `gfr fit --resume` \
+                     with the same config to end them)",
+                    report.partial.len()
+                )
+            },
+            out.display()
+        );
+        return Err(anyhow::Error::new(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            why,
+        )));
+    }
+    if ds.n_records() == 0 && out.exists() && !overwrite {
+        bail!(
+            "none of the {} results in {} meets the criteria; {} exists and was left \
+             unchanged ({} replaces it with an empty dataset)",
+            report.found,
+            shown.join(", "),
+            out.display(),
+            name("overwrite")
+        );
+    }
+    ds.save(out)?;
+    if let Some(j) = json {
+        ds.save_json(j)?;
+    }
+    Ok((ds, report))
+}
+
 /// The Allen metadata table `data/metadata.csv` as compiled into the binary (the repo file
 /// stays the editable copy).
 pub const BUILTIN_METADATA: &str = include_str!("../data/metadata.csv");
@@ -464,6 +574,22 @@ pub fn read_cre_lines(path: &Path) -> Result<HashMap<u64, String>> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read metadata table {}", path.display()))?;
     parse_cre_lines(file, &path.display().to_string())
+}
+
+/// Where [`cre_lines`] looks without a path: the working folder's copy of the table.
+pub const DEFAULT_METADATA: &str = "data/metadata.csv";
+
+/// Cre lines of the metadata table at `path`; without one, of [`DEFAULT_METADATA`] when it is
+/// in the working folder, else of the built-in copy. Also says where they came from.
+pub fn cre_lines(path: Option<&Path>) -> Result<(HashMap<u64, String>, String)> {
+    let local = Path::new(DEFAULT_METADATA);
+    match path.or(local.exists().then_some(local)) {
+        Some(p) => Ok((read_cre_lines(p)?, p.display().to_string())),
+        None => Ok((
+            builtin_cre_lines()?,
+            format!("the built-in {DEFAULT_METADATA}"),
+        )),
+    }
 }
 
 /// Cre lines from the built-in metadata table ([`BUILTIN_METADATA`]).

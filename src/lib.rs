@@ -10,6 +10,7 @@
 //! * [`network`] — networks of GFR neurons on line-by-line MNIST, and RNN / LSTM baselines.
 //! * [`plot`], [`bench`] — figures and benchmarks.
 //! * [`device`] — choosing the CPU (ndarray) or GPU (wgpu) backend at run time.
+//! * [`error`] — the kinds of failure (bad value, not found, interrupted, some cells failed).
 //! * [`fuzz`] — mutation fuzzing of the file readers (for the tests).
 
 pub use burn;
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod data;
 pub mod dataset;
 pub mod device;
+pub mod error;
 pub mod fit;
 pub mod fuzz;
 pub mod network;

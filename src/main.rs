@@ -6,7 +6,11 @@ fn main() {
     keep_freed_memory();
     if let Err(e) = cli::run() {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // 3: some cells failed, the others are done; 1: anything else (usage, setup)
+        std::process::exit(match gfr::error::kind(&e) {
+            gfr::error::ErrorKind::SomeFailed => gfr::error::EXIT_SOME_FAILED,
+            _ => 1,
+        });
     }
 }
 

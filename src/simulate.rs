@@ -343,6 +343,54 @@ pub fn simulate_cells<T: Send>(
     })
 }
 
+/// `gfr simulate`: cells `first_id, first_id + 1, …` of the population drawn from `seed`,
+/// each saved as processed data in `dir` as soon as it is simulated (then handed to `each`),
+/// and their ids written to `DATA_DIR/cell_ids.csv`. A `cell_ids.csv` there that lists other
+/// cells is replaced only with `overwrite` (else an [`crate::error::Invalid`] error, before any
+/// work; errors name settings as `name` gives them). Returns the ids.
+pub fn simulate_into(
+    dir: &crate::data::DataDir,
+    cells: usize,
+    first_id: u64,
+    seed: u64,
+    truth: GroundTruth,
+    overwrite: bool,
+    name: &dyn Fn(&str) -> String,
+    each: impl Fn(&SimulatedCell) + Sync,
+) -> anyhow::Result<Vec<u64>> {
+    use crate::data::{read_cell_ids, write_cell_ids};
+    if cells == 0 {
+        return Err(crate::error::invalid(format!(
+            "{} 0: must be at least 1",
+            name("cells")
+        )));
+    }
+    let new_ids: Vec<u64> = (0..cells as u64).map(|k| first_id + k).collect();
+    if dir.cell_ids().exists() && !overwrite {
+        let old = read_cell_ids(&dir.cell_ids()).unwrap_or_default();
+        if old != new_ids {
+            return Err(crate::error::invalid(format!(
+                "{} exists and lists other cells ({} ids, first {}); nothing was simulated. \
+                 Use another {}, or {} to replace the list",
+                dir.cell_ids().display(),
+                old.len(),
+                old.first().map_or("—".to_string(), |x| x.to_string()),
+                name("data_dir"),
+                name("overwrite")
+            )));
+        }
+    }
+    let ids = simulate_cells(first_id, cells, seed, truth, |cell| {
+        cell.recording.save(dir)?;
+        each(&cell);
+        Ok(cell.recording.cell_id)
+    })
+    .into_iter()
+    .collect::<anyhow::Result<Vec<u64>>>()?;
+    write_cell_ids(&dir.cell_ids(), &ids)?;
+    Ok(ids)
+}
+
 /// Simulates cell `index` of a population drawn from `seed`; deterministic.
 pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) -> SimulatedCell {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));

@@ -95,10 +95,10 @@ fn simulate_fit_and_dataset_build_in_an_empty_folder() {
 #[test]
 fn preprocess_lists_the_cells_of_the_built_in_metadata_table() {
     let dir = scratch("anyfolder-pre");
-    // no NWB files: every cell is reported missing (an error at the end), but the list came
+    // no NWB files: every cell is reported missing (exit 3: cells failed), but the list came
     // from the built-in table and was written
     let text = fails(&gfr_in(&dir, &["preprocess", "--quiet"]));
-    assert!(text.contains("no cell could be preprocessed"), "{text}");
+    assert!(text.contains("cells failed"), "{text}");
     assert!(text.contains(BUILT_IN), "{text}");
     assert!(
         text.contains("cells from the built-in data/metadata.csv"),

@@ -364,8 +364,9 @@ fn batched_fitting_gives_the_one_at_a_time_results() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Cells that cannot give a neuron are skipped with their reason and nothing is saved; a run
-/// in which no cell was fitted exits non-zero.
+/// Cells that cannot give a neuron are skipped with their reason and nothing is saved; such a
+/// run exits 0 (every cell done or skipped for a stated reason); a cell that fails makes it
+/// exit 3 once the others are done.
 #[test]
 fn cells_that_cannot_give_a_neuron_are_skipped_with_a_reason() {
     let dir = scratch("noneuron");
@@ -414,13 +415,35 @@ fn cells_that_cannot_give_a_neuron_are_skipped_with_a_reason() {
     assert!(out.contains("every Long Square has 0 pA"), "{out}");
     assert!(out.contains("validation EVR is NaN"), "{out}");
 
-    // only cells that cannot be fitted: non-zero exit
+    assert!(
+        out.contains("4 cells: 1 saved, 0 kept previous, 3 skipped, 0 failed"),
+        "{out}"
+    );
+
+    // only cells skipped for a stated reason: exit 0, the counts said
     let ids = dir.join("bad.csv");
     std::fs::write(&ids, "51,52\n").unwrap();
     let mut args = vec![s(&ids)];
     args.extend(["--batch-cells", "1"]);
-    let e = fails(&fit("configs/test.json", &data, &params, &args));
-    assert!(e.contains("no cell was fitted"), "{e}");
+    let out = exits_with(&fit("configs/test.json", &data, &params, &args), 0);
+    assert!(
+        out.contains("2 cells: 0 saved, 0 kept previous, 2 skipped, 0 failed"),
+        "{out}"
+    );
+
+    // a cell whose result cannot be written fails; the others are done; exit 3
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(fresh.join("bin20_actv20/54.pickle")).unwrap();
+    let ids = dir.join("two.csv");
+    std::fs::write(&ids, "53,54\n").unwrap();
+    let e = exits_with(&fit("configs/test.json", &data, &fresh, &[s(&ids)]), 3);
+    assert!(e.contains("1 of 2 cells failed"), "{e}");
+    assert!(
+        e.contains("2 cells: 0 saved, 0 kept previous, 1 skipped, 1 failed"),
+        "{e}"
+    );
+    // a usage error exits 1
+    exits_with(&gfr(&["fit", "--bin-size", "x"]), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -320,16 +320,20 @@ fn preprocess_bins_nwb_sweeps_like_the_spec() {
     let ids = dir.join("ids.csv");
     std::fs::write(&ids, "7,8,9,10\n").unwrap();
     let data = dir.join("data");
-    let out = ok(&gfr(&[
-        "preprocess",
-        "--cell-ids",
-        s(&ids),
-        "--nwb-dir",
-        s(&nwb),
-        "--data-dir",
-        s(&data),
-        "--quiet",
-    ]));
+    // two cells fail, the others are done: exit 3
+    let out = exits_with(
+        &gfr(&[
+            "preprocess",
+            "--cell-ids",
+            s(&ids),
+            "--nwb-dir",
+            s(&nwb),
+            "--data-dir",
+            s(&data),
+            "--quiet",
+        ]),
+        3,
+    );
     assert!(
         out.contains("2 done, 0 skipped (outputs exist), 2 failed"),
         "{out}"
@@ -364,17 +368,20 @@ fn preprocess_bins_nwb_sweeps_like_the_spec() {
         cell.max_firing_rate
     );
 
-    // outputs that exist are skipped, and say so
-    let out = ok(&gfr(&[
-        "preprocess",
-        "--cell-ids",
-        s(&ids),
-        "--nwb-dir",
-        s(&nwb),
-        "--data-dir",
-        s(&data),
-        "--quiet",
-    ]));
+    // outputs that exist are skipped, and say so (the two bad cells fail again: exit 3)
+    let out = exits_with(
+        &gfr(&[
+            "preprocess",
+            "--cell-ids",
+            s(&ids),
+            "--nwb-dir",
+            s(&nwb),
+            "--data-dir",
+            s(&data),
+            "--quiet",
+        ]),
+        3,
+    );
     assert!(out.contains("0 done, 2 skipped"), "{out}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -458,35 +465,52 @@ fn conversion_applies_only_from_pipeline_version_1_1() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A sweep the fit uses whose current never changes has no onset: the cell fails, naming it.
+/// A sweep the fit uses whose current never changes has no onset: it is skipped with a note
+/// naming it, and the cell's other sweeps are kept; a cell with no usable sweep left fails
+/// (exit 3, the other cells done).
 #[test]
-fn a_sweep_without_onset_fails_its_cell_naming_the_sweep() {
+fn a_sweep_without_onset_is_skipped_naming_it() {
     let dir = scratch("nwbonset");
     let nwb = dir.join("cell_types");
     let mut fixture = sweeps();
     fixture[4].stimulus.iter_mut().for_each(|x| *x = 1e-10); // Noise 1, Sweep_5: flat
     write_fixture(&nwb.join("11.nwb"), &fixture);
     write_fixture(&nwb.join("12.nwb"), &sweeps());
+    let mut flat = sweeps();
+    flat.iter_mut()
+        .for_each(|s| s.stimulus.iter_mut().for_each(|x| *x = 1e-10));
+    write_fixture(&nwb.join("13.nwb"), &flat);
     let ids = dir.join("ids.csv");
-    std::fs::write(&ids, "11,12\n").unwrap();
-    let out = ok(&gfr(&[
-        "preprocess",
-        "--cell-ids",
-        s(&ids),
-        "--nwb-dir",
-        s(&nwb),
-        "--data-dir",
-        s(&dir.join("data")),
-        "--quiet",
-    ]));
+    std::fs::write(&ids, "11,12,13\n").unwrap();
+    let out = exits_with(
+        &gfr(&[
+            "preprocess",
+            "--cell-ids",
+            s(&ids),
+            "--nwb-dir",
+            s(&nwb),
+            "--data-dir",
+            s(&dir.join("data")),
+            "--quiet",
+        ]),
+        3,
+    );
     assert!(
-        out.contains("1 done, 0 skipped (outputs exist), 1 failed"),
+        out.contains("2 done, 0 skipped (outputs exist), 1 failed"),
         "{out}"
     );
     assert!(
-        out.contains("Sweep_5 (Noise 1): no stimulus onset"),
+        out.contains("cell 11: Sweep_5 (Noise 1): skipped, no stimulus onset found"),
         "the sweep is named: {out}"
     );
+    assert!(
+        out.contains("failed 13:") && out.contains("no usable sweep"),
+        "{out}"
+    );
+    let dd = gfr::data::DataDir::new(dir.join("data"));
+    let kept = gfr::data::processed::read_processed(&dd.processed(11)).unwrap();
+    let all = gfr::data::processed::read_processed(&dd.processed(12)).unwrap();
+    assert_eq!(kept.len(), all.len() - 1, "the other sweeps are kept");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

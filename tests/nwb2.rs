@@ -293,6 +293,20 @@ fn gfr_spikes_writes_the_detected_times_and_a_figure() {
         err.contains("--plot-sweep 9999: no such current-clamp sweep"),
         "{err}"
     );
+    // …checked before anything is written
+    let fresh = dir.join("never.csv");
+    fails(&gfr(&[
+        "spikes",
+        "--cell-id",
+        "31",
+        "--nwb-dir",
+        s(&nwb),
+        "--out",
+        s(&fresh),
+        "--plot-sweep",
+        "9999",
+    ]));
+    assert!(!fresh.exists(), "the CSV was written before the check");
     // a cell without a file names both places looked at
     let err = fails(&gfr(&["spikes", "--cell-id", "32", "--nwb-dir", s(&nwb)]));
     assert!(err.contains("no NWB file for cell 32"), "{err}");

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::{BinSizes, DEFAULT_DATASET, load_cre_lines};
@@ -11,6 +11,7 @@ use super::{BinSizes, DEFAULT_DATASET, load_cre_lines};
 pub(super) enum DatasetCommand {
     /// Gather per-cell fit results, apply the criteria (val EVR > 0.5, train loss < 0.45),
     /// add cre lines, and write the dataset pickle (and optionally the JSON list).
+    #[command(allow_negative_numbers = true)]
     Build {
         /// Folders of fit results (repeatable; shards merge): their pair folders
         /// `bin{B}_actv{A}/` and flat `{id}.pickle` files are read; per cell and pair the
@@ -33,6 +34,13 @@ pub(super) enum DatasetCommand {
         /// Replace an existing dataset even by an empty one.
         #[arg(long)]
         overwrite: bool,
+        /// Include neurons whose validation EVR is above this (published: 0.5).
+        #[arg(long = "min-val-evr", default_value_t = gfr::dataset::MIN_VAL_EVR)]
+        min_val_evr: f64,
+        /// Include neurons whose final train loss (padded-length average, as published) is
+        /// below this (published: 0.45).
+        #[arg(long = "max-train-loss", default_value_t = gfr::dataset::MAX_TRAIN_LOSS)]
+        max_train_loss: f64,
     },
     /// Read a dataset in the published JSON format into the pickle.
     Import {
@@ -81,15 +89,8 @@ pub(super) struct DatasetOut {
     out: PathBuf,
 }
 
-/// Checks that the folder of output file `file` (given by `flag`) can take files.
-fn check_out_folder(file: &std::path::Path, flag: &str) -> Result<()> {
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-    gfr::fit::store::check_writable(dir.unwrap_or(std::path::Path::new(".")), flag)
-        .with_context(|| format!("{flag} {} cannot be written", file.display()))
-}
-
 pub(super) fn run(c: DatasetCommand) -> Result<()> {
-    use gfr::dataset::{Dataset, MAX_TRAIN_LOSS, MIN_VAL_EVR};
+    use gfr::dataset::Dataset;
     match c {
         DatasetCommand::Build {
             params_dir,
@@ -97,31 +98,32 @@ pub(super) fn run(c: DatasetCommand) -> Result<()> {
             json,
             metadata,
             overwrite,
+            min_val_evr,
+            max_train_loss,
         } => {
-            // a folder named twice is read once (else its results drop each other as duplicates
-            // and its summaries count twice)
             let mut seen = std::collections::HashSet::new();
-            let params_dir: Vec<PathBuf> = params_dir
-                .into_iter()
-                .filter(|d| {
-                    let first = seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
-                    if !first {
-                        eprintln!("note: --params-dir {} given twice: read once", d.display());
-                    }
-                    first
-                })
-                .collect();
-            // the output folders take files: checked before reading every result
-            check_out_folder(&out, "--out")?;
-            if let Some(j) = &json {
-                check_out_folder(j, "--json")?;
+            for d in &params_dir {
+                if !seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())) {
+                    eprintln!("note: --params-dir {} given twice: read once", d.display());
+                }
             }
             let (cre, _) = load_cre_lines(metadata)?;
-            let (ds, report) = Dataset::build(&params_dir, &cre)?;
+            let criteria = gfr::dataset::Criteria {
+                min_val_evr,
+                max_train_loss,
+            };
+            let (ds, report) = gfr::dataset::build_and_save(
+                &params_dir,
+                &out,
+                json.as_deref(),
+                &cre,
+                &criteria,
+                overwrite,
+                &super::flag,
+            )?;
             for e in &report.unreadable {
                 eprintln!("skipped unreadable result: {e}");
             }
-            let dirs: Vec<String> = params_dir.iter().map(|d| d.display().to_string()).collect();
             if !report.partial.is_empty() {
                 println!(
                     "{} partial results left out (a fit stopped between its runs; `gfr fit --resume` with the same config ends them): {}",
@@ -132,27 +134,6 @@ pub(super) fn run(c: DatasetCommand) -> Result<()> {
                         .map(|p| p.display().to_string())
                         .collect::<Vec<_>>()
                         .join(", ")
-                );
-            }
-            if report.found == 0 {
-                bail!(
-                    "no readable fit results in {}{}; {} was not written",
-                    dirs.join(", "),
-                    if report.partial.is_empty() {
-                        ""
-                    } else {
-                        " (only partial ones: run `gfr fit --resume` to end them)"
-                    },
-                    out.display()
-                );
-            }
-            if ds.n_records() == 0 && out.exists() && !overwrite {
-                bail!(
-                    "none of the {} results in {} meets the criteria; {} exists and was left \
-                     unchanged (--overwrite replaces it with an empty dataset)",
-                    report.found,
-                    dirs.join(", "),
-                    out.display()
                 );
             }
             if !report.duplicates.is_empty() {
@@ -175,9 +156,8 @@ pub(super) fn run(c: DatasetCommand) -> Result<()> {
                 );
             }
             print_fit_summaries(&report.summaries);
-            ds.save(&out)?;
             println!(
-                "{} results included, {} excluded (val EVR ≤ {MIN_VAL_EVR} or train loss ≥ {MAX_TRAIN_LOSS}), {} unreadable",
+                "{} results included, {} excluded (val EVR ≤ {min_val_evr} or train loss ≥ {max_train_loss}), {} unreadable",
                 report.included,
                 report.excluded,
                 report.unreadable.len()
@@ -185,7 +165,6 @@ pub(super) fn run(c: DatasetCommand) -> Result<()> {
             print!("{}", ds.summary());
             println!("wrote {}", out.display());
             if let Some(j) = json {
-                ds.save_json(&j)?;
                 println!("wrote {}", j.display());
             }
         }

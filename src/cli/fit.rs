@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use gfr::data::{DataDir, read_cell_ids};
@@ -91,9 +91,8 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
     let config = load_fit_config(a.config.config_path.clone())?;
     let data_dir = DataDir::new(&a.data.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
-    let mut ids = read_cell_ids(&ids_path)?;
+    let ids = gfr::fit::shard_cells(read_cell_ids(&ids_path)?, a.shard);
     if let Some((k, n)) = a.shard {
-        ids = ids.into_iter().skip(k).step_by(n).collect();
         eprintln!("shard {k}/{n}: {} cells", ids.len());
     }
     let device = a.device.backend().device().context("--device")?;
@@ -112,15 +111,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         shard: a.shard,
     };
     opts.check(&super::flag)?;
-    // a mistyped --data-dir: one clear error, not one "cannot read" per cell
-    let processed = a.data.data_dir.join("processed_data");
-    if !processed.is_dir() {
-        bail!(
-            "--data-dir {}: {} is not a folder (`gfr preprocess` or `gfr simulate` writes it)",
-            a.data.data_dir.display(),
-            processed.display()
-        );
-    }
+    opts.check_data_dir(&super::flag)?;
     eprintln!(
         "fitting {} cells: bin {} ms, activation bin {} ms, config `{}` ({} runs), device {}",
         ids.len(),
@@ -138,18 +129,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
             .join(gfr::fit::summary_name(opts.shard))
             .display()
     );
-    let fitted = |r: &&gfr::fit::CellReport| {
-        // a cell skipped because its saved result is kept (retrain_model false) is done
-        r.status != gfr::fit::CellStatus::Failed
-            && (r.status != gfr::fit::CellStatus::Skipped || r.val_evr.is_some())
-    };
-    if !reports.is_empty() && !reports.iter().any(|r| fitted(&r)) {
-        bail!(
-            "no cell was fitted: all {} were skipped or failed (reasons above)",
-            reports.len()
-        );
-    }
-    Ok(())
+    gfr::fit::run_outcome(&reports)
 }
 
 /// The two progress bars of `gfr fit` (cells; epochs of the current run) and its per-cell lines.

@@ -22,13 +22,11 @@ use indicatif::ProgressBar;
 use gfr::device::Backend;
 use gfr::fit::FitConfig;
 
-/// Cells fitted together by default: batching changes no result (on the CPU, bit for bit) and
-/// saves about 40% of the time (`gfr bench`).
-const DEFAULT_BATCH_CELLS: usize = 16;
+use gfr::fit::DEFAULT_BATCH_CELLS;
 
 /// Default input files, read from the working folder when there; else the copy compiled in.
 const DEFAULT_CONFIG: &str = "configs/default.json";
-const DEFAULT_METADATA: &str = "data/metadata.csv";
+use gfr::dataset::DEFAULT_METADATA;
 
 /// The flag's path; else `default` when it is in the working folder; else `None` (the caller
 /// uses the built-in copy), said in one line.
@@ -52,16 +50,19 @@ fn load_fit_config(flag: Option<PathBuf>) -> Result<FitConfig> {
     }
 }
 
-/// Cre lines of `--metadata` (see [`default_input`]) and where they came from.
+/// Cre lines of `--metadata` ([`gfr::dataset::cre_lines`]) and where they came from.
 fn load_cre_lines(
     flag: Option<PathBuf>,
 ) -> Result<(std::collections::HashMap<u64, String>, String)> {
-    match default_input(flag, DEFAULT_METADATA) {
-        Some(p) => Ok((gfr::dataset::read_cre_lines(&p)?, p.display().to_string())),
-        None => Ok((
-            gfr::dataset::builtin_cre_lines()?,
-            format!("the built-in {DEFAULT_METADATA}"),
-        )),
+    let (cre, source) = gfr::dataset::cre_lines(flag.as_deref())?;
+    note_builtin_metadata(&source);
+    Ok((cre, source))
+}
+
+/// Says so when the metadata came from the copy built into gfr.
+fn note_builtin_metadata(source: &str) {
+    if source.starts_with("the built-in") {
+        eprintln!("{DEFAULT_METADATA} is not in this folder: using the copy built into gfr");
     }
 }
 
@@ -206,7 +207,13 @@ struct ProgressBars {
 }
 
 pub fn run() -> Result<()> {
-    match Cli::parse().command {
+    // usage errors exit 1 like every other error before the work (clap's own is 2); --help
+    // and --version exit 0
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 1 } else { 0 })
+    });
+    match cli.command {
         Command::Preprocess(a) => preprocess::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Fit(a) => fit::run(a),

@@ -213,23 +213,17 @@ pub(super) fn run(mut a: NetworkArgs) -> Result<()> {
             _ => a.freeze_activations = parse_bool(v, names[i])?,
         }
     }
-    if a.bio_input == BioInputArg::Published && a.bio_units == Some(BioUnitsArg::Relative) {
-        bail!(
-            "--bio-units relative needs --bio-input relative: the published input has no neuron-relative scale \
-             (it trains in physical units)"
-        );
-    }
     if a.bio_units.is_some() && a.neurons == "default" {
         eprintln!(
             "note: --bio-units applies to biological neurons (--neurons bio or a file of them); \
              default neurons already train in the units they are driven in"
         );
     }
-    let bio_units = match (a.bio_units, a.bio_input) {
-        (Some(u), _) => u.into(),
-        (None, BioInputArg::Relative) => gfr::network::BioUnits::Relative,
-        (None, BioInputArg::Published) => gfr::network::BioUnits::Physical,
-    };
+    let bio_units = gfr::network::bio_units_for(
+        a.bio_units.map(Into::into),
+        a.bio_input.into(),
+        &super::flag,
+    )?;
     let spec = NetworkSpec {
         lr: a.lr,
         lr_schedule: a.lr_schedule.into(),
@@ -325,10 +319,7 @@ impl gfr::network::NetworkObserver for EpochBar {
     }
 
     fn epoch_done(&self, s: &gfr::network::EpochStats) {
-        self.note(&format!(
-            "epoch {:>3}: train loss {:.4}, train acc {:.3}, test acc {:.3} (step 1) / {:.3} (vote), {:.1} s",
-            s.epoch, s.train_loss, s.train_accuracy, s.test_accuracy_step1, s.test_accuracy_vote, s.seconds
-        ));
+        self.note(&s.to_string());
     }
 
     fn training_finished(&self) {

@@ -53,14 +53,9 @@ pub(super) fn run(a: PredictArgs) -> Result<()> {
         }
     };
     let current = read_trace(&a.current)?;
-    let rates = params.predict(&current);
-    if let Some(i) = rates.iter().position(|r| !r.is_finite()) {
-        bail!(
-            "the neuron's rate is {} at bin {i}: its parameters or the current ({}) are out of range",
-            rates[i],
-            a.current.display()
-        );
-    }
+    let rates = params
+        .predict_checked(&current)
+        .with_context(|| format!("--current {}", a.current.display()))?;
     let mut text = String::from("bin,current_pA,rate_per_ms\n");
     for (i, (c, r)) in current.iter().zip(&rates).enumerate() {
         text += &format!("{i},{c},{r}\n");

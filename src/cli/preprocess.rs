@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use gfr::data::{DataDir, read_cell_ids, write_cell_ids};
 
-use super::{OutputDataDir, ProgressBars, load_cre_lines, say};
+use super::{OutputDataDir, ProgressBars, say};
 
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
@@ -50,19 +50,28 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
     let ids = match &a.cell_ids {
         Some(p) => read_cell_ids(p)?,
         None => {
-            let (mut ids, source) = match a.download.then(gfr::data::download::list_cells) {
-                Some(Ok(ids)) => (ids, "the Allen Brain Atlas API".to_string()),
-                other => {
-                    if let Some(Err(e)) = other {
-                        eprintln!("cannot list cells online ({e:#}); using the metadata table");
-                    }
-                    let (cre, source) = load_cre_lines(a.metadata.clone())
-                        .context("without --cell-ids the cell list comes from --metadata")?;
-                    (cre.into_keys().collect::<Vec<u64>>(), source)
+            let online = match a.download.then(gfr::data::download::list_cells) {
+                Some(Ok(mut ids)) => {
+                    ids.sort_unstable();
+                    write_cell_ids(&data.cell_ids(), &ids)?;
+                    Some((ids, "the Allen Brain Atlas API".to_string()))
+                }
+                Some(Err(e)) => {
+                    eprintln!("cannot list cells online ({e:#}); using the metadata table");
+                    None
+                }
+                None => None,
+            };
+            let (ids, source) = match online {
+                Some(listed) => listed,
+                None => {
+                    let (ids, source) =
+                        gfr::data::preprocess::metadata_cells(&data, a.metadata.as_deref())
+                            .context("without --cell-ids the cell list comes from --metadata")?;
+                    super::note_builtin_metadata(&source);
+                    (ids, source)
                 }
             };
-            ids.sort_unstable();
-            write_cell_ids(&data.cell_ids(), &ids)?;
             eprintln!(
                 "{} cells from {source}; ids written to {}",
                 ids.len(),
@@ -115,11 +124,7 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
     for (id, why) in &summary.failed {
         println!("  failed {id}: {why}");
     }
-    let (done, failed, skipped) = (&summary.done, &summary.failed, &summary.skipped);
-    if done.is_empty() && !failed.is_empty() && skipped.is_empty() {
-        bail!("no cell could be preprocessed");
-    }
-    Ok(())
+    summary.outcome()
 }
 
 /// A download's bytes on a progress bar.

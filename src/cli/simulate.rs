@@ -1,10 +1,10 @@
 //! `gfr simulate`: synthetic cells written as processed data.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
-use gfr::data::{DataDir, read_cell_ids, write_cell_ids};
-use gfr::simulate::{GroundTruth, simulate_cells};
+use gfr::data::DataDir;
+use gfr::simulate::{GroundTruth, simulate_into};
 
 use super::{OutputDataDir, say};
 
@@ -30,47 +30,35 @@ pub(super) struct SimulateArgs {
 }
 
 pub(super) fn run(a: SimulateArgs) -> Result<()> {
-    if a.cells == 0 {
-        bail!("--cells must be at least 1");
-    }
     let dir = DataDir::new(&a.data.data_dir);
-    let new_ids: Vec<u64> = (0..a.cells as u64).map(|k| a.first_id + k).collect();
-    if dir.cell_ids().exists() && !a.overwrite {
-        let old = read_cell_ids(&dir.cell_ids()).unwrap_or_default();
-        if old != new_ids {
-            bail!(
-                "{} exists and lists other cells ({} ids, first {}); nothing was simulated. \
-                 Use another --data-dir, or --overwrite to replace the list",
-                dir.cell_ids().display(),
-                old.len(),
-                old.first().map_or("—".to_string(), |x| x.to_string())
-            );
-        }
-    }
     let bar = super::progress_bar(
         a.cells as u64,
         "simulating {bar:30} {pos}/{len} {msg}",
         false,
     );
-    let ids = simulate_cells(a.first_id, a.cells, a.seed.seed, a.truth.into(), |cell| {
-        let id = cell.recording.cell_id;
-        cell.recording.save(&dir)?;
-        say(
-            &bar,
-            format!(
-                "cell {id}: {} — {} sweeps, max rate {:.3} ms⁻¹",
-                cell.description,
-                cell.recording.sweeps.len(),
-                cell.recording.max_firing_rate
-            ),
-        );
-        bar.inc(1);
-        Ok(id)
-    })
-    .into_iter()
-    .collect::<Result<Vec<u64>>>()?;
+    let ids = simulate_into(
+        &dir,
+        a.cells,
+        a.first_id,
+        a.seed.seed,
+        a.truth.into(),
+        a.overwrite,
+        &super::flag,
+        |cell| {
+            say(
+                &bar,
+                format!(
+                    "cell {}: {} — {} sweeps, max rate {:.3} ms⁻¹",
+                    cell.recording.cell_id,
+                    cell.description,
+                    cell.recording.sweeps.len(),
+                    cell.recording.max_firing_rate
+                ),
+            );
+            bar.inc(1);
+        },
+    )?;
     bar.finish_and_clear();
-    write_cell_ids(&dir.cell_ids(), &ids)?;
     println!(
         "wrote {} cells to {} (ids in {})",
         ids.len(),

@@ -45,12 +45,6 @@ pub(super) struct SpikesArgs {
 }
 
 pub(super) fn run(a: SpikesArgs) -> Result<()> {
-    if !(a.dv_cutoff > 0.0) {
-        bail!(
-            "--dv-cutoff {}: must be a positive number (mV/ms)",
-            a.dv_cutoff
-        );
-    }
     let path = gfr::data::nwb::nwb_path(&a.nwb_dir, a.cell_id).with_context(|| {
         format!(
             "no NWB file for cell {id} in {dir} (looked for {dir}/specimen_{id}/ephys.nwb and {dir}/{id}.nwb)",
@@ -63,6 +57,7 @@ pub(super) fn run(a: SpikesArgs) -> Result<()> {
         min_peak: a.min_peak,
         ..SpikeParams::default()
     };
+    params.check(&super::flag)?;
     let opts = Nwb2Options::for_nwb_dir(&a.nwb_dir)?;
     let (sweeps, notes) = cell_spikes(&path, &opts, &params)?;
     for n in &notes {
@@ -70,6 +65,25 @@ pub(super) fn run(a: SpikesArgs) -> Result<()> {
     }
     if sweeps.is_empty() {
         bail!("{}: no current-clamp sweeps", path.display());
+    }
+    // every argument is checked before anything is written
+    let unknown: Vec<String> = a
+        .plot_sweep
+        .iter()
+        .filter(|n| !sweeps.iter().any(|s| s.sweep_number == **n))
+        .map(|n| n.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "--plot-sweep {}: no such current-clamp sweep in {} (sweeps: {}); nothing was written",
+            unknown.join(","),
+            path.display(),
+            sweeps
+                .iter()
+                .map(|s| s.sweep_number.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     println!("{}", path.display());
     println!(
@@ -115,16 +129,7 @@ pub(super) fn run(a: SpikesArgs) -> Result<()> {
         let s = sweeps
             .iter()
             .find(|s| s.sweep_number == *n)
-            .with_context(|| {
-                format!(
-                    "--plot-sweep {n}: no such current-clamp sweep (sweeps: {})",
-                    sweeps
-                        .iter()
-                        .map(|s| s.sweep_number.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
+            .expect("checked above");
         let f = gfr::plot::plot_spikes(a.cell_id, s, &a.figures, a.format.into())?;
         println!("wrote {}", f.display());
     }

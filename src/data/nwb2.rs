@@ -270,6 +270,12 @@ pub struct Recording {
 /// Reads an NWB 1 or NWB 2 file (by its version), as [`super::nwb::read_nwb_numbered`] does for
 /// NWB 1: errors name the file; a reader panic on a corrupt file is an error.
 pub fn read_recording(path: &Path, opts: &Nwb2Options) -> Result<Recording> {
+    if !path.is_file() {
+        return Err(anyhow::Error::new(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{}: no such NWB file", path.display()),
+        )));
+    }
     std::panic::catch_unwind(|| {
         let f = H5File::open(path).map_err(|e| {
             anyhow::anyhow!("{} is not a readable NWB/HDF5 file: {e}", path.display())
@@ -415,6 +421,23 @@ fn read_series(f: &H5File, path: &str) -> Result<Series> {
             bail!("{path}: neither `starting_time` nor two `timestamps`");
         }
         let rate = (ts.len() - 1) as f64 / (ts[ts.len() - 1] - ts[0]);
+        // gfr reads a series on an even grid: every timestamp must lie within half a sample
+        // of it (else every spike time and bin would be wrong)
+        if rate > 0.0
+            && rate.is_finite()
+            && let Some(k) = (0..ts.len()).find(|&k| {
+                let off = (ts[k] - ts[0]) * rate - k as f64;
+                !(off.abs() <= 0.5)
+            })
+        {
+            bail!(
+                "{tp}: the timestamps are not evenly spaced (sample {k} is at {:.6} s, {:.3} ms \
+                 from where an even {rate:.1} Hz puts it); gfr reads series with a constant \
+                 sampling rate: store `starting_time` with its `rate`, or resample the series",
+                ts[k],
+                ((ts[k] - ts[0]) - k as f64 / rate) * 1e3
+            );
+        }
         (rate, ts[0])
     };
     if !(rate > 0.0 && rate.is_finite()) {
@@ -566,19 +589,26 @@ fn read_open_nwb2(f: &H5File, path: &Path, opts: &Nwb2Options) -> Result<Recordi
             )),
         }
     }
-    // read the samples (one reader), then detect spikes on every core
+    // read the samples (one reader), then detect spikes on every core; a sweep that cannot
+    // be read is skipped with a note, and the others are kept
     let mut loaded = Vec::with_capacity(jobs.len());
     for (n, name, stim, resp) in jobs {
-        let what = format!("{file}: sweep {n} ({})", resp.name);
-        let s = read_series(f, &stim.path).with_context(|| what.clone())?;
-        let r = read_series(f, &resp.path).with_context(|| what.clone())?;
-        loaded.push((n, name, s, r, what));
+        let what = format!("sweep {n} ({})", resp.name);
+        match (read_series(f, &stim.path), read_series(f, &resp.path)) {
+            (Ok(s), Ok(r)) => loaded.push((n, name, s, r, what)),
+            (Err(e), _) | (_, Err(e)) => notes.push(format!("{what}: {e:#}; skipped")),
+        }
     }
-    let sweeps = crate::parallel::map_on_cores(loaded, |(n, name, s, r, what)| {
+    let mut sweeps = Vec::new();
+    let assembled = crate::parallel::map_on_cores(loaded, |(n, name, s, r, what)| {
         assemble(name, s, r, &opts.spikes, &what).map(|sw| (n, sw))
-    })
-    .into_iter()
-    .collect::<Result<Vec<_>>>()?;
+    });
+    for a in assembled {
+        match a {
+            Ok(sw) => sweeps.push(sw),
+            Err(e) => notes.push(format!("{e:#}; skipped")),
+        }
+    }
     if sweeps.is_empty() {
         bail!(
             "{file}: no current-clamp sweep with a known stimulus{}",
@@ -589,7 +619,6 @@ fn read_open_nwb2(f: &H5File, path: &Path, opts: &Nwb2Options) -> Result<Recordi
             }
         );
     }
-    let mut sweeps = sweeps;
     sweeps.sort_by_key(|(n, _)| *n);
     Ok(Recording {
         sweeps,

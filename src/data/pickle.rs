@@ -169,10 +169,14 @@ pub fn read_pickle(path: &Path) -> Result<PyValue> {
         .with_context(|| format!("{} is not a readable pickle file", path.display()))
 }
 
+/// A value as pickle bytes (protocol 3), as [`write_pickle`] writes them.
+pub fn to_bytes(value: &PyValue) -> Result<Vec<u8>> {
+    serde_pickle::value_to_vec(value, SerOptions::new()).context("cannot encode pickle")
+}
+
 /// Writes a value as a pickle (protocol 3), atomically.
 pub fn write_pickle(path: &Path, value: &PyValue) -> Result<()> {
-    let bytes = serde_pickle::value_to_vec(value, SerOptions::new())
-        .with_context(|| format!("cannot encode pickle for {}", path.display()))?;
+    let bytes = to_bytes(value).with_context(|| format!("for {}", path.display()))?;
     write_atomic(path, &bytes)
 }
 

@@ -70,8 +70,10 @@ pub fn preprocess_cell_with(
         Ok(r) => r,
         Err(e) => return (Outcome::Failed(format!("{e:#}")), Vec::new()),
     };
-    let notes = rec.notes;
-    (bin_and_save(&path, data, cell_id, rec.sweeps), notes)
+    let mut notes = rec.notes;
+    let (outcome, more) = bin_and_save(&path, data, cell_id, rec.sweeps);
+    notes.extend(more);
+    (outcome, notes)
 }
 
 fn bin_and_save(
@@ -79,17 +81,42 @@ fn bin_and_save(
     data: &DataDir,
     cell_id: u64,
     raw: Vec<(u32, super::binning::RawSweep)>,
-) -> Outcome {
-    // a sweep the fit uses whose current never changes has no onset to align its bins to
-    if let Some((n, s)) = raw
+) -> (Outcome, Vec<String>) {
+    // a sweep the fit uses whose current never changes has no onset to align its bins to:
+    // skipped with a note saying why; the cell fails only when nothing usable remains
+    let mut notes = Vec::new();
+    let raw: Vec<_> = raw
+        .into_iter()
+        .filter(|(n, s)| {
+            let fitted = FITTED_STIMULI.contains(&s.stimulus_name.as_str());
+            if fitted && onset(s).is_none() {
+                notes.push(format!(
+                    "Sweep_{n} ({}): skipped, {}",
+                    s.stimulus_name,
+                    no_onset_reason(s)
+                ));
+                return false;
+            }
+            true
+        })
+        .collect();
+    if !raw
         .iter()
-        .find(|(_, s)| FITTED_STIMULI.contains(&s.stimulus_name.as_str()) && onset(s).is_none())
+        .any(|(_, s)| FITTED_STIMULI.contains(&s.stimulus_name.as_str()))
     {
-        return Outcome::Failed(format!(
-            "{}: Sweep_{n} ({}): no stimulus onset found (the current never changes)",
-            path.display(),
-            s.stimulus_name
-        ));
+        return (
+            Outcome::Failed(format!(
+                "{}: no usable sweep of {} remains{}",
+                path.display(),
+                FITTED_STIMULI.join(", "),
+                if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join("; "))
+                }
+            )),
+            notes,
+        );
     }
     let raw: Vec<_> = raw.into_iter().map(|(_, s)| s).collect();
     let cell = CellRecording {
@@ -100,12 +127,35 @@ fn bin_and_save(
             .collect(),
         max_firing_rate: max_firing_rate(&raw),
     };
-    match cell.save(data) {
+    let outcome = match cell.save(data) {
         Ok(()) => Outcome::Done {
             sweeps: cell.sweeps.len(),
             max_firing_rate: cell.max_firing_rate,
         },
         Err(e) => Outcome::Failed(format!("{e:#}")),
+    };
+    (outcome, notes)
+}
+
+/// Why a sweep has no stimulus onset: its current never changes, or (IPFX's test-pulse rule)
+/// its first change was taken for the test pulse and nothing changes after it.
+fn no_onset_reason(s: &super::binning::RawSweep) -> String {
+    let rate = s.sampling_rate;
+    let first =
+        (0..s.stimulus.len().saturating_sub(1)).find(|&k| s.stimulus[k + 1] != s.stimulus[k]);
+    match (first, s.experiment_range) {
+        (None, _) => "no stimulus onset found (the current never changes)".to_string(),
+        (Some(k), Some((start, _))) if start > 0 => format!(
+            "no stimulus onset found after the test pulse: the first current change, at {:.3} s, \
+             was taken for the test pulse (IPFX's rule: a change within the first 0.4 s is the \
+             test pulse, and the experiment starts after it, at {:.3} s), and the current does \
+             not change after that. A protocol without a test pulse whose stimulus starts \
+             within 0.4 s cannot be aligned this way: give its sweeps a test pulse, or start \
+             the stimulus after 0.4 s",
+            (k + 1) as f64 / rate,
+            start as f64 / rate
+        ),
+        (Some(_), _) => "no stimulus onset found in the experiment epoch".to_string(),
     }
 }
 
@@ -118,6 +168,11 @@ pub trait PreprocessProgress {
     fn note(&self, _cell_id: u64, _msg: &str) {}
     /// Cell `cell_id` ended as `outcome`.
     fn cell_done(&self, _cell_id: u64, _outcome: &Outcome) {}
+    /// Whether the caller wants the run to stop (asked before each cell); cells done are
+    /// kept, and [`preprocess_cells`] returns [`crate::error::Interrupted`]. Never, by default.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 impl PreprocessProgress for () {}
@@ -137,6 +192,32 @@ impl PreprocessSummary {
     pub fn total(&self) -> usize {
         self.done.len() + self.skipped.len() + self.failed.len()
     }
+
+    /// `Ok` when every cell was done or skipped for a stated reason; a
+    /// [`crate::error::SomeFailed`] error when some failed.
+    pub fn outcome(&self) -> anyhow::Result<()> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        Err(anyhow::Error::new(crate::error::SomeFailed {
+            failed: self.failed.len(),
+            total: self.total(),
+        }))
+    }
+}
+
+/// Every cell of the metadata table at `metadata` (without one, as
+/// [`crate::dataset::cre_lines`] says), sorted; the ids are written to `DATA_DIR/cell_ids.csv`.
+/// Also says where they came from.
+pub fn metadata_cells(
+    data: &DataDir,
+    metadata: Option<&Path>,
+) -> anyhow::Result<(Vec<u64>, String)> {
+    let (cre, source) = crate::dataset::cre_lines(metadata)?;
+    let mut ids: Vec<u64> = cre.into_keys().collect();
+    ids.sort_unstable();
+    super::write_cell_ids(&data.cell_ids(), &ids)?;
+    Ok((ids, source))
 }
 
 /// Preprocesses every cell of `cell_ids` (see [`preprocess_cell_with`]), reporting through
@@ -151,6 +232,14 @@ pub fn preprocess_cells(
     let opts = Nwb2Options::for_nwb_dir(nwb_dir)?;
     let mut summary = PreprocessSummary::default();
     for (k, &id) in cell_ids.iter().enumerate() {
+        if progress.cancelled() {
+            return Err(
+                anyhow::Error::new(crate::error::Interrupted).context(format!(
+                    "preprocessing stopped after {k} of {} cells",
+                    cell_ids.len()
+                )),
+            );
+        }
         progress.cell_started(k, cell_ids.len(), id);
         let (outcome, notes) = preprocess_cell_with(nwb_dir, data, id, &opts);
         for n in &notes {

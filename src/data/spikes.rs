@@ -64,6 +64,57 @@ impl Default for SpikeParams {
     }
 }
 
+impl SpikeParams {
+    /// Checks the settings a user gives (errors are [`crate::error::Invalid`] and name them
+    /// as `name` does).
+    pub fn check(&self, name: &dyn Fn(&str) -> String) -> anyhow::Result<()> {
+        let bad = |field: &str, value: f64, what: &str| {
+            Err(crate::error::invalid(format!(
+                "{} {value}: must be {what}",
+                name(field)
+            )))
+        };
+        if !(self.dv_cutoff > 0.0 && self.dv_cutoff.is_finite()) {
+            return bad("dv_cutoff", self.dv_cutoff, "a positive number (mV/ms)");
+        }
+        if !self.min_peak.is_finite() {
+            return bad("min_peak", self.min_peak, "a number (mV)");
+        }
+        if let Some(k) = self.filter_khz
+            && !(k > 0.0 && k.is_finite())
+        {
+            return bad(
+                "filter_khz",
+                k,
+                "a positive number (kHz), or none for no filter",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Threshold times (s from the first sample) of the spikes in a voltage trace (mV) sampled
+/// at `rate_hz`, as IPFX detects them ([`detect_spikes`]); the settings and the rate are
+/// checked first (settings named as `name` does).
+pub fn threshold_times(
+    v_mv: &[f64],
+    rate_hz: f64,
+    p: &SpikeParams,
+    name: &dyn Fn(&str) -> String,
+) -> anyhow::Result<Vec<f64>> {
+    p.check(name)?;
+    if !(rate_hz > 0.0 && rate_hz.is_finite()) {
+        return Err(crate::error::invalid(format!(
+            "{} {rate_hz}: must be a positive number (Hz)",
+            name("rate_hz")
+        )));
+    }
+    Ok(detect_spikes(v_mv, rate_hz, p)
+        .iter()
+        .map(|s| sample_time(s.threshold, rate_hz))
+        .collect())
+}
+
 /// One detected spike: sample indexes of its threshold, upstroke (largest dV/dt) and peak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spike {

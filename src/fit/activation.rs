@@ -133,14 +133,20 @@ pub fn fit_activation(
         ACTIVATION_LR,
         eps,
         device,
+        &|| false,
     )
     .remove(0)
 }
 
+/// How often (in epochs) [`fit_activations`] asks whether to stop.
+pub const STOP_CHECK_EPOCHS: usize = 50;
+
 /// [`fit_activation`] for several cells at once, each given as (data, γ, its random stream).
 /// Every restart of every cell is one activation row trained in one model; Adam acts on each
 /// element separately and padded points are masked, so each restart is the run it would be
-/// alone.
+/// alone. `stop` is asked every [`STOP_CHECK_EPOCHS`] epochs; when it says stop, the fit
+/// ends there and every result is an [`crate::error::Interrupted`] error.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_activations(
     cells: &mut [(&ActivationData, f64, &mut CellRng)],
     degree: usize,
@@ -149,6 +155,7 @@ pub fn fit_activations(
     lr: f64,
     eps: f64,
     device: &Device,
+    stop: &dyn Fn() -> bool,
 ) -> Vec<Result<(ActivationParams, f64)>> {
     let ad = device.clone().autodiff();
     let repeats = repeats.max(1);
@@ -182,7 +189,13 @@ pub fn fit_activations(
     let dt = Tensor::<2>::from_data(TensorData::new(dt, [1, cols]), &ad);
     let mut g = PolynomialActivation::new(&inits.iter().collect::<Vec<_>>(), &ad);
     let mut optim = crate::optim::adam();
-    for _ in 0..epochs {
+    for epoch in 0..epochs {
+        if epoch % STOP_CHECK_EPOCHS == 0 && stop() {
+            return cells
+                .iter()
+                .map(|_| Err(anyhow::Error::new(crate::error::Interrupted)))
+                .collect();
+        }
         let mu = g.forward(x.clone()) * dt.clone();
         let loss = masked_poisson_nll(mu, y.clone() * dt.clone(), mask.clone(), eps).sum();
         let grads = GradientsParams::from_grads(loss.backward(), &g);

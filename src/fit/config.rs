@@ -136,27 +136,52 @@ impl FitConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let bad = || {
-            format!(
-                "config file {} is not a valid fitting config",
-                path.display()
-            )
-        };
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(bad)?;
-        if !json.is_object() {
-            // serde would read a list as the fields in order (`[]`: every default)
-            bail!(
-                "{}: expected a JSON object such as {{\"config_name\": …, \"hparams\": […]}}",
-                bad()
-            );
-        }
-        let cfg: Self = serde_json::from_value(json).with_context(bad)?;
-        cfg.check()
-            .with_context(|| format!("config file {}", path.display()))?;
-        Ok(cfg)
+        Self::from_json(&text, &format!("config file {}", path.display()))
     }
 
+    /// A config from JSON text (`origin` names it in errors, e.g. `config file F`), checked;
+    /// every error is a [`crate::error::Invalid`] naming the origin and the field.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let parse = || -> Result<Self> {
+            let bad = || format!("{origin} is not a valid fitting config");
+            let json: serde_json::Value = serde_json::from_str(text).with_context(bad)?;
+            if !json.is_object() {
+                // serde would read a list as the fields in order (`[]`: every default)
+                bail!(
+                    "{}: expected a JSON object such as {{\"config_name\": …, \"hparams\": […]}}",
+                    bad()
+                );
+            }
+            let cfg: Self = serde_json::from_value(json).with_context(bad)?;
+            cfg.check().with_context(|| origin.to_string())?;
+            Ok(cfg)
+        };
+        parse().map_err(|e| crate::error::invalid(format!("{e:#}")))
+    }
+
+    /// A config shipped with gfr by name: `default`, `thorough` or `test` (the files in
+    /// `configs/`, compiled in).
+    pub fn named(name: &str) -> Result<Self> {
+        let text = match name {
+            "default" => BUILTIN_DEFAULT_CONFIG,
+            "thorough" => include_str!("../../configs/thorough.json"),
+            "test" => include_str!("../../configs/test.json"),
+            other => {
+                return Err(crate::error::invalid(format!(
+                    "no built-in config named `{other}` (default, thorough, test)"
+                )));
+            }
+        };
+        Self::from_json(text, &format!("the built-in configs/{name}.json"))
+    }
+
+    /// Checks every field; errors are [`crate::error::Invalid`] and name the field.
     pub fn check(&self) -> Result<()> {
+        self.check_fields()
+            .map_err(|e| crate::error::invalid(format!("{e:#}")))
+    }
+
+    fn check_fields(&self) -> Result<()> {
         if self.hparams.is_empty() {
             bail!("`hparams` must list at least one {{\"lr\", \"epochs\"}} run");
         }

@@ -345,7 +345,7 @@ pub fn train_run(
     settings: &RunSettings,
     device: &Device,
     rng: &mut CellRng,
-    on_epoch: impl FnMut(usize, f64),
+    mut on_epoch: impl FnMut(usize, f64),
 ) -> Option<RunResult> {
     train_runs(
         std::slice::from_ref(init),
@@ -354,7 +354,10 @@ pub fn train_run(
         settings,
         device,
         std::slice::from_mut(rng),
-        on_epoch,
+        |e, l| {
+            on_epoch(e, l);
+            true
+        },
     )
     .remove(0)
 }
@@ -364,7 +367,8 @@ pub fn train_run(
 /// group order (its own `rng`), early stop and divergence check — the results are those of
 /// fitting the cells one at a time. A cell that stops early keeps the snapshot taken then.
 /// Every cell must have the same number of training groups. `on_epoch` gets the epoch and
-/// the mean train loss of the cells still running.
+/// the mean train loss of the cells still running, and says whether to go on: `false` stops
+/// the run there (an interrupted run: its results are not the run's and must not be kept).
 pub fn train_runs(
     inits: &[NeuronParams],
     data: &[&FitData],
@@ -372,7 +376,7 @@ pub fn train_runs(
     settings: &RunSettings,
     device: &Device,
     rngs: &mut [CellRng],
-    mut on_epoch: impl FnMut(usize, f64),
+    mut on_epoch: impl FnMut(usize, f64) -> bool,
 ) -> Vec<Option<RunResult>> {
     let cells = inits.len();
     assert!(cells > 0 && data.len() == cells && rngs.len() == cells);
@@ -522,11 +526,13 @@ pub fn train_runs(
                 );
             }
         }
-        if !running_losses.is_empty() {
-            on_epoch(
+        if !running_losses.is_empty()
+            && !on_epoch(
                 epoch,
                 running_losses.iter().sum::<f64>() / running_losses.len() as f64,
-            );
+            )
+        {
+            break;
         }
     }
     state

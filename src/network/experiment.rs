@@ -169,6 +169,12 @@ pub trait NetworkObserver {
     fn download_started(&self, _label: &str, _done: u64, _total: Option<u64>) {}
     fn download_advanced(&self, _bytes: u64) {}
     fn download_finished(&self) {}
+    /// Whether the caller wants training to stop (asked after every mini-batch): the epoch
+    /// under way is dropped, the checkpoint of the last whole epoch stays, and [`run_network`]
+    /// returns [`crate::error::Interrupted`]. Never, by default.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 impl NetworkObserver for () {}
@@ -209,6 +215,9 @@ impl TrainProgress for Training<'_> {
     }
     fn finished(&self) {
         self.0.training_finished()
+    }
+    fn cancelled(&self) -> bool {
+        self.0.cancelled()
     }
 }
 
@@ -342,6 +351,63 @@ pub struct SavedNetwork {
     pub weights: PathBuf,
 }
 
+impl NetworkSpec {
+    /// Checks the numbers of the spec; errors are [`crate::error::Invalid`] and name the
+    /// settings as `flag` gives them.
+    pub fn check(&self, flag: &dyn Fn(&str) -> String) -> Result<()> {
+        let check = || -> Result<()> {
+            if !(self.lr > 0.0 && self.lr.is_finite()) {
+                bail!("{} {}: must be a positive number", flag("lr"), self.lr);
+            }
+            if self.batch_size == 0 || self.n_nodes == 0 || self.epochs == 0 {
+                bail!(
+                    "{}, {} and {} must be at least 1",
+                    flag("batch_size"),
+                    flag("n_nodes"),
+                    flag("epochs")
+                );
+            }
+            if self.train_limit == Some(0) || self.test_limit == Some(0) {
+                bail!(
+                    "{} and {} must be at least 1 (leave them out for all digits)",
+                    flag("train_limit"),
+                    flag("test_limit")
+                );
+            }
+            if !(self.history_scale > 0.0 && self.history_scale.is_finite()) {
+                bail!(
+                    "{} {}: must be a positive number",
+                    flag("history_scale"),
+                    self.history_scale
+                );
+            }
+            Ok(())
+        };
+        check().map_err(|e| crate::error::invalid(format!("{e:#}")))
+    }
+}
+
+/// The units biological neurons train in: `units` when given, else relative with
+/// [`BioInput::Relative`] and physical with [`BioInput::Published`]. Relative units with the
+/// published input is an [`crate::error::Invalid`] error (settings named by `flag`).
+pub fn bio_units_for(
+    units: Option<BioUnits>,
+    input: BioInput,
+    flag: &dyn Fn(&str) -> String,
+) -> Result<BioUnits> {
+    match (units, input) {
+        (Some(BioUnits::Relative), BioInput::Published) => Err(crate::error::invalid(format!(
+            "{} relative needs {} relative: the published input has no neuron-relative scale \
+             (it trains in physical units)",
+            flag("bio_units"),
+            flag("bio_input")
+        ))),
+        (Some(u), _) => Ok(u),
+        (None, BioInput::Relative) => Ok(BioUnits::Relative),
+        (None, BioInput::Published) => Ok(BioUnits::Physical),
+    }
+}
+
 /// Runs the network experiment of `spec` (see the module's documentation). `None` when
 /// `spec.resume` finds the run already complete (nothing is trained or written).
 ///
@@ -350,31 +416,7 @@ pub struct SavedNetwork {
 /// or in separate processes).
 pub fn run_network(spec: &NetworkSpec, obs: &dyn NetworkObserver) -> Result<Option<SavedNetwork>> {
     let flag = |f: &str| obs.setting(f);
-    if !(spec.lr > 0.0 && spec.lr.is_finite()) {
-        bail!("{} {}: must be a positive number", flag("lr"), spec.lr);
-    }
-    if spec.batch_size == 0 || spec.n_nodes == 0 || spec.epochs == 0 {
-        bail!(
-            "{}, {} and {} must be at least 1",
-            flag("batch_size"),
-            flag("n_nodes"),
-            flag("epochs")
-        );
-    }
-    if spec.train_limit == Some(0) || spec.test_limit == Some(0) {
-        bail!(
-            "{} and {} must be at least 1 (leave them out for all digits)",
-            flag("train_limit"),
-            flag("test_limit")
-        );
-    }
-    if !(spec.history_scale > 0.0 && spec.history_scale.is_finite()) {
-        bail!(
-            "{} {}: must be a positive number",
-            flag("history_scale"),
-            spec.history_scale
-        );
-    }
+    spec.check(&flag)?;
     let (mut train_set, mut test_set, source) =
         mnist::load(&spec.mnist_dir, spec.offline, &Downloads(obs))?;
     match &source {
@@ -856,6 +898,17 @@ impl Run<'_> {
             Some(&ckpt),
             &Training(self.obs),
         );
+        if self.obs.cancelled() {
+            // the checkpoint of the last whole epoch stands: `resume` goes on from it
+            return Err(
+                anyhow::Error::new(crate::error::Interrupted).context(format!(
+                    "{name} stopped after epoch {} of {} ({})",
+                    history.len(),
+                    spec.epochs,
+                    ckpt.dir.display()
+                )),
+            );
+        }
         Ok(Some(Trained { name, net, history }))
     }
 

@@ -12,7 +12,7 @@ pub use crate::data::mnist;
 pub use diagnose::{Diagnostics, diagnose};
 pub use experiment::{
     GfrRun, ModelKind, NetworkObserver, NetworkRun, NetworkSpec, NeuronSource, RunDiagnostics,
-    SavedNetwork, neurons_from_network_json, run_network,
+    SavedNetwork, bio_units_for, neurons_from_network_json, run_network,
 };
 pub use mnist::{Mnist, MnistSource};
 pub use model::{

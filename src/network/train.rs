@@ -40,6 +40,22 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
+/// The line printed after each epoch.
+impl std::fmt::Display for EpochStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "epoch {:>3}: train loss {:.4}, train acc {:.3}, test acc {:.3} (step 1) / {:.3} (vote), {:.1} s",
+            self.epoch,
+            self.train_loss,
+            self.train_accuracy,
+            self.test_accuracy_step1,
+            self.test_accuracy_vote,
+            self.seconds
+        )
+    }
+}
+
 fn nan() -> f64 {
     f64::NAN
 }
@@ -106,6 +122,11 @@ pub trait TrainProgress {
     /// A warning (e.g. a checkpoint that could not be saved).
     fn note(&self, _line: &str) {}
     fn finished(&self) {}
+    /// Whether to stop (asked after every mini-batch): the epoch under way is dropped and
+    /// training returns the epochs done. Never, by default.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 impl TrainProgress for () {}
@@ -447,6 +468,10 @@ pub fn train_resumable<M: LineClassifier>(
             model = optim.step(s.schedule.lr_at(s.lr, step, steps), model, grads);
             step += 1;
             progress.batch_done();
+            if progress.cancelled() {
+                progress.finished();
+                return (model, history);
+            }
         }
         let (loss_sum, correct) = epoch_totals(scores);
         let train_seconds = t0.elapsed().as_secs_f64();

@@ -156,6 +156,26 @@ impl NeuronParams {
             .collect()
     }
 
+    /// [`Self::predict`], checked: every current (pA) finite, and every rate finite (else an
+    /// [`crate::error::Invalid`] error naming the bin: the parameters or the current are out
+    /// of range).
+    pub fn predict_checked(&self, current: &[f64]) -> anyhow::Result<Vec<f64>> {
+        if let Some(i) = current.iter().position(|x| !x.is_finite()) {
+            return Err(crate::error::invalid(format!(
+                "the current is {} at bin {i}",
+                current[i]
+            )));
+        }
+        let rates = self.predict(current);
+        if let Some(i) = rates.iter().position(|r| !r.is_finite()) {
+            return Err(crate::error::invalid(format!(
+                "the neuron's rate is {} at bin {i}: its parameters or the current are out of range",
+                rates[i]
+            )));
+        }
+        Ok(rates)
+    }
+
     /// The neuron in the Python GFR layout as JSON (the same keys and nesting as [`Self::to_py`];
     /// the dataset JSON's `params` and a network JSON's `final_neurons` hold it). NaN is `null`.
     pub fn to_json(&self) -> serde_json::Value {

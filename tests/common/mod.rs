@@ -41,6 +41,18 @@ pub fn fails(out: &Output) -> String {
     text
 }
 
+/// The output of a run that exited with `code` (3: some cells failed, the others done; 1: a
+/// usage or setup error).
+pub fn exits_with(out: &Output, code: i32) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(code), "exit status:\n{text}");
+    text
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
