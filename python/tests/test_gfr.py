@@ -333,3 +333,38 @@ def test_progress_is_one_updating_line(fitted, tmp_path, capfd):
     gfr.fit(ids[:1], data_dir=root / "data", config=FAST, save_path=tmp_path / "b")
     err = capfd.readouterr().err
     assert "\r" in err and "fit 1/1 cells" in err and err.count("\n") <= 2
+
+
+def test_odd_nwb2_series_are_read_on_their_true_time_axis_or_skipped_naming_them(tmp_path):
+    import h5py
+    import warnings
+    from nwb_fixture import write_nwb2
+
+    path = tmp_path / "701.nwb"
+    write_nwb2(path, seed=4)
+    baseline = {s["sweep_number"]: s for s in gfr.read_nwb(path)}
+    with h5py.File(path, "a") as f:
+        # sweep 2: evenly spaced timestamps instead of a rate (read as the rate would be)
+        g = f["acquisition/data_00002_AD0"]
+        n = g["data"].shape[0]
+        del g["starting_time"]
+        g["timestamps"] = 20.0 + np.arange(n) / RATE
+        # sweep 4: irregular timestamps (a simulator's variable step): refused, named
+        g = f["acquisition/data_00004_AD0"]
+        n = g["data"].shape[0]
+        del g["starting_time"]
+        steps = np.where(np.arange(n) % 2 == 0, 0.5, 1.5) / RATE
+        g["timestamps"] = 40.0 + np.concatenate([[0.0], np.cumsum(steps[:-1])]) ** 1.001
+        # sweep 3: an all-NaN stimulus
+        d = f["stimulus/presentation/data_00003_DA0/data"]
+        d[...] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sweeps = {s["sweep_number"]: s for s in gfr.read_nwb(path)}
+    said = " ".join(str(w.message) for w in caught)
+    assert 4 not in sweeps and "data_00004_AD0/timestamps" in said and "not evenly spaced" in said
+    np.testing.assert_array_equal(sweeps[2]["spike_times_s"], baseline[2]["spike_times_s"])
+    # the cell is preprocessed from its good sweeps; the bad ones are named
+    reports = gfr.preprocess([701], tmp_path, tmp_path / "data", progress=False)
+    assert reports[0]["status"] == "done", reports
+    assert reports[0]["sweeps"] == len(baseline) - 2
