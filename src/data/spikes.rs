@@ -261,14 +261,17 @@ pub fn detect_spikes(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<Spike> 
     // above the cutoff) is kept if it is the first, or dv went negative in [previous, i)
     let mut putative = Vec::new();
     let mut negative = false;
-    for i in 0..dv.len() - 1 {
-        if dv[i] < p.dv_cutoff && dv[i + 1] >= p.dv_cutoff {
+    // (`negative` is updated without a branch: on a noisy trace the sign of dV/dt is a coin
+    // flip that a branch would mispredict half the time)
+    for (i, w) in dv.windows(2).enumerate() {
+        let below = w[0] < 0.0;
+        if w[0] < p.dv_cutoff && w[1] >= p.dv_cutoff {
             if putative.is_empty() || negative {
                 putative.push(i);
             }
-            negative = dv[i] < 0.0;
-        } else if dv[i] < 0.0 {
-            negative = true;
+            negative = below;
+        } else {
+            negative |= below;
         }
     }
     if putative.is_empty() {
