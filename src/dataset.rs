@@ -494,13 +494,19 @@ pub struct BuildReport {
     pub partial: Vec<PathBuf>,
     /// The fit summaries (`fit_summary*.json`) found beside the results.
     pub summaries: Vec<PathBuf>,
+    /// Shards of sharded fits without a summary (`FOLDER: shard K of N`), filled by
+    /// [`build_and_save`].
+    pub missing_shards: Vec<String>,
 }
 
 /// `gfr dataset build`: reads the results in `params_dirs` (a folder named twice is read
 /// once), builds the dataset ([`Dataset::build`]) and writes it to `out` (and the published
 /// JSON list to `json`). The output folders are checked before any result is read. Nothing is
 /// written when no readable result is found, nor when no result meets the criteria and `out`
-/// exists, unless `overwrite`. Errors name settings as `name` gives them.
+/// exists, unless `overwrite`; nor when a sharded fit misses shards
+/// ([`crate::fit::store::missing_shards`]), unless `allow_missing`. Errors name settings as
+/// `name` gives them.
+#[allow(clippy::too_many_arguments)]
 pub fn build_and_save(
     params_dirs: &[PathBuf],
     out: &Path,
@@ -508,6 +514,7 @@ pub fn build_and_save(
     cre_lines: &HashMap<u64, String>,
     criteria: &Criteria,
     overwrite: bool,
+    allow_missing: bool,
     name: &dyn Fn(&str) -> String,
 ) -> Result<(Dataset, BuildReport)> {
     criteria.check(name)?;
@@ -526,7 +533,18 @@ pub fn build_and_save(
     if let Some(j) = json {
         check_out(j, "json")?;
     }
-    let (ds, report) = Dataset::build(&dirs, cre_lines, criteria)?;
+    let (ds, mut report) = Dataset::build(&dirs, cre_lines, criteria)?;
+    report.missing_shards = crate::fit::store::missing_shards(&report.summaries);
+    if !report.missing_shards.is_empty() && !allow_missing {
+        bail!(
+            "the sharded fit is incomplete, missing {} (no summary: the task did not run, or \
+             stopped before its end; `gfr fit --shard K/N --resume` ends it); {} was not \
+             written ({} builds from what is there)",
+            report.missing_shards.join(", "),
+            out.display(),
+            name("allow_missing")
+        );
+    }
     let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     if report.found == 0 {
         let why = format!(

@@ -439,3 +439,59 @@ fn import_of_a_pickle_or_binary_file_says_it_is_not_json() {
     assert!(!dir.join("o.pickle").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A sharded fit with a shard missing: `dataset build` names the missing shards and writes
+/// nothing; `--allow-missing` builds from what is there and says what is missing.
+#[test]
+fn build_refuses_a_sharded_fit_with_missing_shards() {
+    let dir = scratch("shards");
+    let data = dir.join("data");
+    let params = dir.join("params");
+    ok(&gfr(&["simulate", "--cells", "3", "--data-dir", s(&data)]));
+    ok(&fit(
+        "configs/test.json",
+        &data,
+        &params,
+        &["--shard", "1/3"],
+    ));
+    let out = dir.join("ds.pickle");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "dataset",
+            "build",
+            "--params-dir",
+            s(&params),
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--min-val-evr", "-1e9", "--max-train-loss", "1e9"]);
+        gfr(&args)
+    };
+    let e = exits_with(&build(&[]), 1);
+    assert!(
+        e.contains("shard 0 of 3") && e.contains("shard 2 of 3") && !e.contains("shard 1 of 3"),
+        "{e}"
+    );
+    assert!(e.contains("--allow-missing"), "{e}");
+    assert!(!out.exists());
+    let text = ok(&build(&["--allow-missing"]));
+    assert!(text.contains("built without the missing shards"), "{text}");
+    assert_eq!(Dataset::load(&out).unwrap().n_records(), 1);
+    // with every shard there it builds as before
+    ok(&fit(
+        "configs/test.json",
+        &data,
+        &params,
+        &["--shard", "0/3"],
+    ));
+    ok(&fit(
+        "configs/test.json",
+        &data,
+        &params,
+        &["--shard", "2/3"],
+    ));
+    ok(&build(&[]));
+    assert_eq!(Dataset::load(&out).unwrap().n_records(), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}

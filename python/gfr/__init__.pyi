@@ -76,6 +76,7 @@ def build_dataset(
     overwrite: bool = False,
     min_val_evr: float = 0.5,
     max_train_loss: float = 0.45,
+    allow_missing: bool = False,
 ) -> Dict[str, Any]: ...
 def load_gfr_model(
     dataset: PathLike, cell_id: int, bin_size: int = 20, activation_bin_size: int = 20

@@ -727,11 +727,13 @@ fn _dataset_records<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, 
 /// min_val_evr, max_train_loss: the criteria (published: 0.5 and 0.45).
 /// metadata: the Allen metadata table (default as in `gfr.preprocess`).
 /// overwrite: replace an existing dataset even by an empty one.
+/// allow_missing: build even when a sharded fit misses shards (else an error naming them).
 ///
-/// Returns a dict: `included`, `excluded`, `unreadable`, `partial`, `duplicates` and `pairs`
+/// Returns a dict: `included`, `excluded`, `unreadable`, `partial`, `duplicates`,
+/// `missing_shards` and `pairs`
 /// ({(bin_size, activation_bin_size): cells}).
 #[pyfunction]
-#[pyo3(signature = (params_dir=None, out=PathBuf::from("model/gfr_dataset.pickle"), *, json=None, metadata=None, overwrite=false, min_val_evr=gfr::dataset::MIN_VAL_EVR, max_train_loss=gfr::dataset::MAX_TRAIN_LOSS))]
+#[pyo3(signature = (params_dir=None, out=PathBuf::from("model/gfr_dataset.pickle"), *, json=None, metadata=None, overwrite=false, min_val_evr=gfr::dataset::MIN_VAL_EVR, max_train_loss=gfr::dataset::MAX_TRAIN_LOSS, allow_missing=false))]
 #[allow(clippy::too_many_arguments)]
 fn build_dataset<'py>(
     py: Python<'py>,
@@ -742,6 +744,7 @@ fn build_dataset<'py>(
     overwrite: bool,
     min_val_evr: f64,
     max_train_loss: f64,
+    allow_missing: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dirs: Vec<PathBuf> = match params_dir.filter(|p| !p.is_none()) {
         None => vec![PathBuf::from("model/params")],
@@ -765,6 +768,7 @@ fn build_dataset<'py>(
             &cre,
             &criteria,
             overwrite,
+            allow_missing,
             &arg_name,
         )
     })?;
@@ -774,6 +778,7 @@ fn build_dataset<'py>(
     d.set_item("unreadable", report.unreadable.clone())?;
     d.set_item("partial", report.partial.clone())?;
     d.set_item("duplicates", report.duplicates.clone())?;
+    d.set_item("missing_shards", report.missing_shards.clone())?;
     let pairs = PyDict::new(py);
     for (pair, recs) in &ds.pairs {
         pairs.set_item(*pair, recs.len())?;

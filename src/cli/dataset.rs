@@ -34,6 +34,9 @@ pub(super) enum DatasetCommand {
         /// Replace an existing dataset even by an empty one.
         #[arg(long)]
         overwrite: bool,
+        /// Build even when a sharded fit misses shards (said, and listed).
+        #[arg(long = "allow-missing")]
+        allow_missing: bool,
         /// Include neurons whose validation EVR is above this (published: 0.5).
         #[arg(long = "min-val-evr", default_value_t = gfr::dataset::MIN_VAL_EVR)]
         min_val_evr: f64,
@@ -100,6 +103,7 @@ pub(super) fn run(c: DatasetCommand) -> Result<()> {
             overwrite,
             min_val_evr,
             max_train_loss,
+            allow_missing,
         } => {
             let mut seen = std::collections::HashSet::new();
             for d in &params_dir {
@@ -119,8 +123,16 @@ pub(super) fn run(c: DatasetCommand) -> Result<()> {
                 &cre,
                 &criteria,
                 overwrite,
+                allow_missing,
                 &super::flag,
             )?;
+            if !report.missing_shards.is_empty() {
+                println!(
+                    "warning: built without the missing shards ({}): {}",
+                    super::flag("allow_missing"),
+                    report.missing_shards.join(", ")
+                );
+            }
             for e in &report.unreadable {
                 eprintln!("skipped unreadable result: {e}");
             }

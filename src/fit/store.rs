@@ -115,6 +115,37 @@ pub fn find_result(
     }
 }
 
+/// `(K, N)` of a shard's summary file name (`fit_summary.shard-K-of-N.json`).
+pub fn parse_shard_summary(name: &str) -> Option<(usize, usize)> {
+    let rest = name
+        .strip_prefix("fit_summary.shard-")?
+        .strip_suffix(".json")?;
+    let (k, n) = rest.split_once("-of-")?;
+    Some((k.parse().ok()?, n.parse().ok()?))
+}
+
+/// The shards missing from sharded runs, one line each (`FOLDER: shard K of N`): in every
+/// folder holding summaries of shards of N, each K in 0..N without its summary (the task did
+/// not run, or stopped before its end, when the summary is written).
+pub fn missing_shards(summaries: &[PathBuf]) -> Vec<String> {
+    let mut seen: std::collections::BTreeMap<(PathBuf, usize), std::collections::BTreeSet<usize>> =
+        Default::default();
+    for s in summaries {
+        let name = s.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some((k, n)) = name.as_deref().and_then(parse_shard_summary) {
+            let dir = s.parent().unwrap_or(Path::new(".")).to_path_buf();
+            seen.entry((dir, n)).or_default().insert(k);
+        }
+    }
+    let mut out = Vec::new();
+    for ((dir, n), ks) in seen {
+        for k in (0..n).filter(|k| !ks.contains(k)) {
+            out.push(format!("{}: shard {k} of {n}", dir.display()));
+        }
+    }
+    out
+}
+
 /// The fit summaries (`fit_summary*.json`) in `dir` and its pair folders, sorted.
 pub fn summary_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
