@@ -594,6 +594,9 @@ pub fn read_cre_lines(path: &Path) -> Result<HashMap<u64, String>> {
     parse_cre_lines(file, &path.display().to_string())
 }
 
+/// The dataset pickle the commands read and write by default.
+pub const DEFAULT_DATASET: &str = "model/gfr_dataset.pickle";
+
 /// Where [`cre_lines`] looks without a path: the working folder's copy of the table.
 pub const DEFAULT_METADATA: &str = "data/metadata.csv";
 

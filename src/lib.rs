@@ -11,6 +11,7 @@
 //! * [`plot`], [`bench`] — figures and benchmarks.
 //! * [`device`] — choosing the CPU (ndarray) or GPU (wgpu) backend at run time.
 //! * [`error`] — the kinds of failure (bad value, not found, interrupted, some cells failed).
+//! * [`slurm`] — a fit as a Slurm job array (`gfr fit --slurm N`).
 //! * [`fuzz`] — mutation fuzzing of the file readers (for the tests).
 
 pub use burn;
@@ -29,6 +30,7 @@ pub(crate) mod parallel;
 pub mod plot;
 pub mod scan;
 pub mod simulate;
+pub mod slurm;
 
 // The types most programs need; `examples/` shows them in use (`fit_one_cell`: simulate a
 // cell and fit it; `network_one_epoch`: train a small network).

@@ -1,11 +1,19 @@
 //! Work spread over the cores (std threads; the crate has no thread pool).
 
+/// The cores to use: the CPUs Slurm gave the task (`SLURM_CPUS_PER_TASK`), else the cores
+/// this process may run on.
+pub(crate) fn cores() -> usize {
+    std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `items.map(f)` on the available cores: a shared queue hands the next item to whichever
 /// thread is free. The order of the results is that of the items.
 pub(crate) fn map_on_cores<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
+    let threads = cores().min(items.len());
     if threads <= 1 {
         return items.into_iter().map(f).collect();
     }

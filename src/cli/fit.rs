@@ -55,6 +55,26 @@ pub(super) struct FitArgs {
     /// Fit only every N-th cell starting at K (`K/N`, 0 ≤ K < N), e.g. one Slurm array task.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(usize, usize)>,
+    /// Submit the fit as an N-task Slurm job array (task K fits `--shard K/N`) with sbatch,
+    /// and a dependent job that builds the dataset; prints the job ids and how to watch,
+    /// cancel and resubmit. Paths are made absolute, so it works from any folder.
+    #[arg(long, value_name = "N", conflicts_with = "shard")]
+    slurm: Option<usize>,
+    /// An option for sbatch (repeatable), e.g. `--slurm-arg=--partition=cpu`,
+    /// `--slurm-arg=--time=02:00:00`, `--slurm-arg=--cpus-per-task=4`.
+    #[arg(
+        long = "slurm-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "slurm"
+    )]
+    slurm_arg: Vec<String>,
+    /// With --slurm: no dependent `gfr dataset build` job.
+    #[arg(long = "no-build", requires = "slurm")]
+    no_build: bool,
+    /// With --slurm: print the batch scripts instead of submitting them.
+    #[arg(long = "dry-run", requires = "slurm")]
+    dry_run: bool,
     /// Skip cells whose saved result for this bin-size pair was made with this config
     /// (config, degree, C, seed), whatever `retrain_model` says: finish an interrupted run.
     #[arg(long)]
@@ -88,6 +108,9 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         a.c,
         &super::flag,
     )?;
+    if let Some(n) = a.slurm {
+        return submit(&a, n);
+    }
     let config = load_fit_config(a.config.config_path.clone())?;
     let data_dir = DataDir::new(&a.data.data_dir);
     let ids_path = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
@@ -130,6 +153,111 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
             .display()
     );
     gfr::fit::run_outcome(&reports)
+}
+
+/// `--slurm N`: the fit as a job array, every path absolute.
+fn submit(a: &FitArgs, n: usize) -> Result<()> {
+    if n == 0 {
+        anyhow::bail!("--slurm 0: must be at least 1 task");
+    }
+    let abs = |p: &std::path::Path| -> Result<String> {
+        Ok(gfr::slurm::absolute(p)?.display().to_string())
+    };
+    let data_dir = DataDir::new(&a.data.data_dir);
+    let ids = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
+    let cells = read_cell_ids(&ids)?.len();
+    // the config of a run without --config-path: the working folder's, else the built-in
+    let config = a.config.config_path.clone().or_else(|| {
+        let p = std::path::PathBuf::from(super::DEFAULT_CONFIG);
+        p.exists().then_some(p)
+    });
+    let load = match &config {
+        Some(p) => gfr::FitConfig::load(p)?,
+        None => gfr::FitConfig::builtin(),
+    };
+    FitOptions::check_bins(
+        a.bins.bin_size,
+        a.bins.activation_bin_size,
+        a.c,
+        &super::flag,
+    )?;
+    let mut args = vec![
+        abs(&ids)?,
+        "--bin-size".into(),
+        a.bins.bin_size.to_string(),
+        "--activation-bin-size".into(),
+        a.bins.activation_bin_size.to_string(),
+        "--degree".into(),
+        a.degree.to_string(),
+        "--C".into(),
+        a.c.to_string(),
+        "--save-path".into(),
+        abs(&a.save_path)?,
+        "--data-dir".into(),
+        abs(&a.data.data_dir)?,
+        "--device".into(),
+        a.device.backend().name().into(),
+        "--seed".into(),
+        a.seed.seed.to_string(),
+        "--batch-cells".into(),
+        a.batch_cells.to_string(),
+    ];
+    if let Some(c) = &config {
+        args.extend(["--config-path".into(), abs(c)?]);
+    }
+    if a.resume {
+        args.push("--resume".into());
+    }
+    let exe = std::env::current_exe().context("cannot find the gfr binary's own path")?;
+    let job = gfr::slurm::SlurmFit {
+        tasks: n,
+        exe,
+        workdir: std::env::current_dir().context("the working folder")?,
+        fit_args: args,
+        save_path: gfr::slurm::absolute(&a.save_path)?,
+        pair: gfr::fit::pair_dir_name(a.bins.bin_size, a.bins.activation_bin_size),
+        sbatch_args: a.slurm_arg.clone(),
+        build: !a.no_build,
+    };
+    eprintln!(
+        "{cells} cells in {n} tasks (config `{}`), results in {}",
+        load.config_name,
+        job.pair_dir().display()
+    );
+    if a.dry_run {
+        println!(
+            "# {}/fit.sbatch (sbatch {})",
+            job.script_dir().display(),
+            a.slurm_arg.join(" ")
+        );
+        print!("{}", job.array_script());
+        if job.build {
+            println!(
+                "\n# {}/dataset-build.sbatch (sbatch --dependency=afterok:ARRAY_JOB)",
+                job.script_dir().display()
+            );
+            print!("{}", job.build_script());
+        }
+        return Ok(());
+    }
+    let (id, build) = job.submit()?;
+    let script = job.script_dir().join("fit.sbatch");
+    println!("submitted job array {id} ({n} tasks)");
+    if let Some(b) = &build {
+        println!(
+            "submitted job {b}: `gfr dataset build` into {} once every task succeeded",
+            job.dataset().display()
+        );
+    }
+    println!("logs:      {}/fit-task-K.log", job.log_dir().display());
+    println!("watch:     squeue -j {id}    (afterwards: sacct -j {id})");
+    println!("cancel:    scancel {id}    (one task: scancel {id}_K)");
+    println!(
+        "resubmit task K (it resumes): sbatch --array=K {} {} --resume",
+        a.slurm_arg.join(" "),
+        script.display()
+    );
+    Ok(())
 }
 
 /// The two progress bars of `gfr fit` (cells; epochs of the current run) and its per-cell lines.

@@ -105,7 +105,7 @@ enum Command {
     Spikes(spikes::SpikesArgs),
 }
 
-const DEFAULT_DATASET: &str = "model/gfr_dataset.pickle";
+use gfr::dataset::DEFAULT_DATASET;
 
 /// `--bin-size` and `--activation-bin-size`, with the seed's underscore spellings.
 #[derive(Args, Clone, Copy)]
