@@ -48,11 +48,14 @@ CONF
   [ -s /etc/munge/munge.key ] || { mkdir -p /etc/munge; dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
   chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
   chmod 400 /etc/munge/munge.key
-  pgrep -x munged >/dev/null || su -s /bin/sh munge -c munged 2>/dev/null || munged --force
+  pgrep -x munged >/dev/null || su -s /bin/sh munge -c "munged --force" 2>/dev/null || munged --force
   pgrep -x slurmctld >/dev/null || slurmctld
   pgrep -x slurmd >/dev/null || slurmd
+  for d in munged slurmctld slurmd; do
+    pgrep -x "$d" >/dev/null || { echo "slurm: $d did not start; see /var/log/slurm/ and /var/log/munge/" >&2; exit 1; }
+  done
   for _ in $(seq 60); do
-    if sinfo -h -o %T 2>/dev/null | grep -qE '^idle'; then
+    if timeout 5 sinfo -h -o %T 2>/dev/null | grep -qE '^idle'; then
       echo "slurm: node $host idle ($cpus CPUs)"; exit 0
     fi
     scontrol update nodename="$host" state=resume >/dev/null 2>&1 || true
@@ -63,9 +66,10 @@ CONF
   exit 1
   ;;
 stop)
-  pkill -x slurmd || true
-  pkill -x slurmctld || true
-  pkill -x munged || true
+  for d in slurmd slurmctld munged; do
+    pkill -x "$d" || true
+    for _ in $(seq 50); do pgrep -x "$d" >/dev/null || break; sleep 0.2; done
+  done
   ;;
 *)
   echo "usage: $0 install|start|stop" >&2; exit 2 ;;
