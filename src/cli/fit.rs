@@ -167,20 +167,11 @@ fn submit(a: &FitArgs, n: usize) -> Result<()> {
     let ids = a.cell_ids.clone().unwrap_or_else(|| data_dir.cell_ids());
     let cells = read_cell_ids(&ids)?.len();
     // the config of a run without --config-path: the working folder's, else the built-in
-    let config = a.config.config_path.clone().or_else(|| {
-        let p = std::path::PathBuf::from(super::DEFAULT_CONFIG);
-        p.exists().then_some(p)
-    });
+    let config = super::default_input(a.config.config_path.clone(), super::DEFAULT_CONFIG);
     let load = match &config {
         Some(p) => gfr::FitConfig::load(p)?,
         None => gfr::FitConfig::builtin(),
     };
-    FitOptions::check_bins(
-        a.bins.bin_size,
-        a.bins.activation_bin_size,
-        a.c,
-        &super::flag,
-    )?;
     let mut args = vec![
         abs(&ids)?,
         "--bin-size".into(),
