@@ -156,54 +156,127 @@ pub fn bessel_sos(rate_hz: f64, cutoff_hz: f64) -> Option<[Sos; 2]> {
     Some(sos)
 }
 
-/// One pass of a cascade of sections (direct form II transposed) over `x`, in place, forwards
-/// or backwards, started in the steady state of the first sample it sees (every section has
-/// unit DC gain, so each one's steady state is that sample).
-fn cascade(sos: &[Sos; 2], x: &mut [f64], forwards: bool) {
-    let Some(&c) = (if forwards { x.first() } else { x.last() }) else {
-        return;
-    };
-    let mut st = [[0.0; 2]; 2];
-    for (s, z) in sos.iter().zip(st.iter_mut()) {
-        let [_, b1, b2, a1, a2] = *s;
-        *z = [(b1 - a1 + b2 - a2) * c, (b2 - a2) * c];
+/// The state of the two sections of a cascade (direct form II transposed).
+#[derive(Clone, Copy)]
+struct Cascade([[f64; 2]; 2]);
+
+impl Cascade {
+    /// The steady state for a constant input `c` (every section has unit DC gain, so each
+    /// one's steady state is `c`).
+    fn steady(sos: &[Sos; 2], c: f64) -> Self {
+        Self(sos.map(|[_, b1, b2, a1, a2]| [(b1 - a1 + b2 - a2) * c, (b2 - a2) * c]))
     }
+
+    /// Filters one sample.
+    #[inline(always)]
+    fn step(&mut self, sos: &[Sos; 2], u: f64) -> f64 {
+        let [[b0, b1, b2, a1, a2], [d0, d1, d2, c1, c2]] = *sos;
+        let [[s0, s1], [t0, t1]] = &mut self.0;
+        let y = b0 * u + *s0;
+        *s0 = b1 * u - a1 * y + *s1;
+        *s1 = b2 * u - a2 * y;
+        let w = d0 * y + *t0;
+        *t0 = d1 * y - c1 * w + *t1;
+        *t1 = d2 * y - c2 * w;
+        w
+    }
+}
+
+/// Independent stretches of a long trace filtered side by side (see [`pass`]).
+const LANES: usize = 4;
+
+/// Samples after which the effect of a filter's state has decayed below 1e-20 of its size:
+/// twice the decay time of its slowest pole (|z|² = a2 for each complex pair).
+fn warm_up(sos: &[Sos; 2]) -> usize {
+    let r = sos.iter().map(|s| s[4].sqrt()).fold(0.0, f64::max);
+    (2.0 * (1e-20f64).ln() / r.ln()).ceil() as usize + 32
+}
+
+/// One pass of the cascade over `x`, in place, forwards (`FWD`) or backwards, started in the
+/// steady state of the first sample it sees.
+///
+/// The recursion is a chain of dependent multiply-adds (latency-bound on one stretch), so a
+/// long trace is cut into [`LANES`] stretches filtered side by side in one loop. Each stretch
+/// after the first starts from the state reached over the [`warm_up`] samples before it,
+/// where the earlier samples' effect has decayed to below 1e-20 of the signal: it matches
+/// the sequential pass to rounding (tests/spikes.rs compares).
+fn pass<const FWD: bool>(sos: &[Sos; 2], x: &mut [f64]) {
+    let n = x.len();
+    if n == 0 {
+        return;
+    }
+    let at = |p: usize| if FWD { p } else { n - 1 - p };
+    let warm = warm_up(sos);
+    let len = n.div_ceil(LANES);
+    if len < 8 * warm.max(128) {
+        let mut st = Cascade::steady(sos, x[at(0)]);
+        for p in 0..n {
+            let i = at(p);
+            x[i] = st.step(sos, x[i]);
+        }
+        return;
+    }
+    // every stretch's start state from the input before any is overwritten
+    let mut st: [Cascade; LANES] = std::array::from_fn(|j| {
+        let p0 = (j * len).saturating_sub(warm);
+        let mut s = Cascade::steady(sos, x[at(p0)]);
+        for p in p0..j * len {
+            s.step(sos, x[at(p)]);
+        }
+        s
+    });
+    let last = n - (LANES - 1) * len;
+    // side by side, one array per state variable (so that the lanes vectorise)
     let [[b0, b1, b2, a1, a2], [d0, d1, d2, c1, c2]] = *sos;
-    let [[mut s0, mut s1], [mut t0, mut t1]] = st;
-    let mut step = |x: &mut f64| {
-        let u = *x;
-        let y = b0 * u + s0;
-        s0 = b1 * u - a1 * y + s1;
-        s1 = b2 * u - a2 * y;
-        let w = d0 * y + t0;
-        t0 = d1 * y - c1 * w + t1;
-        t1 = d2 * y - c2 * w;
-        *x = w;
-    };
-    if forwards {
-        x.iter_mut().for_each(&mut step);
-    } else {
-        x.iter_mut().rev().for_each(&mut step);
+    let mut z: [[f64; LANES]; 4] = std::array::from_fn(|v| st.map(|s| s.0[v / 2][v % 2]));
+    for k in 0..last {
+        let u: [f64; LANES] = std::array::from_fn(|j| x[at(j * len + k)]);
+        let mut w = [0.0; LANES];
+        for j in 0..LANES {
+            let y = b0 * u[j] + z[0][j];
+            z[0][j] = b1 * u[j] - a1 * y + z[1][j];
+            z[1][j] = b2 * u[j] - a2 * y;
+            w[j] = d0 * y + z[2][j];
+            z[2][j] = d1 * y - c1 * w[j] + z[3][j];
+            z[3][j] = d2 * y - c2 * w[j];
+        }
+        for j in 0..LANES {
+            x[at(j * len + k)] = w[j];
+        }
+    }
+    // the last stretch may be shorter
+    for (j, s) in st.iter_mut().enumerate().take(LANES - 1) {
+        *s = Cascade([[z[0][j], z[1][j]], [z[2][j], z[3][j]]]);
+        for k in last..len {
+            let i = at(j * len + k);
+            x[i] = s.step(sos, x[i]);
+        }
     }
 }
 
 /// Zero-phase filtering as `scipy.signal.filtfilt(b, a, x)` does it: odd extension by 15
 /// samples (fewer for short traces) at each end, forwards, backwards, and the extension cut.
 pub fn filtfilt(sos: &[Sos; 2], x: &[f64]) -> Vec<f64> {
+    let (mut ext, pad) = filtfilt_extended(sos, x);
+    ext.drain(..pad);
+    ext.truncate(x.len());
+    ext
+}
+
+/// [`filtfilt`] with the extension kept: `(filtered, pad)`, the trace at `pad..pad + n`.
+fn filtfilt_extended(sos: &[Sos; 2], x: &[f64]) -> (Vec<f64>, usize) {
     let n = x.len();
     if n < 2 {
-        return x.to_vec();
+        return (x.to_vec(), 0);
     }
     let pad = 15.min(n - 1);
     let mut ext = Vec::with_capacity(n + 2 * pad);
     ext.extend((1..=pad).rev().map(|k| 2.0 * x[0] - x[k]));
     ext.extend_from_slice(x);
     ext.extend((1..=pad).map(|k| 2.0 * x[n - 1] - x[n - 1 - k]));
-    cascade(sos, &mut ext, true);
-    cascade(sos, &mut ext, false);
-    ext.drain(..pad);
-    ext.truncate(n);
-    ext
+    pass::<true>(sos, &mut ext);
+    pass::<false>(sos, &mut ext);
+    (ext, pad)
 }
 
 /// dV/dt (mV/ms) of a voltage trace in mV, filtered as `p` says: `n − 1` forward differences.
@@ -211,12 +284,14 @@ pub fn dvdt(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<f64> {
     let scale = rate_hz * 1e-3;
     match p.filter_khz.and_then(|f| bessel_sos(rate_hz, f * 1e3)) {
         Some(sos) => {
-            // differences in place, in the filtered trace's own buffer
-            let mut v = filtfilt(&sos, v_mv);
-            for i in 0..v.len().saturating_sub(1) {
-                v[i] = (v[i + 1] - v[i]) * scale;
+            // differences in place, in the filtered trace's own buffer (from its start, so
+            // the extension need not be cut first)
+            let (mut v, pad) = filtfilt_extended(&sos, v_mv);
+            let n = v_mv.len().saturating_sub(1);
+            for i in 0..n {
+                v[i] = (v[pad + i + 1] - v[pad + i]) * scale;
             }
-            v.pop();
+            v.truncate(n);
             v
         }
         None => v_mv.windows(2).map(|w| (w[1] - w[0]) * scale).collect(),
@@ -225,13 +300,35 @@ pub fn dvdt(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<f64> {
 
 /// First index of the largest value of `x[lo..hi]` (numpy's `argmax`); `lo` if empty.
 fn argmax(x: &[f64], lo: usize, hi: usize) -> usize {
-    let mut best = lo;
-    for k in lo..hi.min(x.len()) {
-        if x[k] > x[best] {
-            best = k;
+    let Some(span) = x.get(lo..hi.min(x.len())).filter(|s| !s.is_empty()) else {
+        return lo;
+    };
+    // the largest value (over 8 running maxima, which vectorise), then its first place
+    let mut tops = [span[0]; 8];
+    let mut blocks = span.chunks_exact(8);
+    for b in &mut blocks {
+        for (t, &v) in tops.iter_mut().zip(b) {
+            *t = if v > *t { v } else { *t };
         }
     }
-    best
+    let top =
+        (blocks.remainder().iter().chain(&tops)).fold(span[0], |m, &v| if v > m { v } else { m });
+    lo + span.iter().position(|&v| v == top).unwrap_or(0)
+}
+
+/// The first `k ≥ from` with `dv[k] < cut ≤ dv[k + 1]` (an upward crossing of `cut`).
+fn next_crossing(dv: &[f64], from: usize, cut: f64) -> Option<usize> {
+    let hit = |k: usize| dv[k] < cut && dv[k + 1] >= cut;
+    let end = dv.len().saturating_sub(1);
+    let mut k = from;
+    // blocks of 16 tested without branches first: crossings are rare
+    while k + 16 <= end {
+        if (k..k + 16).fold(false, |a, j| a | ((dv[j] < cut) & (dv[j + 1] >= cut))) {
+            return (k..k + 16).find(|&j| hit(j));
+        }
+        k += 16;
+    }
+    (k..end).find(|&j| hit(j))
 }
 
 /// Spikes in a voltage trace (mV) sampled at `rate_hz`, as IPFX detects them (see the module
@@ -241,7 +338,11 @@ pub fn detect_spikes(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<Spike> 
     if n < 3 {
         return Vec::new();
     }
-    let v: std::borrow::Cow<[f64]> = if v_mv.iter().all(|x| x.is_finite()) {
+    // (finiteness tested in blocks without branches, which vectorises)
+    let finite = v_mv
+        .chunks(64)
+        .all(|c| c.iter().fold(true, |a, x| a & x.is_finite()));
+    let v: std::borrow::Cow<[f64]> = if finite {
         std::borrow::Cow::Borrowed(v_mv)
     } else {
         let first = v_mv.iter().copied().find(|x| x.is_finite()).unwrap_or(0.0);
@@ -257,22 +358,15 @@ pub fn detect_spikes(v_mv: &[f64], rate_hz: f64, p: &SpikeParams) -> Vec<Spike> 
     };
     let dv = dvdt(&v, rate_hz, p);
 
-    // 3. putative spikes, in one pass: an upward crossing at i (dv[i] below, dv[i + 1] at or
-    // above the cutoff) is kept if it is the first, or dv went negative in [previous, i)
+    // 3. putative spikes: an upward crossing at i (dv[i] below, dv[i + 1] at or above the
+    // cutoff) is kept if it is the first, or dv went negative in [previous crossing, i)
     let mut putative = Vec::new();
-    let mut negative = false;
-    // (`negative` is updated without a branch: on a noisy trace the sign of dV/dt is a coin
-    // flip that a branch would mispredict half the time)
-    for (i, w) in dv.windows(2).enumerate() {
-        let below = w[0] < 0.0;
-        if w[0] < p.dv_cutoff && w[1] >= p.dv_cutoff {
-            if putative.is_empty() || negative {
-                putative.push(i);
-            }
-            negative = below;
-        } else {
-            negative |= below;
+    let mut previous: Option<usize> = None;
+    while let Some(i) = next_crossing(&dv, previous.map_or(0, |j| j + 1), p.dv_cutoff) {
+        if previous.is_none_or(|j| dv[j..i].iter().any(|&d| d < 0.0)) {
+            putative.push(i);
         }
+        previous = Some(i);
     }
     if putative.is_empty() {
         return Vec::new();
