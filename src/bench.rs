@@ -12,15 +12,23 @@ use crate::simulate::{GroundTruth, simulate_cells};
 /// Results of a fitting benchmark.
 #[derive(Clone, Debug, Serialize)]
 pub struct FitBench {
+    /// Number of simulated cells fitted.
     pub cells: usize,
+    /// Cells fitted together in one batch.
     pub batch_cells: usize,
+    /// Name of the fit config (`config_name`).
     pub config: String,
+    /// Name of the device the fit ran on.
     pub device: String,
+    /// Wall-clock time of the whole fit (s), simulation excluded.
     pub seconds_total: f64,
+    /// Fit time per cell (s).
     pub seconds_per_cell: f64,
     /// Total seconds divided by the epochs of all cells' runs (activation fit included).
     pub seconds_per_epoch: f64,
+    /// Throughput: cells fitted per hour.
     pub cells_per_hour: f64,
+    /// Median test EVR (Noise 2) over the cells that have one; NaN if none.
     pub median_test_evr: f64,
     /// Peak resident memory of the process (MB), from /proc/self/status; 0 where unknown.
     pub peak_memory_mb: f64,
@@ -96,13 +104,19 @@ pub fn bench_fit(
 /// Results of a network-training benchmark.
 #[derive(Clone, Debug, Serialize)]
 pub struct NetworkBench {
+    /// Number of hidden GFR neurons.
     pub n_nodes: usize,
+    /// Images per training batch.
     pub batch_size: usize,
+    /// Training epochs run.
     pub epochs: usize,
+    /// Name of the device the network trained on.
     pub device: String,
     /// Seconds per epoch over the 6,000 built-in training digits (mean over epochs).
     pub seconds_per_epoch: f64,
+    /// Step-1 test accuracy after the last epoch (fraction in [0, 1]); NaN if no epoch ran.
     pub test_accuracy_step1: f64,
+    /// Peak resident memory of the process (MB); 0 where unknown.
     pub peak_memory_mb: f64,
 }
 

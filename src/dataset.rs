@@ -24,20 +24,27 @@ pub const MAX_TRAIN_LOSS: f64 = 0.45;
 /// One fitted neuron in the dataset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DatasetRecord {
+    /// The cell's id (the Allen `specimen__id` for Allen cells).
     pub cell_id: u64,
     /// Cre line from the Allen metadata (`line_name`); empty for human cells.
     pub cre_line: String,
+    /// Model bin size Δt (ms).
     pub bin_size: u32,
+    /// Activation bin size Δt' (ms) the fit asked for (the pair it is filed under).
     pub actv_bin_size: u32,
+    /// Validation EVR (Noise 1).
     pub val_evr: f64,
+    /// Test EVR (Noise 2).
     pub test_evr: f64,
     /// Final train loss per valid bin (gfr's loss; the published JSON's `train_loss` is the
     /// padded-length average instead).
     pub train_loss: f64,
+    /// Final test loss (Noise 2).
     pub test_loss: f64,
     /// Final train loss averaged over the padded length, as published (the criteria use it);
     /// `None` for fit results saved before gfr recorded it.
     pub train_loss_padded: Option<f64>,
+    /// The fitted neuron.
     pub params: NeuronParams,
     /// The activation bin size used (ms), when the 100 ms fallback replaced `actv_bin_size`
     /// (key `actv_bin_size_used`, absent otherwise).
@@ -87,6 +94,7 @@ impl Criteria {
 /// `(bin size, activation bin size)` → records.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
+    /// Records per (bin size, activation bin size) pair (ms).
     pub pairs: BTreeMap<(u32, u32), Vec<DatasetRecord>>,
 }
 
@@ -261,10 +269,12 @@ pub fn json_to_py(v: &Json) -> PyValue {
 }
 
 impl Dataset {
+    /// Number of records over all pairs.
     pub fn n_records(&self) -> usize {
         self.pairs.values().map(Vec::len).sum()
     }
 
+    /// Adds a record under its pair, replacing the cell's record there if any (kept sorted by cell id).
     pub fn insert(&mut self, r: DatasetRecord) {
         let list = self.pairs.entry((r.bin_size, r.actv_bin_size)).or_default();
         list.retain(|x| x.cell_id != r.cell_id);
@@ -272,6 +282,7 @@ impl Dataset {
         list.sort_by_key(|x| x.cell_id);
     }
 
+    /// The dataset pickle's value: a dict from `(bin_size, actv_bin_size)` tuples to lists of record dicts.
     pub fn to_py(&self) -> PyValue {
         PyValue::Dict(
             self.pairs
@@ -323,6 +334,7 @@ impl Dataset {
         Ok(ds)
     }
 
+    /// Writes the dataset pickle (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
         write_pickle(path, &self.to_py())
     }
@@ -338,6 +350,7 @@ impl Dataset {
         )
     }
 
+    /// Writes the published JSON list form (atomically; NaN as null).
     pub fn save_json(&self, path: &Path) -> Result<()> {
         write_atomic(path, &serde_json::to_vec(&self.to_json())?)
     }
@@ -375,6 +388,7 @@ impl Dataset {
         Ok(ds)
     }
 
+    /// The record of `cell_id` for a (bin size, activation bin size) pair; the error names the pairs present or the missing cell.
     pub fn record(
         &self,
         cell_id: u64,
@@ -483,8 +497,11 @@ impl Dataset {
 pub struct BuildReport {
     /// Readable results found (duplicates included).
     pub found: usize,
+    /// Results (one per cell and pair) that meet the criteria and are in the dataset.
     pub included: usize,
+    /// Results (one per cell and pair) that fail the criteria.
     pub excluded: usize,
+    /// Result files that could not be read, one error message each.
     pub unreadable: Vec<String>,
     /// Results dropped for a better one of the same cell and pair (their paths).
     pub duplicates: Vec<PathBuf>,

@@ -14,6 +14,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The `--device` value: "cpu" or "wgpu".
     pub fn name(self) -> &'static str {
         match self {
             Backend::Cpu => "cpu",

@@ -33,7 +33,9 @@ impl std::error::Error for Interrupted {}
 /// gives the counts). The command line exits with [`EXIT_SOME_FAILED`].
 #[derive(Debug)]
 pub struct SomeFailed {
+    /// Cells that failed.
     pub failed: usize,
+    /// Cells in the run.
     pub total: usize,
 }
 

@@ -14,6 +14,8 @@
 //! * [`slurm`] — a fit as a Slurm job array (`gfr fit --slurm N`).
 //! * [`fuzz`] — mutation fuzzing of the file readers (for the tests).
 
+#![warn(missing_docs)]
+
 pub use burn;
 
 pub mod bench;

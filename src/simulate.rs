@@ -261,43 +261,49 @@ fn pink_noise(n: usize, rate_hz: f64, rng: &mut StdRng) -> Vec<f64> {
     out
 }
 
-fn samples(seconds: f64) -> usize {
-    (seconds * SAMPLING_RATE).round() as usize
+fn samples(seconds: f64, rate_hz: f64) -> usize {
+    (seconds * rate_hz).round() as usize
 }
 
 /// A sweep's stimulus (A) with the test pulse, plus its experiment range.
-fn sweep_frame(name: &str, seconds: f64) -> RawSweep {
-    let n = samples(seconds);
+fn sweep_frame(name: &str, seconds: f64, rate_hz: f64) -> RawSweep {
+    let n = samples(seconds, rate_hz);
     let mut stimulus = vec![0.0; n];
     // test pulse: −20 pA for 20 ms at 0.1 s
-    stimulus[samples(0.1)..samples(0.12)]
+    stimulus[samples(0.1, rate_hz)..samples(0.12, rate_hz)]
         .iter_mut()
         .for_each(|x| *x = -20e-12);
     RawSweep {
         stimulus_name: name.to_string(),
-        sampling_rate: SAMPLING_RATE,
+        sampling_rate: rate_hz,
         stimulus,
         response: Vec::new(),
         spike_times: Vec::new(),
-        experiment_range: Some((samples(EXPERIMENT_START_S), n)),
+        experiment_range: Some((samples(EXPERIMENT_START_S, rate_hz), n)),
     }
 }
 
 /// The Allen-like protocol for a cell of rheobase `rheo` (pA): Long Square steps from below
 /// rest to twice rheobase, a Ramp, and Noise 1 / Noise 2 (three repeats each). Stimuli only.
 pub fn protocol(rheo: f64, rng: &mut StdRng) -> Vec<RawSweep> {
+    protocol_at(rheo, SAMPLING_RATE, rng)
+}
+
+/// [`protocol`] sampled at `rate_hz`.
+pub fn protocol_at(rheo: f64, rate_hz: f64, rng: &mut StdRng) -> Vec<RawSweep> {
+    let samples = |seconds: f64| samples(seconds, rate_hz);
     let mut sweeps = Vec::new();
     let onset = samples(ONSET_S);
     for k in 0..12 {
         let amp = rheo * (-0.4 + 2.4 * k as f64 / 11.0);
-        let mut s = sweep_frame("Long Square", 3.0);
+        let mut s = sweep_frame("Long Square", 3.0, rate_hz);
         s.stimulus[onset..samples(ONSET_S + 1.0)]
             .iter_mut()
             .for_each(|x| *x = amp * 1e-12);
         sweeps.push(s);
     }
     // Ramp to 1.5 × rheobase over 6 s; the recording stops 0.5 s after the ramp ends.
-    let mut ramp = sweep_frame("Ramp", ONSET_S + 7.0);
+    let mut ramp = sweep_frame("Ramp", ONSET_S + 7.0, rate_hz);
     let ramp_end = samples(ONSET_S + 6.0);
     for k in onset..ramp_end {
         ramp.stimulus[k] = 1.5 * rheo * 1e-12 * (k - onset + 1) as f64 / (ramp_end - onset) as f64;
@@ -305,8 +311,8 @@ pub fn protocol(rheo: f64, rng: &mut StdRng) -> Vec<RawSweep> {
     sweeps.push(ramp);
     // Noise: three 3 s epochs at 0.75, 1 and 1.5 × rheobase, coefficient of variation 0.2
     for name in ["Noise 1", "Noise 2"] {
-        let pink = pink_noise(samples(3.0), SAMPLING_RATE, rng);
-        let mut s = sweep_frame(name, ONSET_S + 14.0);
+        let pink = pink_noise(samples(3.0), rate_hz, rng);
+        let mut s = sweep_frame(name, ONSET_S + 14.0, rate_hz);
         for (e, level) in [0.75, 1.0, 1.5].into_iter().enumerate() {
             let start = samples(ONSET_S + 5.0 * e as f64);
             for (k, p) in pink.iter().enumerate() {
@@ -358,28 +364,7 @@ pub fn simulate_into(
     name: &dyn Fn(&str) -> String,
     each: impl Fn(&SimulatedCell) + Sync,
 ) -> anyhow::Result<Vec<u64>> {
-    use crate::data::{read_cell_ids, write_cell_ids};
-    if cells == 0 {
-        return Err(crate::error::invalid(format!(
-            "{} 0: must be at least 1",
-            name("cells")
-        )));
-    }
-    let new_ids: Vec<u64> = (0..cells as u64).map(|k| first_id + k).collect();
-    if dir.cell_ids().exists() && !overwrite {
-        let old = read_cell_ids(&dir.cell_ids()).unwrap_or_default();
-        if old != new_ids {
-            return Err(crate::error::invalid(format!(
-                "{} exists and lists other cells ({} ids, first {}); nothing was simulated. \
-                 Use another {}, or {} to replace the list",
-                dir.cell_ids().display(),
-                old.len(),
-                old.first().map_or("—".to_string(), |x| x.to_string()),
-                name("data_dir"),
-                name("overwrite")
-            )));
-        }
-    }
+    check_cell_list(&dir.cell_ids(), cells, first_id, overwrite, "data_dir", name)?;
     let ids = simulate_cells(first_id, cells, seed, truth, |cell| {
         cell.recording.save(dir)?;
         each(&cell);
@@ -387,7 +372,136 @@ pub fn simulate_into(
     })
     .into_iter()
     .collect::<anyhow::Result<Vec<u64>>>()?;
-    write_cell_ids(&dir.cell_ids(), &ids)?;
+    crate::data::write_cell_ids(&dir.cell_ids(), &ids)?;
+    Ok(ids)
+}
+
+/// At least one cell, and a cell list `ids_csv` that exists lists these cells unless
+/// `overwrite` (errors name the folder's setting `dir_setting` as `name` gives it).
+fn check_cell_list(
+    ids_csv: &std::path::Path,
+    cells: usize,
+    first_id: u64,
+    overwrite: bool,
+    dir_setting: &str,
+    name: &dyn Fn(&str) -> String,
+) -> anyhow::Result<()> {
+    if cells == 0 {
+        return Err(crate::error::invalid(format!(
+            "{} 0: must be at least 1",
+            name("cells")
+        )));
+    }
+    let new_ids: Vec<u64> = (0..cells as u64).map(|k| first_id + k).collect();
+    if ids_csv.exists() && !overwrite {
+        let old = crate::data::read_cell_ids(ids_csv).unwrap_or_default();
+        if old != new_ids {
+            return Err(crate::error::invalid(format!(
+                "{} exists and lists other cells ({} ids, first {}); nothing was simulated. \
+                 Use another {}, or {} to replace the list",
+                ids_csv.display(),
+                old.len(),
+                old.first().map_or("—".to_string(), |x| x.to_string()),
+                name(dir_setting),
+                name("overwrite")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sampling rate of simulated NWB 2 recordings (Hz): the rate of the Allen patch-seq
+/// recordings, at which the spike detector filters as IPFX does.
+pub const NWB_SAMPLING_RATE: f64 = 50_000.0;
+
+/// A simulated cell as an NWB 2 recording ([`simulate_nwb_cell`]).
+pub struct SimulatedNwbCell {
+    /// The cell's id (the file is `{id}.nwb`).
+    pub cell_id: u64,
+    /// What made it, e.g. `AdEx bursting, rheobase 120 pA`.
+    pub description: String,
+    /// The protocol's sweeps, numbered from 1, with the voltage of the neuron.
+    pub sweeps: Vec<crate::data::nwb2_write::Nwb2Sweep>,
+    /// The true spike times of each sweep (s from the sweep's start).
+    pub spike_times: Vec<Vec<f64>>,
+}
+
+/// The Allen / IPFX stimulus code of a protocol sweep (the ontology [`crate::data::nwb2`]
+/// reads back to the same name).
+fn stimulus_code(name: &str) -> &'static str {
+    match name {
+        "Long Square" => "C1LSCOARSE150216_DA_0",
+        "Ramp" => "C1RP25PR1S141203_DA_0",
+        "Noise 1" => "C1NSSEED_1150216_DA_0",
+        _ => "C1NSSEED_2150216_DA_0",
+    }
+}
+
+/// Simulates cell `index` of an AdEx population drawn from `seed` as an NWB 2 recording at
+/// [`NWB_SAMPLING_RATE`]: the protocol of [`protocol`], the membrane potential with spike
+/// waveforms and 0.1 mV recording noise, NaN after the Ramp's recording stops; deterministic.
+pub fn simulate_nwb_cell(cell_id: u64, index: usize, seed: u64) -> SimulatedNwbCell {
+    let rate = NWB_SAMPLING_RATE;
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
+    let kind = FiringType::ALL[index % 4];
+    let mut p = AdexParams::sample(kind, &mut rng);
+    let rheo = p.rheobase();
+    p.noise_std = 0.15 * rheo;
+    let normal = Normal::new(0.0, 0.1).unwrap();
+    let (mut sweeps, mut spike_times) = (Vec::new(), Vec::new());
+    for (k, s) in protocol_at(rheo, rate, &mut rng).into_iter().enumerate() {
+        let (mut spikes, v) = p.run_with_waveforms(&s.stimulus, rate, &mut rng);
+        let mut voltage_mv: Vec<f32> = v
+            .iter()
+            .map(|x| (x * 1e3 + normal.sample(&mut rng)) as f32)
+            .collect();
+        if s.stimulus_name == "Ramp" {
+            let stop = samples(ONSET_S + 6.5, rate).min(voltage_mv.len());
+            voltage_mv[stop..].iter_mut().for_each(|x| *x = f32::NAN);
+            spikes.retain(|&t| t < stop as f64 / rate);
+        }
+        sweeps.push(crate::data::nwb2_write::Nwb2Sweep {
+            number: k as u32 + 1,
+            stimulus_code: stimulus_code(&s.stimulus_name).to_string(),
+            current_pa: s.stimulus.iter().map(|a| (a * 1e12) as f32).collect(),
+            voltage_mv,
+        });
+        spike_times.push(spikes);
+    }
+    SimulatedNwbCell {
+        cell_id,
+        description: format!("AdEx {}, rheobase {rheo:.0} pA", kind.name()),
+        sweeps,
+        spike_times,
+    }
+}
+
+/// `gfr simulate --nwb-dir`: cells `first_id, first_id + 1, …` of the AdEx population drawn
+/// from `seed`, each written as `nwb_dir/{id}.nwb` (NWB 2, [`simulate_nwb_cell`]) as soon as it
+/// is simulated (then handed to `each`), and their ids to `nwb_dir/cell_ids.csv`, which
+/// `gfr preprocess --cell-ids` reads. The checks of [`simulate_into`] apply. Returns the ids.
+#[allow(clippy::too_many_arguments)]
+pub fn simulate_nwb_into(
+    nwb_dir: &std::path::Path,
+    cells: usize,
+    first_id: u64,
+    seed: u64,
+    overwrite: bool,
+    name: &dyn Fn(&str) -> String,
+    each: impl Fn(&SimulatedNwbCell) + Sync,
+) -> anyhow::Result<Vec<u64>> {
+    let ids_csv = nwb_dir.join("cell_ids.csv");
+    check_cell_list(&ids_csv, cells, first_id, overwrite, "nwb_dir", name)?;
+    let ids = crate::parallel::map_on_cores((0..cells).collect(), |k| {
+        let cell = simulate_nwb_cell(first_id + k as u64, k, seed);
+        let path = nwb_dir.join(format!("{}.nwb", cell.cell_id));
+        crate::data::nwb2_write::write_nwb2(&path, &cell.cell_id.to_string(), &cell.sweeps, NWB_SAMPLING_RATE)?;
+        each(&cell);
+        Ok(cell.cell_id)
+    })
+    .into_iter()
+    .collect::<anyhow::Result<Vec<u64>>>()?;
+    crate::data::write_cell_ids(&ids_csv, &ids)?;
     Ok(ids)
 }
 
@@ -454,7 +568,7 @@ pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) 
 /// The Ramp's voltage recording stops 0.5 s after the ramp's last sample.
 fn cut_ramp_recording(sweeps: &mut [RawSweep]) {
     for s in sweeps.iter_mut().filter(|s| s.stimulus_name == "Ramp") {
-        let stop = samples(ONSET_S + 6.5).min(s.response.len());
+        let stop = samples(ONSET_S + 6.5, s.sampling_rate).min(s.response.len());
         s.response[stop..].iter_mut().for_each(|v| *v = 0.0);
         s.spike_times.retain(|&t| t < ONSET_S + 6.5);
     }

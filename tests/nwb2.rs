@@ -336,3 +336,67 @@ fn preprocess_cells_from_rust_reports_every_cell() {
     assert_eq!((s.done.len(), s.skipped.len(), s.total()), (0, 1, 1));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `gfr simulate --nwb-dir` writes NWB 2 files whose detected spikes are the simulated ones,
+/// sweep for sweep, and the pipeline runs from them: preprocess, then fit.
+#[test]
+fn simulated_nwb2_cells_run_through_the_pipeline() {
+    use gfr::data::spikes::match_score;
+    use gfr::simulate::{NWB_SAMPLING_RATE, simulate_nwb_cell};
+    // the library: every firing type, the true spikes found again from the written file
+    let dir = scratch("simnwb");
+    for index in 0..4 {
+        let cell = simulate_nwb_cell(500 + index as u64, index, 9);
+        let path = dir.join(format!("{}.nwb", cell.cell_id));
+        gfr::data::nwb2_write::write_nwb2(&path, "t", &cell.sweeps, NWB_SAMPLING_RATE).unwrap();
+        let rec = read_recording(&path, &Nwb2Options::default()).unwrap();
+        assert!(!rec.spikes_stored);
+        assert_eq!(rec.sweeps.len(), cell.sweeps.len(), "{:?}", rec.notes);
+        let names: Vec<&str> = rec.sweeps.iter().map(|(_, s)| s.stimulus_name.as_str()).collect();
+        for name in ["Long Square", "Ramp", "Noise 1", "Noise 2"] {
+            assert!(names.contains(&name), "{names:?}");
+        }
+        let mut total = 0;
+        for ((number, sweep), truth) in rec.sweeps.iter().zip(&cell.spike_times) {
+            let (_, _, f1) = match_score(&sweep.spike_times, truth, 1e-3);
+            assert!(
+                truth.is_empty() && sweep.spike_times.is_empty() || f1 >= 0.99,
+                "{}: sweep {number}: F1 {f1} ({} detected, {} true)",
+                cell.description,
+                sweep.spike_times.len(),
+                truth.len()
+            );
+            total += truth.len();
+        }
+        assert!(total > 100, "{}: {total} spikes", cell.description);
+    }
+    // the CLI, from another folder: simulate, preprocess, fit
+    let nwb = dir.join("cell_types");
+    let data = dir.join("data");
+    let out = ok(&gfr(&["simulate", "--cells", "2", "--seed", "4", "--nwb-dir", s(&nwb)]));
+    assert!(out.contains("wrote 2 NWB 2 files"), "{out}");
+    assert!(nwb.join("900000001.nwb").is_file() && nwb.join("900000002.nwb").is_file());
+    assert!(!dir.join("data").exists(), "no processed data is written");
+    // a list of other cells is kept unless --overwrite
+    let err = exits_with(
+        &gfr(&["simulate", "--cells", "3", "--nwb-dir", s(&nwb)]),
+        1,
+    );
+    assert!(err.contains("cell_ids.csv exists") && err.contains("--nwb-dir"), "{err}");
+    let ids = nwb.join("cell_ids.csv");
+    let out = ok(&gfr(&[
+        "preprocess", "--nwb-dir", s(&nwb), "--cell-ids", s(&ids), "--data-dir", s(&data),
+    ]));
+    assert!(out.contains("2 done"), "{out}");
+    let out = ok(&gfr(&[
+        "fit", s(&ids), "--data-dir", s(&data), "--config-path", "configs/test.json",
+        "--save-path", s(&dir.join("params")), "--quiet",
+    ]));
+    assert!(out.contains("2 cells: 2 saved"), "{out}");
+    // --truth gfr has no voltage to write
+    let err = exits_with(
+        &gfr(&["simulate", "--truth", "gfr", "--nwb-dir", s(&dir.join("x"))]),
+        1,
+    );
+    assert!(err.contains("--truth") || err.contains("--nwb-dir"), "{err}");
+}

@@ -10,6 +10,7 @@ mod network;
 mod plot;
 mod predict;
 mod preprocess;
+mod reference;
 mod simulate;
 mod spikes;
 
@@ -103,6 +104,10 @@ enum Command {
     /// Spike times of a cell's sweeps: stored in its NWB file (NWB 1) or detected from the
     /// membrane potential (NWB 2; NWB 1 too, as a check), as CSV, with a figure per sweep.
     Spikes(spikes::SpikesArgs),
+    /// Print a shell completion script (e.g. `gfr completions bash > ~/.local/share/bash-completion/completions/gfr`).
+    Completions(reference::CompletionsArgs),
+    /// Print this command-line reference as Markdown (docs/cli.md), or write man pages.
+    Reference(reference::ReferenceArgs),
 }
 
 use gfr::dataset::DEFAULT_DATASET;
@@ -223,6 +228,8 @@ pub fn run() -> Result<()> {
         Command::Network(a) => network::run(a),
         Command::Plot(c) => plot::run(c),
         Command::Spikes(a) => spikes::run(a),
+        Command::Completions(a) => reference::completions(a),
+        Command::Reference(a) => reference::reference(a),
     }
 }
 

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use gfr::data::DataDir;
-use gfr::simulate::{GroundTruth, simulate_into};
+use gfr::simulate::{GroundTruth, simulate_into, simulate_nwb_into};
 
 use super::{OutputDataDir, say};
 
@@ -27,15 +27,53 @@ pub(super) struct SimulateArgs {
     /// Replace a DATA_DIR/cell_ids.csv that lists other cells.
     #[arg(long)]
     overwrite: bool,
+    /// Write NWB 2 files instead of processed data: NWB_DIR/{id}.nwb (pynwb / IPFX layout,
+    /// 50 kHz, the membrane potential with spike waveforms) and NWB_DIR/cell_ids.csv, for
+    /// `gfr preprocess --nwb-dir NWB_DIR --cell-ids NWB_DIR/cell_ids.csv` (AdEx cells only).
+    #[arg(long = "nwb-dir", visible_alias = "nwb_dir", conflicts_with = "truth")]
+    nwb_dir: Option<std::path::PathBuf>,
 }
 
 pub(super) fn run(a: SimulateArgs) -> Result<()> {
-    let dir = DataDir::new(&a.data.data_dir);
     let bar = super::progress_bar(
         a.cells as u64,
         "simulating {bar:30} {pos}/{len} {msg}",
         false,
     );
+    if let Some(nwb_dir) = &a.nwb_dir {
+        let ids = simulate_nwb_into(
+            nwb_dir,
+            a.cells,
+            a.first_id,
+            a.seed.seed,
+            a.overwrite,
+            &super::flag,
+            |cell| {
+                let spikes: usize = cell.spike_times.iter().map(Vec::len).sum();
+                say(
+                    &bar,
+                    format!(
+                        "cell {}: {} — {} sweeps, {spikes} spikes",
+                        cell.cell_id,
+                        cell.description,
+                        cell.sweeps.len()
+                    ),
+                );
+                bar.inc(1);
+            },
+        )?;
+        bar.finish_and_clear();
+        println!(
+            "wrote {} NWB 2 files to {} (ids in {}); next: gfr preprocess --nwb-dir {} --cell-ids {}",
+            ids.len(),
+            nwb_dir.display(),
+            nwb_dir.join("cell_ids.csv").display(),
+            nwb_dir.display(),
+            nwb_dir.join("cell_ids.csv").display()
+        );
+        return Ok(());
+    }
+    let dir = DataDir::new(&a.data.data_dir);
     let ids = simulate_into(
         &dir,
         a.cells,

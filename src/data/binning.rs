@@ -40,6 +40,7 @@ impl RawSweep {
 /// One sweep binned at every processed bin size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessedSweep {
+    /// Stimulus name of the sweep ("Long Square", "Ramp", "Noise 1", …).
     pub stimulus_name: String,
     /// Hz.
     pub sampling_rate: f64,

@@ -11,20 +11,25 @@ use anyhow::{Context, Result, bail};
 pub struct Mnist {
     /// `[n, 28, 28]`, row-major, pixels / 255.
     pub images: Vec<f32>,
+    /// `[n]` digit labels, 0–9.
     pub labels: Vec<u8>,
 }
 
+/// Image side in pixels: 28 rows (time steps) of 28 pixels.
 pub const SIDE: usize = 28;
 
 impl Mnist {
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Pixels of image `i`, `[28, 28]` row-major.
     pub fn image(&self, i: usize) -> &[f32] {
         &self.images[i * SIDE * SIDE..(i + 1) * SIDE * SIDE]
     }
@@ -41,9 +46,11 @@ impl Mnist {
 /// Where the data came from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MnistSource {
+    /// IDX files in this folder (found there or downloaded into it).
     Dir(PathBuf),
     /// The 6,000 / 1,000-digit sample built into the binary, and why it was used.
     BuiltInSample {
+        /// Why the sample was used (offline, or the download error).
         why: String,
     },
 }

@@ -6,6 +6,7 @@ pub mod download;
 pub mod mnist;
 pub mod nwb;
 pub mod nwb2;
+pub mod nwb2_write;
 pub mod pickle;
 pub mod preprocess;
 pub mod processed;

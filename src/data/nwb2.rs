@@ -227,7 +227,9 @@ impl StimulusNames {
 /// How NWB 2 files are read.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Nwb2Options {
+    /// Stimulus code → stimulus name mapping.
     pub names: StimulusNames,
+    /// Settings of the spike detector (NWB 2 files store no spike times).
     pub spikes: SpikeParams,
 }
 
@@ -261,7 +263,9 @@ impl Nwb2Options {
 /// The sweeps of a recording (each with its number) and notes on what was skipped.
 #[derive(Clone, Debug, Default)]
 pub struct Recording {
+    /// The sweeps read, each with its sweep number.
     pub sweeps: Vec<(u32, RawSweep)>,
+    /// Notes on what was skipped, one line each with the reason.
     pub notes: Vec<String>,
     /// Whether the spike times were stored in the file (NWB 1) or detected (NWB 2).
     pub spikes_stored: bool,

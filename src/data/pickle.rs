@@ -27,27 +27,37 @@ pub fn int_dict(items: impl IntoIterator<Item = (i64, PyValue)>) -> PyValue {
     )
 }
 
+/// A Python list of floats.
 pub fn float_list(xs: &[f64]) -> PyValue {
     PyValue::List(xs.iter().map(|&x| PyValue::F64(x)).collect())
 }
 
+/// A Python int.
 pub fn int(x: i64) -> PyValue {
     PyValue::I64(x)
 }
 
 /// Typed access to pickled values, with errors that name the key or the type found.
 pub trait PyValueExt {
+    /// The value of string key `key` of a dict; an error if it is not a dict or lacks the key.
     fn get(&self, key: &str) -> Result<&PyValue>;
+    /// The value of string key `key`, or None if absent or not a dict.
     fn get_opt(&self, key: &str) -> Option<&PyValue>;
+    /// The value of int key `key` of a dict (or of the same number as a string key).
     fn get_int_key(&self, key: i64) -> Result<&PyValue>;
+    /// A float, int or bool as `f64`.
     fn as_f64(&self) -> Result<f64>;
+    /// A non-negative int (or whole float) as `u32`.
     fn as_u32(&self) -> Result<u32>;
+    /// A Python str.
     fn as_str(&self) -> Result<&str>;
+    /// The items of a list or tuple.
     fn as_list(&self) -> Result<&[PyValue]>;
     /// A list (or tuple) of numbers.
     fn floats(&self) -> Result<Vec<f64>>;
     /// A number, a list of numbers, or a list of such lists, flattened.
     fn floats_flat(&self) -> Result<Vec<f64>>;
+    /// The entries of a dict.
     fn dict_items(&self) -> Result<&BTreeMap<HashableValue, PyValue>>;
 }
 

@@ -15,10 +15,14 @@ pub const FITTED_STIMULI: [&str; 4] = ["Long Square", "Ramp", "Noise 1", "Noise 
 pub enum Outcome {
     /// Written: number of sweeps, γ (ms⁻¹).
     Done {
+        /// Number of sweeps written.
         sweeps: usize,
+        /// The cell's maximum firing rate γ (ms⁻¹).
         max_firing_rate: f64,
     },
+    /// Not preprocessed because its output already exists; the reason.
     Skipped(String),
+    /// Could not be preprocessed; the error.
     Failed(String),
 }
 
@@ -189,6 +193,7 @@ pub struct PreprocessSummary {
 }
 
 impl PreprocessSummary {
+    /// Number of cells in the run (done, skipped and failed).
     pub fn total(&self) -> usize {
         self.done.len() + self.skipped.len() + self.failed.len()
     }

@@ -26,19 +26,23 @@ pub const MIN_MAX_FIRING_RATE: f64 = 1e-4;
 pub struct DataDir(pub PathBuf);
 
 impl DataDir {
+    /// The layout under the data directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self(root.into())
     }
+    /// `processed_data/processed_I_and_firing_rate_{id}.pickle`: the cell's binned sweeps.
     pub fn processed(&self, cell_id: u64) -> PathBuf {
         self.0
             .join("processed_data")
             .join(format!("processed_I_and_firing_rate_{cell_id}.pickle"))
     }
+    /// `max_firing_rates/{id}.pickle`: the cell's γ (ms⁻¹).
     pub fn max_firing_rate(&self, cell_id: u64) -> PathBuf {
         self.0
             .join("max_firing_rates")
             .join(format!("{cell_id}.pickle"))
     }
+    /// `cell_ids.csv`: the ids of the cells to fit.
     pub fn cell_ids(&self) -> PathBuf {
         self.0.join("cell_ids.csv")
     }
@@ -47,7 +51,9 @@ impl DataDir {
 /// All processed data of one cell.
 #[derive(Clone, Debug)]
 pub struct CellRecording {
+    /// The cell's id (the specimen id for Allen cells).
     pub cell_id: u64,
+    /// The binned sweeps, in recording order.
     pub sweeps: Vec<ProcessedSweep>,
     /// γ (ms⁻¹).
     pub max_firing_rate: f64,
@@ -62,6 +68,7 @@ impl CellRecording {
         self.sweeps.iter().filter(move |s| s.stimulus_name == name)
     }
 
+    /// Whether the cell has at least one sweep of stimulus `name`.
     pub fn has_stimulus(&self, name: &str) -> bool {
         self.sweeps_named(name).next().is_some()
     }

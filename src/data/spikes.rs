@@ -118,8 +118,11 @@ pub fn threshold_times(
 /// One detected spike: sample indexes of its threshold, upstroke (largest dV/dt) and peak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spike {
+    /// Sample index of the threshold.
     pub threshold: usize,
+    /// Sample index of the upstroke (largest dV/dt between the dV/dt crossing and the peak).
     pub upstroke: usize,
+    /// Sample index of the peak.
     pub peak: usize,
 }
 
@@ -549,7 +552,9 @@ pub fn match_score(detected: &[f64], truth: &[f64], tol: f64) -> (f64, f64, f64)
 /// The spikes of one sweep of a cell's NWB file, as `gfr spikes` reports them.
 #[derive(Clone, Debug)]
 pub struct SweepSpikes {
+    /// The sweep's number in the file.
     pub sweep_number: u32,
+    /// The sweep's stimulus name.
     pub stimulus_name: String,
     /// Spike times stored in the file (s from the sweep's start): NWB 1 files carry them;
     /// `None` for NWB 2.

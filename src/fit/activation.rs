@@ -20,13 +20,16 @@ pub const FALLBACK_ACTIVATION_BIN: u32 = 100;
 /// The activation-fit data: first-bin current (pA) and rate (ms⁻¹) of each Long Square sweep.
 #[derive(Clone, Debug)]
 pub struct ActivationData {
+    /// First-bin mean current of each Long Square sweep (pA).
     pub current: Vec<f64>,
+    /// First-bin firing rate of each Long Square sweep (ms⁻¹).
     pub rate: Vec<f64>,
     /// Activation bin size Δt' (ms).
     pub bin_size: u32,
 }
 
 impl ActivationData {
+    /// One point per Long Square sweep at activation bin size `bin_size` (ms); an error if the cell has none.
     pub fn from_cell(cell: &CellRecording, bin_size: u32) -> Result<Self> {
         let (mut current, mut rate) = (Vec::new(), Vec::new());
         for s in cell.sweeps_named("Long Square") {

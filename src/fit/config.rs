@@ -42,6 +42,7 @@ fn is_zero(x: &f64) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FitConfig {
+    /// Name of the config (recorded in each result and summary).
     pub config_name: String,
     /// Adam steps of each activation restart.
     pub activation_epochs: usize,
@@ -55,6 +56,7 @@ pub struct FitConfig {
     pub freeze_activation: bool,
     /// ε inside the Poisson log-likelihood.
     pub eps: f64,
+    /// The filter-fit runs, in order; the run with the best validation EVR is kept.
     pub hparams: Vec<RunConfig>,
     /// Start each run from the cell's saved parameters when they exist.
     pub finetune: bool,
@@ -70,6 +72,7 @@ fn is_published_activation_lr(lr: &f64) -> bool {
 }
 
 impl RunConfig {
+    /// A plain run: Adam at `lr` for at most `epochs` epochs, from the initial neuron.
     pub fn new(lr: f64, epochs: usize) -> Self {
         Self {
             lr,

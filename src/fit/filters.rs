@@ -20,7 +20,9 @@ pub const TEST_STIMULUS: &str = "Noise 2";
 /// Repeats of one stimulus: (current, rate) per repeat, at the model bin size.
 #[derive(Clone, Debug)]
 pub struct Repeats {
+    /// Mean current per bin (pA) of each repeat.
     pub current: Vec<Vec<f64>>,
+    /// Firing rate per bin (ms⁻¹) of each repeat.
     pub rate: Vec<Vec<f64>>,
 }
 
@@ -38,6 +40,7 @@ impl Repeats {
         Self { current, rate }
     }
 
+    /// The repeats as one padded batch of sweeps for a single neuron.
     pub fn batch(&self) -> SweepBatch {
         let pairs: Vec<(&[f64], &[f64])> = self
             .current
@@ -62,10 +65,13 @@ impl Repeats {
 /// One cell's data at the model bin size, grouped by stimulus.
 #[derive(Clone, Debug)]
 pub struct FitData {
+    /// Model bin size Δt (ms).
     pub bin_size: u32,
     /// Training groups: (stimulus name, its sweeps padded into one batch).
     pub train: Vec<(String, SweepBatch)>,
+    /// The Noise 1 repeats (validation EVR).
     pub validation: Repeats,
+    /// The Noise 2 repeats (test EVR and test loss).
     pub test: Repeats,
     test_batch: SweepBatch,
 }
@@ -160,8 +166,11 @@ pub fn batch_loss(p: &NeuronParams, batch: &SweepBatch, eps: f64) -> f64 {
 /// Outcome of one `{lr, epochs}` run.
 #[derive(Clone, Debug)]
 pub struct RunResult {
+    /// The neuron at the end of the run (or at its early stop).
     pub params: NeuronParams,
+    /// Train loss per valid bin, each epoch (mean over the training groups).
     pub train_losses: Vec<f64>,
+    /// Test (Noise 2) loss per valid bin, each epoch.
     pub test_losses: Vec<f64>,
     /// Validation EVR (Noise 1).
     pub evr1: f64,
@@ -170,9 +179,11 @@ pub struct RunResult {
 /// Settings shared by the runs of one cell.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
+    /// ε in the Poisson loss's ln(f·Δt + ε).
     pub eps: f64,
     /// L1 weight C on ‖α‖₁ + ‖β‖₁.
     pub l1: f64,
+    /// Whether the activation's b and c are trained too.
     pub train_activation: bool,
 }
 

@@ -48,6 +48,7 @@ pub const ACTIVATION_BIN_SIZES: [u32; 4] = [10, 20, 50, 100];
 /// A cell's fit as saved in `SAVE_PATH/bin{B}_actv{A}/{id}.pickle`.
 #[derive(Clone, Debug)]
 pub struct FitResult {
+    /// The fitted neuron (the run with the best validation EVR).
     pub params: NeuronParams,
     /// Validation EVR (Noise 1).
     pub evr1: f64,
@@ -57,11 +58,13 @@ pub struct FitResult {
     pub train_losses: Vec<f64>,
     /// Test (Noise 2) loss per valid bin, each epoch.
     pub test_losses: Vec<f64>,
+    /// Model bin size Δt (ms).
     pub bin_size: u32,
     /// Final train loss averaged over the padded length, as the published code computed it
     /// (pickle key `train_loss_padded`; the dataset criteria use it). `None` in results saved
     /// before gfr recorded it.
     pub train_loss_padded: Option<f64>,
+    /// How the result was made (config, hash, activation bin asked for, partial state).
     pub meta: FitMeta,
 }
 
@@ -106,6 +109,7 @@ impl FitResult {
         }
     }
 
+    /// The result as the pickled dict (the published keys, plus gfr's metadata keys).
     pub fn to_py(&self) -> PyValue {
         let mut v = dict([
             ("params", self.params.to_py()),
@@ -145,6 +149,7 @@ impl FitResult {
         v
     }
 
+    /// Reads a result from its pickled dict; errors name the field.
     pub fn from_py(v: &PyValue) -> Result<Self> {
         Ok(Self {
             params: NeuronParams::from_py(v.get("params")?).context("in field `params`")?,
@@ -211,15 +216,18 @@ impl FitResult {
         (self.pair().1 != used).then_some(used)
     }
 
+    /// Reads a result pickle; errors name the file.
     pub fn load(path: &Path) -> Result<Self> {
         Self::from_py(&read_pickle(path)?)
             .with_context(|| format!("{} is not a GFR fit result", path.display()))
     }
 
+    /// Writes the result pickle (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
         write_pickle(path, &self.to_py())
     }
 
+    /// The last epoch's train loss per valid bin; NaN if there is none.
     pub fn final_train_loss(&self) -> f64 {
         self.train_losses.last().copied().unwrap_or(f64::NAN)
     }
@@ -228,15 +236,23 @@ impl FitResult {
 /// Everything `gfr fit` needs besides the cell ids.
 #[derive(Clone, Debug)]
 pub struct FitOptions {
+    /// Model bin size Δt (ms): 10, 20, 50 or 100.
     pub bin_size: u32,
+    /// Bin size of the activation fit Δt' (ms): 20 or 100 (also 10, 50).
     pub activation_bin_size: u32,
+    /// Degree d of the activation polynomial (1 to [`MAX_DEGREE`]).
     pub degree: usize,
     /// L1 weight C.
     pub l1: f64,
+    /// Root folder of the results (`SAVE_PATH`); each pair has its `bin{B}_actv{A}/` folder.
     pub save_path: PathBuf,
+    /// The fitting config (epochs, restarts, `hparams`, …).
     pub config: FitConfig,
+    /// Where the processed data are read from.
     pub data_dir: DataDir,
+    /// Device the fit runs on.
     pub device: Device,
+    /// Base seed; each cell's random stream is seeded from it and the cell id.
     pub seed: u64,
     /// Cells fitted together in one batched model (`--batch-cells`); 1 = one at a time.
     pub batch_cells: usize,
@@ -392,6 +408,7 @@ pub enum CellStatus {
 }
 
 impl CellStatus {
+    /// The written form: "saved", "kept-previous", "skipped" or "failed".
     pub fn as_str(self) -> &'static str {
         match self {
             CellStatus::Saved => "saved",
@@ -418,12 +435,19 @@ impl PartialEq<&str> for CellStatus {
 /// What happened to one cell.
 #[derive(Clone, Debug, Serialize)]
 pub struct CellReport {
+    /// The cell's id.
     pub cell_id: u64,
+    /// What was done with the cell.
     pub status: CellStatus,
+    /// Validation EVR (Noise 1) of the new result, or of the saved one for a skipped cell; None when nothing was fitted.
     pub val_evr: Option<f64>,
+    /// Test EVR (Noise 2), likewise.
     pub test_evr: Option<f64>,
+    /// Final train loss per valid bin, likewise.
     pub train_loss: Option<f64>,
+    /// Fit time of the cell (s): its batch's time divided by the batch's cells.
     pub seconds: f64,
+    /// The result's path when saved; otherwise why it was kept, skipped or failed.
     pub message: String,
     /// Activation bin size used (ms) when the 100 ms fallback replaced the one asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -433,10 +457,13 @@ pub struct CellReport {
 /// Progress callbacks of a fit (no-ops by default); the command line draws its progress bars
 /// through them.
 pub trait FitProgress {
+    /// A stage of the batch starts (e.g. "activation").
     fn stage(&self, _msg: &str) {}
     /// A remark about one cell (or the run), worth a line of its own.
     fn note(&self, _msg: &str) {}
+    /// Run `run` (0-based) of `runs` (the `hparams` entries) starts, with `epochs` epochs.
     fn run_started(&self, _run: usize, _runs: usize, _epochs: usize) {}
+    /// Epoch `epoch` (0-based) of the run ended; `train_loss` is the mean per-bin train loss of the cells still running.
     fn epoch(&self, _epoch: usize, _train_loss: f64) {}
     /// [`fit_cells`]: a batch of cells starts.
     fn batch_started(&self, _cells: &[u64]) {}
@@ -782,6 +809,7 @@ pub fn fit_and_save(cell_id: u64, opts: &FitOptions, progress: &dyn FitProgress)
 /// What [`save_if_better`] did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SaveOutcome {
+    /// The new result was written.
     Written,
     /// The saved result's evr1, at least as high as the new one's; it was kept.
     KeptSaved(f64),

@@ -35,7 +35,9 @@ pub fn summary_name(shard: Option<(usize, usize)>) -> String {
 /// A result file found under a params folder.
 #[derive(Clone, Debug)]
 pub struct FoundResult {
+    /// The cell id (the file's stem).
     pub cell_id: u64,
+    /// Path of the result pickle.
     pub path: PathBuf,
 }
 
@@ -179,6 +181,7 @@ pub struct FolderLock {
 }
 
 impl FolderLock {
+    /// Creates `dir` if needed and takes its lock, waiting while another process holds it.
     pub fn acquire(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;

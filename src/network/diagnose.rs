@@ -15,10 +15,13 @@ use crate::data::mnist::{Mnist, SIDE};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
+    /// 10th percentile (0 when there are no finite values).
     pub p10: f64,
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
+    /// Median.
     pub p50: f64,
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
+    /// 90th percentile.
     pub p90: f64,
 }
 
@@ -57,10 +60,13 @@ pub struct StepDiagnostics {
 /// Diagnostics of a GFR network on the first `digits` digits of a data set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Diagnostics {
+    /// Digits run through the network (at most the number asked for).
     pub digits: usize,
+    /// One entry per step: the 28 image rows, then the readout step.
     pub steps: Vec<StepDiagnostics>,
     /// Neurons that fire at the readout step for at least one digit.
     pub neurons_active_at_readout: usize,
+    /// Hidden GFR neurons in the network.
     pub neurons: usize,
     /// Largest difference between two digits' logits at the readout (0: every digit gets the
     /// same answer and no gradient reaches the input weights).

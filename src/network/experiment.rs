@@ -32,10 +32,20 @@ pub enum NeuronSource {
     Default,
     /// `n_nodes` neurons drawn (with the seed) from a dataset of fitted neurons, for the pair
     /// (bin size, activation bin size); with replacement when the dataset has fewer.
-    Biological { dataset: PathBuf, pair: (u32, u32) },
+    Biological {
+        /// Path of the dataset pickle (`gfr dataset build` writes it).
+        dataset: PathBuf,
+        /// (bin size, activation bin size) of the neurons drawn (ms).
+        pair: (u32, u32),
+    },
     /// The trained neurons (`final_neurons`) of a network JSON written by an earlier run, in
     /// their order or shuffled with the seed; their count is H.
-    File { path: PathBuf, shuffle: bool },
+    File {
+        /// The network JSON.
+        path: PathBuf,
+        /// Shuffle the neurons with the seed (else keep their order).
+        shuffle: bool,
+    },
 }
 
 impl NeuronSource {
@@ -62,6 +72,7 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// The name in `--model` and in saved names: `gfr`, `rnn` or `lstm`.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Gfr => "gfr",
@@ -77,6 +88,7 @@ impl ModelKind {
 pub struct NetworkSpec {
     /// Adam learning rate (the base of `lr_schedule`).
     pub lr: f64,
+    /// How the lr changes over the run.
     pub lr_schedule: LrSchedule,
     /// Passes over the training digits.
     pub epochs: usize,
@@ -102,10 +114,13 @@ pub struct NetworkSpec {
     /// Folder with MNIST IDX files; downloaded there when missing, unless `offline`; without
     /// them, the built-in sample.
     pub mnist_dir: PathBuf,
+    /// Never download MNIST (use the folder's files or the built-in sample).
     pub offline: bool,
     /// Only the first N training / test digits.
     pub train_limit: Option<usize>,
+    /// Only the first N test digits.
     pub test_limit: Option<usize>,
+    /// The backend to train on (CPU or wgpu).
     pub device: Backend,
     /// Initial weights, batch order, drawn or shuffled neurons.
     pub seed: u64,
@@ -161,13 +176,17 @@ pub trait NetworkObserver {
     }
     /// Training: epoch `epoch` (0-based) of `epochs` starts, with `batches` mini-batches.
     fn epoch_started(&self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// Training: a mini-batch was trained.
     fn batch_done(&self) {}
     /// Training: an epoch ended (its line of numbers).
     fn epoch_done(&self, _stats: &EpochStats) {}
+    /// Training ended (all epochs done, or cancelled).
     fn training_finished(&self) {}
     /// MNIST download: file `label` starts at `done` of `total` bytes.
     fn download_started(&self, _label: &str, _done: u64, _total: Option<u64>) {}
+    /// MNIST download: `bytes` more bytes of the current file arrived.
     fn download_advanced(&self, _bytes: u64) {}
+    /// MNIST download: the current file is complete.
     fn download_finished(&self) {}
     /// Whether the caller wants training to stop (asked after every mini-batch): the epoch
     /// under way is dropped, the checkpoint of the last whole epoch stays, and [`run_network`]
@@ -225,24 +244,36 @@ impl TrainProgress for Training<'_> {
 /// epoch, and for GFR networks the trained neurons.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetworkRun {
+    /// GFR network or baseline.
     pub model: ModelKind,
+    /// Base Adam learning rate.
     pub lr: f64,
     /// Runs saved before the schedule existed trained with a constant lr.
     #[serde(default = "constant_lr")]
     pub lr_schedule: LrSchedule,
+    /// Epochs asked for.
     pub epochs: usize,
+    /// Digits per mini-batch.
     pub batch_size: usize,
     /// H of the GFR network (a baseline's own H is [`NetworkRun::hidden`]).
     pub n_nodes: usize,
+    /// Whether α, β were left untrained (`freeze_neurons` of the spec).
     pub freeze_neurons: bool,
+    /// `freeze_activations` as asked for (see [`GfrRun::activations_frozen`] for what applied).
     pub freeze_activations: bool,
+    /// Seed of the initial weights, batch order and drawn or shuffled neurons.
     pub seed: u64,
+    /// The backend it trained on.
     pub device: Backend,
     /// The MNIST folder, or `built-in sample`.
     pub mnist: String,
+    /// Training digits used.
     pub n_train: usize,
+    /// Test digits used.
     pub n_test: usize,
+    /// Trainable parameters of the network.
     pub trainable_params: usize,
+    /// All parameters of the network, frozen ones included.
     pub total_params: usize,
     /// One entry per epoch.
     pub history: Vec<EpochStats>,
@@ -250,10 +281,13 @@ pub struct NetworkRun {
     #[serde(deserialize_with = "f64_or_nan")]
     pub final_train_accuracy: f64,
     #[serde(deserialize_with = "f64_or_nan")]
+    /// Mean cross-entropy per training digit in the last epoch.
     pub final_train_loss: f64,
     #[serde(deserialize_with = "f64_or_nan")]
+    /// Test accuracy (fraction) of the first readout step after the last epoch.
     pub final_test_accuracy_step1: f64,
     #[serde(deserialize_with = "f64_or_nan")]
+    /// Test accuracy (fraction) of the 5-step vote after the last epoch.
     pub final_test_accuracy_vote: f64,
     /// GFR networks only.
     #[serde(flatten)]
@@ -268,7 +302,9 @@ pub struct NetworkRun {
 pub struct GfrRun {
     /// `default`, `bio` or the network JSON the neurons came from.
     pub neurons: String,
+    /// The rate-history scale s (see [`HISTORY_SCALE`]).
     pub history_scale: f64,
+    /// Whether neurons read from a network JSON were shuffled.
     pub shuffle_neurons: bool,
     /// Biological neurons only (null otherwise).
     pub bio_input: Option<BioInput>,
@@ -279,19 +315,23 @@ pub struct GfrRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `bio` only: the (bin size, activation bin size) pair (ms).
     pub bio_pair: Option<(u32, u32)>,
     /// Whether b, c were frozen (also when the neurons were, for biological neurons).
     pub activations_frozen: bool,
     /// The trained neurons, in the layout of [`NeuronParams::to_py`] (what
     /// [`neurons_from_network_json`] reads).
     pub final_neurons: Vec<serde_json::Value>,
+    /// Hidden-layer diagnostics (with `diagnose`).
     pub diagnostics: RunDiagnostics,
 }
 
 /// [`Diagnostics`] before and after training (null without `diagnose`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunDiagnostics {
+    /// Before training.
     pub init: Option<Diagnostics>,
+    /// After training.
     pub trained: Option<Diagnostics>,
 }
 
@@ -344,6 +384,7 @@ pub(crate) fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, 
 pub struct SavedNetwork {
     /// The name the run is saved under (`gfr_l_128_False_False`, `rnn_l_128_run2`, …).
     pub name: String,
+    /// The run's JSON content.
     pub run: NetworkRun,
     /// `SAVE_DIR/{name}.json`, holding `run`.
     pub json: PathBuf,

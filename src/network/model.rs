@@ -66,6 +66,7 @@ pub enum BioInput {
 }
 
 impl BioInput {
+    /// The `--bio-input` value: `published` or `relative`.
     pub fn name(self) -> &'static str {
         match self {
             BioInput::Published => "published",
@@ -96,6 +97,7 @@ pub enum BioUnits {
 }
 
 impl BioUnits {
+    /// The `--bio-units` value: `relative` or `physical`.
     pub fn name(self) -> &'static str {
         match self {
             BioUnits::Relative => "relative",
@@ -180,9 +182,13 @@ impl OperatingPoint {
 /// k; r_t = GFR layer(I_t); y_t = W_out (k ⊙ r_t) + b_out. Default neurons: s = k = 1, o = 0.
 #[derive(Module, Debug)]
 pub struct GfrNetwork {
+    /// W_in, b_in: 28 pixels of a row → H.
     pub input: Linear,
+    /// W_rec, b_rec: H → H.
     pub recurrent: Linear,
+    /// W_out, b_out: H → 10 logits.
     pub output: Linear,
+    /// The H hidden GFR neurons.
     pub neurons: GfrLayer,
     /// Per-neuron input scale s_in `[H]` (pA per unit of drive); constant.
     pub input_scale: Param<Tensor<1>>,
@@ -275,6 +281,7 @@ impl GfrNetwork {
         }
     }
 
+    /// Number of hidden neurons H.
     pub fn hidden(&self) -> usize {
         self.neurons.n_neurons()
     }
@@ -388,12 +395,16 @@ impl LineClassifier for GfrNetwork {
 /// Vanilla RNN: r_t = tanh(W_in x_t + b_in + W_rec r_{t−1} + b_rec).
 #[derive(Module, Debug)]
 pub struct RnnNetwork {
+    /// W_in, b_in: 28 pixels of a row → hidden.
     pub input: Linear,
+    /// W_rec, b_rec: hidden → hidden.
     pub recurrent: Linear,
+    /// W_out, b_out: hidden → 10 logits.
     pub output: Linear,
 }
 
 impl RnnNetwork {
+    /// A freshly initialised RNN of `hidden` units.
     pub fn new(hidden: usize, device: &Device) -> Self {
         Self {
             input: LinearConfig::new(SIDE, hidden).init(device),
@@ -431,11 +442,14 @@ impl LineClassifier for RnnNetwork {
 /// LSTM baseline (Burn's `Lstm`), stepped one row at a time.
 #[derive(Module, Debug)]
 pub struct LstmNetwork {
+    /// The LSTM: 28 pixels of a row → hidden.
     pub lstm: Lstm,
+    /// Readout: hidden state → 10 logits.
     pub output: Linear,
 }
 
 impl LstmNetwork {
+    /// A freshly initialised LSTM of `hidden` units.
     pub fn new(hidden: usize, device: &Device) -> Self {
         Self {
             lstm: LstmConfig::new(SIDE, hidden, true).init(device),

@@ -26,14 +26,19 @@ pub const CLIP_NORM: f64 = 5.0;
 /// One epoch of the training history.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochStats {
+    /// Epoch number, 1-based.
     pub epoch: usize,
+    /// Mean cross-entropy per training image over the epoch's mini-batches.
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub train_loss: f64,
     #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
+    /// Fraction of training images classified correctly during the epoch's mini-batches (NaN if not recorded).
     pub train_accuracy: f64,
+    /// Test accuracy (fraction) of the first zero-input readout, after the epoch.
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub test_accuracy_step1: f64,
     #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
+    /// Test accuracy (fraction) of the vote over [`VOTE_STEPS`] zero-input readouts (NaN if not recorded).
     pub test_accuracy_vote: f64,
     /// Training time of the epoch (evaluation left out), s.
     #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
@@ -77,6 +82,7 @@ pub enum LrSchedule {
 pub const ANNEAL_FRACTION: f64 = 0.25;
 
 impl LrSchedule {
+    /// The schedule's name as the CLI and result files spell it (`constant`, `anneal`).
     pub fn name(self) -> &'static str {
         match self {
             LrSchedule::Constant => "constant",
@@ -102,12 +108,17 @@ impl LrSchedule {
     }
 }
 
+/// Settings of a training run.
 pub struct TrainSettings {
     /// Base Adam learning rate.
     pub lr: f64,
+    /// How the lr changes over the run.
     pub schedule: LrSchedule,
+    /// Number of epochs to train.
     pub epochs: usize,
+    /// Images per mini-batch.
     pub batch_size: usize,
+    /// Seed of the shuffling of the training images each epoch.
     pub seed: u64,
 }
 
@@ -116,11 +127,13 @@ pub struct TrainSettings {
 pub trait TrainProgress {
     /// Epoch `epoch` (0-based) of `epochs` starts; it has `batches` mini-batches.
     fn epoch_started(&self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// A mini-batch was trained.
     fn batch_done(&self) {}
     /// An epoch ended (trained and evaluated).
     fn epoch_done(&self, _stats: &EpochStats) {}
     /// A warning (e.g. a checkpoint that could not be saved).
     fn note(&self, _line: &str) {}
+    /// Training ended (all epochs done, or cancelled).
     fn finished(&self) {}
     /// Whether to stop (asked after every mini-batch): the epoch under way is dropped and
     /// training returns the epochs done. Never, by default.
@@ -252,8 +265,11 @@ pub(crate) fn slice_grads<M: LineClassifier>(
 /// A mini-batch's mean loss and correct count: read at once on the CPU, left on the device on
 /// a GPU until the epoch ends (reading them every batch would wait for the device each time).
 pub enum BatchScore {
+    /// Read on the host.
     Host {
+        /// Mean cross-entropy of the batch's images.
         loss: f64,
+        /// Images of the batch classified correctly.
         correct: usize,
     },
     /// [loss, count], `[2]`.
@@ -500,6 +516,7 @@ pub fn train_resumable<M: LineClassifier>(
 /// epoch: `model-e{k}.bpk` (Burn's recorder, parameter ids kept), `optim-e{k}.bpk` (Adam's
 /// state) and `state.json` (written last: epoch k, history, the run's settings `run`).
 pub struct Checkpoint {
+    /// The checkpoint folder (`SAVE_DIR/{name}.checkpoint/`).
     pub dir: PathBuf,
     /// The run's settings; a checkpoint of other settings is never resumed.
     pub run: serde_json::Value,
@@ -508,8 +525,11 @@ pub struct Checkpoint {
 /// `state.json` of a [`Checkpoint`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckpointState {
+    /// Epochs done (k), the number in the `.bpk` file names.
     pub epoch: usize,
+    /// The training history of those epochs.
     pub history: Vec<EpochStats>,
+    /// The settings of the run that wrote the checkpoint.
     pub run: serde_json::Value,
 }
 

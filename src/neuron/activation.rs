@@ -103,6 +103,7 @@ impl PolynomialActivation {
         }
     }
 
+    /// Number of neurons N.
     pub fn n_neurons(&self) -> usize {
         self.threshold.val().dims()[0]
     }

@@ -22,6 +22,7 @@ pub struct GfrLayer {
     pub beta: Param<Tensor<2>>,
     /// 1 − λ: per-bin decay factors, `[n]`; constant.
     pub decay: Param<Tensor<1>>,
+    /// The neurons' activations g (b, c, γ, σ per neuron).
     pub activation: PolynomialActivation,
     /// s in h ← (1 − λ) h + α I + s · `beta` · f. Default [`RATE_HISTORY_SCALE`] (1000).
     pub history_scale: f64,
@@ -33,7 +34,9 @@ pub struct GfrLayer {
 /// State of a layer for a batch: filter values h `[B, N, n]` and last rate f `[B, N]` (ms⁻¹).
 #[derive(Clone, Debug)]
 pub struct GfrState {
+    /// Filter values h, `[B, N, n]`.
     pub h: Tensor<3>,
+    /// Rate of the last step f, `[B, N]` (ms⁻¹).
     pub rate: Tensor<2>,
 }
 
@@ -109,10 +112,12 @@ impl GfrLayer {
         self
     }
 
+    /// Number of neurons N.
     pub fn n_neurons(&self) -> usize {
         self.alpha.val().dims()[0]
     }
 
+    /// Number of filters per neuron n.
     pub fn n_filters(&self) -> usize {
         self.alpha.val().dims()[1]
     }

@@ -30,10 +30,12 @@ pub struct NeuronParams {
     pub lambda: Vec<f64>,
     /// Model bin size Δt (ms).
     pub bin_size: u32,
+    /// The activation g.
     pub activation: ActivationParams,
 }
 
 impl ActivationParams {
+    /// g(x): the firing rate (ms⁻¹) for an activation input `x` (pA).
     pub fn eval(&self, x: f64) -> f64 {
         super::activation_host(
             x,
@@ -45,6 +47,7 @@ impl ActivationParams {
         .0
     }
 
+    /// The `g` dict of the Python GFR layout (`max_current`, `max_firing_rate`, `poly_coeff`, `b`, `bin_size`).
     pub fn to_py(&self) -> PyValue {
         dict([
             ("max_current", float_list(&[self.max_current])),
@@ -58,6 +61,7 @@ impl ActivationParams {
         ])
     }
 
+    /// Reads a `g` dict; σ and γ must be positive, b finite, c non-empty.
     pub fn from_py(v: &PyValue) -> Result<Self> {
         let p = Self {
             max_current: first(v.get("max_current")?.floats()?, "max_current")?,
@@ -121,6 +125,7 @@ impl NeuronParams {
         }
     }
 
+    /// Number of filters n.
     pub fn n_filters(&self) -> usize {
         self.lambda.len()
     }
@@ -185,6 +190,7 @@ impl NeuronParams {
                   "poly_coeff": [a.poly_coeff], "b": [a.threshold], "bin_size": a.bin_size}})
     }
 
+    /// The `params` dict of the Python GFR layout (`a`, `b`, `ds`, `bin_size`, `g`).
     pub fn to_py(&self) -> PyValue {
         dict([
             ("a", PyValue::List(vec![float_list(&self.alpha)])),
@@ -195,6 +201,7 @@ impl NeuronParams {
         ])
     }
 
+    /// Reads a `params` dict: α, β, λ of one non-zero length, all finite; λ snapped to the exact decay rates.
     pub fn from_py(v: &PyValue) -> Result<Self> {
         let p = Self {
             alpha: v.get("a")?.floats_flat()?,

@@ -7,7 +7,8 @@ use gfr::simulate::{AdexParams, FiringType};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
-use rust_hdf5::{H5File, H5Group, VarLenUnicode};
+use gfr::data::nwb2_write::{Nwb2Sweep, Nwb2Writer};
+use rust_hdf5::H5Group;
 
 pub const RATE: f64 = 50_000.0;
 
@@ -147,39 +148,12 @@ pub fn string_attr(g: &H5Group, name: &str, value: &str) {
     g.set_attr_string(name, value).unwrap();
 }
 
-/// An NWB 2 file as pynwb writes an Allen/IPFX patch-clamp recording: root attributes,
-/// `/general/intracellular_ephys/electrode_0`, `CurrentClampSeries` `data_NNNNN_AD0` in
-/// `/acquisition` and `CurrentClampStimulusSeries` `data_NNNNN_DA0` in
-/// `/stimulus/presentation`, with `sweep_number` and `stimulus_description` attributes.
+/// An NWB 2 file as pynwb writes an Allen/IPFX patch-clamp recording (the library's writer,
+/// [`gfr::data::nwb2_write`]), plus a voltage-clamp series `data_00000_AD0` in
+/// `/acquisition`, which the reader must ignore.
 pub fn write_nwb2(path: &std::path::Path, sweeps: &[Sweep], rate: f64, chunked: bool) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let f = H5File::create(path).unwrap();
-    f.set_attr_string("nwb_version", "2.2.5").unwrap();
-    f.set_attr_string("namespace", "core").unwrap();
-    f.set_attr_string("neurodata_type", "NWBFile").unwrap();
-    for (k, v) in [
-        ("identifier", "gfr-fixture"),
-        ("session_description", "gfr NWB 2 test fixture"),
-        ("session_start_time", "2020-01-01T00:00:00+00:00"),
-        ("timestamps_reference_time", "2020-01-01T00:00:00+00:00"),
-    ] {
-        f.write_vlen_strings(k, &[v]).unwrap();
-    }
-    let root = f.root_group();
-    let general = root.create_group("general").unwrap();
-    let ice = general.create_group("intracellular_ephys").unwrap();
-    let el = ice.create_group("electrode_0").unwrap();
-    string_attr(&el, "neurodata_type", "IntracellularElectrode");
-    el.write_vlen_strings("description", &["headstage 0"])
-        .unwrap();
-    let acq = root.create_group("acquisition").unwrap();
-    let pres = root
-        .create_group("stimulus")
-        .unwrap()
-        .create_group("presentation")
-        .unwrap();
-    // a voltage-clamp series, which is ignored
-    let vc = acq.create_group("data_00000_AD0").unwrap();
+    let w = Nwb2Writer::create(path, "gfr-fixture", rate, chunked).unwrap();
+    let vc = w.acquisition().create_group("data_00000_AD0").unwrap();
     string_attr(&vc, "neurodata_type", "VoltageClampSeries");
     vc.set_attr_numeric("sweep_number", &0u32).unwrap();
     vc.new_dataset::<f32>()
@@ -189,84 +163,13 @@ pub fn write_nwb2(path: &std::path::Path, sweeps: &[Sweep], rate: f64, chunked: 
         .write_raw(&[0.0f32; 10])
         .unwrap();
     for s in sweeps {
-        for (parent, kind, suffix, data, conversion, unit) in [
-            (
-                &acq,
-                "CurrentClampSeries",
-                "AD0",
-                &s.voltage_mv,
-                1e-3f32,
-                "volts",
-            ),
-            (
-                &pres,
-                "CurrentClampStimulusSeries",
-                "DA0",
-                &s.current_pa,
-                1e-12f32,
-                "amperes",
-            ),
-        ] {
-            let g = parent
-                .create_group(&format!("data_{:05}_{suffix}", s.number))
-                .unwrap();
-            string_attr(&g, "neurodata_type", kind);
-            string_attr(&g, "namespace", "core");
-            string_attr(&g, "stimulus_description", s.code);
-            string_attr(&g, "description", "PLACEHOLDER");
-            g.set_attr_numeric("sweep_number", &s.number).unwrap();
-            let b = g.new_dataset::<f32>().shape([data.len()]);
-            let d = if chunked {
-                b.chunk(&[65_536]).deflate(1).create("data").unwrap()
-            } else {
-                b.create("data").unwrap()
-            };
-            d.write_raw(data).unwrap();
-            d.new_attr::<f32>()
-                .shape(())
-                .create("conversion")
-                .unwrap()
-                .write_numeric(&conversion)
-                .unwrap();
-            d.new_attr::<f32>()
-                .shape(())
-                .create("resolution")
-                .unwrap()
-                .write_numeric(&f32::NAN)
-                .unwrap();
-            d.new_attr::<VarLenUnicode>()
-                .shape(())
-                .create("unit")
-                .unwrap()
-                .write_string(unit)
-                .unwrap();
-            let st = g
-                .new_dataset::<f64>()
-                .scalar()
-                .create("starting_time")
-                .unwrap();
-            st.write_raw(&[s.number as f64 * 10.0]).unwrap();
-            st.new_attr::<f32>()
-                .shape(())
-                .create("rate")
-                .unwrap()
-                .write_numeric(&(rate as f32))
-                .unwrap();
-            st.new_attr::<VarLenUnicode>()
-                .shape(())
-                .create("unit")
-                .unwrap()
-                .write_string("seconds")
-                .unwrap();
-            g.new_dataset::<f32>()
-                .scalar()
-                .create("gain")
-                .unwrap()
-                .write_raw(&[1.0f32])
-                .unwrap();
-            g.create_soft_link("electrode", "/general/intracellular_ephys/electrode_0")
-                .unwrap();
-        }
+        w.sweep(&Nwb2Sweep {
+            number: s.number,
+            stimulus_code: s.code.to_string(),
+            current_pa: s.current_pa.clone(),
+            voltage_mv: s.voltage_mv.clone(),
+        })
+        .unwrap();
     }
-    f.close().unwrap();
+    w.close().unwrap();
 }
