@@ -274,7 +274,8 @@ impl Dataset {
         self.pairs.values().map(Vec::len).sum()
     }
 
-    /// Adds a record under its pair, replacing the cell's record there if any (kept sorted by cell id).
+    /// Adds a record under its pair, replacing the cell's record there if any (kept sorted by cell
+    /// id).
     pub fn insert(&mut self, r: DatasetRecord) {
         let list = self.pairs.entry((r.bin_size, r.actv_bin_size)).or_default();
         list.retain(|x| x.cell_id != r.cell_id);
@@ -282,7 +283,8 @@ impl Dataset {
         list.sort_by_key(|x| x.cell_id);
     }
 
-    /// The dataset pickle's value: a dict from `(bin_size, actv_bin_size)` tuples to lists of record dicts.
+    /// The dataset pickle's value: a dict from `(bin_size, actv_bin_size)` tuples to lists of
+    /// record dicts.
     pub fn to_py(&self) -> PyValue {
         PyValue::Dict(
             self.pairs
@@ -388,7 +390,8 @@ impl Dataset {
         Ok(ds)
     }
 
-    /// The record of `cell_id` for a (bin size, activation bin size) pair; the error names the pairs present or the missing cell.
+    /// The record of `cell_id` for a (bin size, activation bin size) pair; the error names the
+    /// pairs present or the missing cell.
     pub fn record(
         &self,
         cell_id: u64,

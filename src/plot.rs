@@ -16,11 +16,14 @@ use crate::scan;
 /// Output format of a figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// PNG bitmap (the default).
     Png,
+    /// SVG vector graphics.
     Svg,
 }
 
 impl Format {
+    /// The file extension, without the dot: `png` or `svg`.
     pub fn ext(self) -> &'static str {
         match self {
             Format::Png => "png",

@@ -37,13 +37,18 @@ pub enum GroundTruth {
 /// Firing types of the AdEx generator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FiringType {
+    /// Regular spiking, with little adaptation.
     Regular,
+    /// Strongly adapting.
     Adapting,
+    /// Fast-spiking (small capacitance, short refractory period, no adaptation).
     FastSpiking,
+    /// Bursting (depolarised reset with strong spike-triggered adaptation).
     Bursting,
 }
 
 impl FiringType {
+    /// Every firing type; cell `index` of a population is of type `ALL[index % 4]`.
     pub const ALL: [FiringType; 4] = [
         Self::Regular,
         Self::Adapting,
@@ -51,6 +56,7 @@ impl FiringType {
         Self::Bursting,
     ];
 
+    /// The type's name in cell descriptions (`regular`, `adapting`, `fast-spiking`, `bursting`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Regular => "regular",
@@ -64,16 +70,27 @@ impl FiringType {
 /// AdEx parameters (pF, nS, mV, ms, pA).
 #[derive(Clone, Debug)]
 pub struct AdexParams {
+    /// Membrane capacitance C (pF).
     pub c: f64,
+    /// Leak conductance g_L (nS).
     pub g_l: f64,
+    /// Leak reversal potential E_L (mV); the neuron starts there.
     pub e_l: f64,
+    /// Threshold potential V_T of the exponential term (mV).
     pub v_t: f64,
+    /// Slope factor Δ_T (mV).
     pub delta_t: f64,
+    /// Subthreshold adaptation conductance a (nS).
     pub a: f64,
+    /// Adaptation time constant τ_w (ms).
     pub tau_w: f64,
+    /// Spike-triggered adaptation increment b (pA).
     pub b: f64,
+    /// Reset potential after a spike (mV).
     pub v_reset: f64,
+    /// Spike cutoff (mV): reaching it is a spike.
     pub v_peak: f64,
+    /// Refractory period (ms), during which the voltage is held at `v_reset`.
     pub t_ref: f64,
     /// Standard deviation (pA) of the intrinsic Ornstein–Uhlenbeck current noise.
     pub noise_std: f64,
@@ -328,7 +345,9 @@ pub fn protocol_at(rheo: f64, rate_hz: f64, rng: &mut StdRng) -> Vec<RawSweep> {
 
 /// One simulated cell: its recording binned at every processed bin size, and what made it.
 pub struct SimulatedCell {
+    /// The binned sweeps and γ, as preprocessing would write them.
     pub recording: CellRecording,
+    /// What made it, e.g. `AdEx bursting, rheobase 120 pA`.
     pub description: String,
     /// The GFR neuron that generated the spikes (GFR ground truth only).
     pub truth: Option<NeuronParams>,

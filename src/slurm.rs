@@ -24,6 +24,7 @@ pub struct SlurmFit {
     pub fit_args: Vec<String>,
     /// The fit's save path (absolute) and its pair folder's name (`bin{B}_actv{A}`).
     pub save_path: PathBuf,
+    /// The pair folder's name, `bin{B}_actv{A}`.
     pub pair: String,
     /// Options for sbatch (partition, account, time, memory, `--cpus-per-task`, …).
     pub sbatch_args: Vec<String>,

@@ -30,6 +30,7 @@ def simulate(
     truth: Literal["adex", "gfr"] = "adex",
     first_id: int = 900000001,
     overwrite: bool = False,
+    nwb_dir: Optional[PathLike] = None,
     progress: bool = True,
 ) -> List[int]: ...
 def preprocess(

@@ -447,10 +447,13 @@ fn read_nwb<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyList>>
 /// truth: "adex" (adaptive exponential integrate-and-fire cells) or "gfr" (a known GFR neuron).
 /// first_id: id of the first cell; the others follow.
 /// overwrite: replace a `cell_ids.csv` that lists other cells.
+/// nwb_dir: write NWB 2 files instead (`nwb_dir/{id}.nwb`, pynwb / IPFX layout, 50 kHz, the
+///   membrane potential with spike waveforms) and `nwb_dir/cell_ids.csv`, for `preprocess`;
+///   AdEx cells only (`data_dir` is then not used).
 ///
 /// Returns the cell ids.
 #[pyfunction]
-#[pyo3(signature = (cells=8, seed=0, data_dir=PathBuf::from("data"), *, truth="adex", first_id=900_000_001, overwrite=false, progress=true))]
+#[pyo3(signature = (cells=8, seed=0, data_dir=PathBuf::from("data"), *, truth="adex", first_id=900_000_001, overwrite=false, nwb_dir=None, progress=true))]
 #[allow(clippy::too_many_arguments)]
 fn simulate(
     py: Python<'_>,
@@ -460,6 +463,7 @@ fn simulate(
     truth: &str,
     first_id: u64,
     overwrite: bool,
+    nwb_dir: Option<PathBuf>,
     progress: bool,
 ) -> PyResult<Vec<u64>> {
     let truth = match truth {
@@ -473,6 +477,28 @@ fn simulate(
     };
     let watch = Watch::new(progress);
     let done = std::sync::atomic::AtomicUsize::new(0);
+    let tick = || {
+        let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        watch.draw(format!("simulate {k}/{cells} cells"), k == cells);
+    };
+    if let Some(nwb_dir) = nwb_dir {
+        if truth != gfr::simulate::GroundTruth::Adex {
+            return Err(PyValueError::new_err(
+                "truth `gfr`: NWB files are written for AdEx cells only (nwb_dir)",
+            ));
+        }
+        return run(py, Some(&watch), || {
+            gfr::simulate::simulate_nwb_into(
+                &nwb_dir,
+                cells,
+                first_id,
+                seed,
+                overwrite,
+                &arg_name,
+                |_| tick(),
+            )
+        });
+    }
     run(py, Some(&watch), || {
         gfr::simulate::simulate_into(
             &gfr::DataDir::new(&data_dir),
@@ -482,10 +508,7 @@ fn simulate(
             truth,
             overwrite,
             &arg_name,
-            |_| {
-                let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                watch.draw(format!("simulate {k}/{cells} cells"), k == cells);
-            },
+            |_| tick(),
         )
     })
 }

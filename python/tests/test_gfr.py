@@ -118,6 +118,23 @@ def test_preprocess_writes_what_the_cli_writes(nwb_dir, cli, tmp_path):
     assert {r["cell_id"]: r["status"] for r in again}[601] == "skipped"
 
 
+def test_simulate_nwb_writes_what_the_cli_writes(cli, tmp_path):
+    ids = gfr.simulate(2, seed=3, nwb_dir=tmp_path / "py", progress=False)
+    cli("simulate", "--cells", 2, "--seed", 3, "--nwb-dir", tmp_path / "cli", cwd=tmp_path)
+    assert ids == [900000001, 900000002]
+    assert same_files(tmp_path / "py", tmp_path / "cli") == []
+    assert not (tmp_path / "data").exists()
+    # the files read back: every protocol sweep, with spikes detected from the voltage
+    sweeps = gfr.read_nwb(tmp_path / "py" / "900000001.nwb")
+    assert len(sweeps) == 19 and {s["stimulus_name"] for s in sweeps} == {
+        "Long Square", "Ramp", "Noise 1", "Noise 2"
+    }
+    assert all(s["rate_hz"] == 50000.0 for s in sweeps)
+    assert sum(len(s["spike_times_s"]) for s in sweeps) > 100
+    with pytest.raises(ValueError, match="nwb_dir"):
+        gfr.simulate(2, truth="gfr", nwb_dir=tmp_path / "x", progress=False)
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, cli):
     """Three simulated cells, simulated and fitted through Python and through the CLI."""

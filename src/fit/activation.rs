@@ -29,7 +29,8 @@ pub struct ActivationData {
 }
 
 impl ActivationData {
-    /// One point per Long Square sweep at activation bin size `bin_size` (ms); an error if the cell has none.
+    /// One point per Long Square sweep at activation bin size `bin_size` (ms); an error if the cell
+    /// has none.
     pub fn from_cell(cell: &CellRecording, bin_size: u32) -> Result<Self> {
         let (mut current, mut rate) = (Vec::new(), Vec::new());
         for s in cell.sweeps_named("Long Square") {
@@ -147,7 +148,7 @@ pub const STOP_CHECK_EPOCHS: usize = 50;
 /// [`fit_activation`] for several cells at once, each given as (data, γ, its random stream).
 /// Every restart of every cell is one activation row trained in one model; Adam acts on each
 /// element separately and padded points are masked, so each restart is the run it would be
-/// alone. `stop` is asked every [`STOP_CHECK_EPOCHS`] epochs; when it says stop, the fit
+/// alone. `stop` is asked every `STOP_CHECK_EPOCHS` epochs; when it says stop, the fit
 /// ends there and every result is an [`crate::error::Interrupted`] error.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_activations(

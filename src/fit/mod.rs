@@ -439,7 +439,8 @@ pub struct CellReport {
     pub cell_id: u64,
     /// What was done with the cell.
     pub status: CellStatus,
-    /// Validation EVR (Noise 1) of the new result, or of the saved one for a skipped cell; None when nothing was fitted.
+    /// Validation EVR (Noise 1) of the new result, or of the saved one for a skipped cell; None
+    /// when nothing was fitted.
     pub val_evr: Option<f64>,
     /// Test EVR (Noise 2), likewise.
     pub test_evr: Option<f64>,
@@ -463,7 +464,8 @@ pub trait FitProgress {
     fn note(&self, _msg: &str) {}
     /// Run `run` (0-based) of `runs` (the `hparams` entries) starts, with `epochs` epochs.
     fn run_started(&self, _run: usize, _runs: usize, _epochs: usize) {}
-    /// Epoch `epoch` (0-based) of the run ended; `train_loss` is the mean per-bin train loss of the cells still running.
+    /// Epoch `epoch` (0-based) of the run ended; `train_loss` is the mean per-bin train loss of the
+    /// cells still running.
     fn epoch(&self, _epoch: usize, _train_loss: f64) {}
     /// [`fit_cells`]: a batch of cells starts.
     fn batch_started(&self, _cells: &[u64]) {}

@@ -32,13 +32,15 @@ pub struct EpochStats {
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub train_loss: f64,
     #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
-    /// Fraction of training images classified correctly during the epoch's mini-batches (NaN if not recorded).
+    /// Fraction of training images classified correctly during the epoch's mini-batches (NaN if not
+    /// recorded).
     pub train_accuracy: f64,
     /// Test accuracy (fraction) of the first zero-input readout, after the epoch.
     #[serde(deserialize_with = "super::experiment::f64_or_nan")]
     pub test_accuracy_step1: f64,
     #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]
-    /// Test accuracy (fraction) of the vote over [`VOTE_STEPS`] zero-input readouts (NaN if not recorded).
+    /// Test accuracy (fraction) of the vote over [`VOTE_STEPS`] zero-input readouts (NaN if not
+    /// recorded).
     pub test_accuracy_vote: f64,
     /// Training time of the epoch (evaluation left out), s.
     #[serde(default = "nan", deserialize_with = "super::experiment::f64_or_nan")]

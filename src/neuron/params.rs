@@ -47,7 +47,8 @@ impl ActivationParams {
         .0
     }
 
-    /// The `g` dict of the Python GFR layout (`max_current`, `max_firing_rate`, `poly_coeff`, `b`, `bin_size`).
+    /// The `g` dict of the Python GFR layout (`max_current`, `max_firing_rate`, `poly_coeff`, `b`,
+    /// `bin_size`).
     pub fn to_py(&self) -> PyValue {
         dict([
             ("max_current", float_list(&[self.max_current])),
@@ -201,7 +202,8 @@ impl NeuronParams {
         ])
     }
 
-    /// Reads a `params` dict: α, β, λ of one non-zero length, all finite; λ snapped to the exact decay rates.
+    /// Reads a `params` dict: α, β, λ of one non-zero length, all finite; λ snapped to the exact
+    /// decay rates.
     pub fn from_py(v: &PyValue) -> Result<Self> {
         let p = Self {
             alpha: v.get("a")?.floats_flat()?,

@@ -3,7 +3,7 @@
 //! published code used.
 //!
 //! On the CPU a step is Burn's own Adam. On wgpu it is one fused kernel per parameter
-//! ([`cube`]): Burn's Adam launches about 14 elementwise kernels per parameter per step, which
+//! (`cube`): Burn's Adam launches about 14 elementwise kernels per parameter per step, which
 //! on a GPU cost more than the arithmetic. Both keep Burn's [`AdamState`], so saved optimizer
 //! states load either way.
 
@@ -31,6 +31,7 @@ pub struct GfrAdam {
 }
 
 impl GfrAdam {
+    /// A fresh Adam with gfr's settings (β₁ 0.9, β₂ 0.999, ε 1e-8).
     pub fn new() -> Self {
         Self { burn: burn_adam() }
     }

@@ -42,18 +42,25 @@ pub trait Real:
     + MulAssign
     + 'static
 {
+    /// 0.
     const ZERO: Self;
+    /// 1.
     const ONE: Self;
     /// Whether [`Real::tanh`] is cheap and branch-free enough to run for every neuron of a
     /// row at once (vectorised), silent ones included: f32's [`fast_tanh`] is; f64's libm
     /// tanh is not, so the f64 scan skips it for silent neurons instead.
     const VECTOR_TANH: bool;
+    /// `x as Self`.
     fn from_f64(x: f64) -> Self;
+    /// `x as Self`.
     fn from_f32(x: f32) -> Self;
+    /// `self as f64`.
     fn to_f64(self) -> f64;
+    /// `self as f32`.
     fn to_f32(self) -> f32;
     /// `n as Self`.
     fn from_usize(n: usize) -> Self;
+    /// tanh: `f64::tanh`, or [`fast_tanh`] for `f32`.
     fn tanh(self) -> Self;
     /// matrixmultiply's `dgemm` / `sgemm`: C ← α A B + β C with strides in elements.
     ///
@@ -165,17 +172,22 @@ pub struct HostNeurons<'a, T = f64> {
     pub coeffs: &'a [T],
     /// b (pA), σ (pA), γ (ms⁻¹), `[N]` each.
     pub threshold: &'a [T],
+    /// σ (pA), `[N]`.
     pub max_current: &'a [T],
+    /// γ (ms⁻¹), `[N]`.
     pub max_rate: &'a [T],
 }
 
 impl<T> HostNeurons<'_, T> {
+    /// Number of neurons N.
     pub fn n_neurons(&self) -> usize {
         self.threshold.len()
     }
+    /// Number of filters per neuron n.
     pub fn n_filters(&self) -> usize {
         self.decay.len()
     }
+    /// Polynomial coefficients per neuron K (d + 1).
     pub fn n_coeffs(&self) -> usize {
         self.coeffs.len() / self.n_neurons().max(1)
     }
@@ -184,8 +196,11 @@ impl<T> HostNeurons<'_, T> {
 /// Shape of a scan: batch, time bins, neurons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
+    /// Sequences B.
     pub batch: usize,
+    /// Time bins T.
     pub time: usize,
+    /// Neurons N.
     pub neurons: usize,
 }
 
@@ -203,7 +218,7 @@ impl Dims {
 pub struct Trace<T = f64> {
     /// r_t (ms⁻¹).
     pub rates: Vec<T>,
-    /// u_t = mean_i h_t[i], the activation's input (pA).
+    /// `u_t = mean_i h_t[i]`, the activation's input (pA).
     pub act_in: Vec<T>,
     /// I_t, the total input current (pA).
     pub total: Vec<T>,
@@ -214,13 +229,18 @@ pub struct Trace<T = f64> {
 /// A [`Trace`] borrowed (the backward pass reads it in place).
 #[derive(Clone, Copy, Debug)]
 pub struct TraceView<'a, T> {
+    /// r_t (ms⁻¹), `[B, T, N]`.
     pub rates: &'a [T],
+    /// u_t, the activation's input (pA), `[B, T, N]`.
     pub act_in: &'a [T],
+    /// I_t, the total input current (pA), `[B, T, N]`.
     pub total: &'a [T],
+    /// ∂r/∂z, `[B, T, N]`.
     pub slope: &'a [T],
 }
 
 impl<T> Trace<T> {
+    /// The trace borrowed.
     pub fn view(&self) -> TraceView<'_, T> {
         TraceView {
             rates: &self.rates,
@@ -236,9 +256,13 @@ impl<T> Trace<T> {
 pub struct HostGrads<T = f64> {
     /// ∂L/∂P, `[B, T, N]`.
     pub current: Vec<T>,
+    /// ∂L/∂α, `[N, n]`.
     pub alpha: Vec<T>,
+    /// ∂L/∂β (the effective weights of [`HostNeurons::beta`]), `[N, n]`.
     pub beta: Vec<T>,
+    /// ∂L/∂c, `[N, K]`.
     pub coeffs: Vec<T>,
+    /// ∂L/∂b, `[N]`.
     pub threshold: Vec<T>,
 }
 

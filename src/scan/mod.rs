@@ -36,7 +36,9 @@ pub struct ScanNeurons {
     pub coeffs: Tensor<2>,
     /// b, σ (pA) and γ (ms⁻¹), `[N]`.
     pub threshold: Tensor<1>,
+    /// σ (pA), `[N]`.
     pub max_current: Tensor<1>,
+    /// γ (ms⁻¹), `[N]`.
     pub max_rate: Tensor<1>,
     /// The float type of the host scan (ndarray backend): `F64` by default (the fitter, whose
     /// numbers must not change); the network runs in `F32`.
@@ -162,6 +164,7 @@ impl SweepBatch {
         }
     }
 
+    /// Number of sweeps S.
     pub fn n_sweeps(&self) -> usize {
         self.len.len()
     }

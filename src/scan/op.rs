@@ -21,15 +21,19 @@ use super::cpu::{self, Real};
 /// them. The wgpu kernels ignore it (they run in the tensors' own type).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
+    /// `f64`: the default (the fitter).
     #[default]
     F64,
+    /// `f32`: the network.
     F32,
 }
 
 /// The recurrent input weight W `[N, N]` (I_t = P_t + r_{t−1} W), or none.
 #[derive(ExtensionType, Clone, Debug)]
 pub enum Recurrence<B: Backend> {
+    /// No recurrent input: I_t = P_t.
     None,
+    /// A dense W, `[N, N]` (presynaptic row, postsynaptic column).
     Dense(FloatTensor<B>),
 }
 
@@ -51,7 +55,9 @@ pub struct ScanInputs<B: Backend> {
     pub threshold: FloatTensor<B>,
     /// σ (pA) and γ (ms⁻¹), `[N]`; constants.
     pub max_current: FloatTensor<B>,
+    /// γ (ms⁻¹), `[N]`; constant.
     pub max_rate: FloatTensor<B>,
+    /// The recurrent weight W, if any.
     #[extension_type]
     pub recurrent: Recurrence<B>,
     /// Valid bins of each sequence, `[B, N]`: later bins keep rate 0 and get no gradient.
@@ -63,6 +69,7 @@ pub struct ScanInputs<B: Backend> {
 /// The fused GFR scan: firing rates (ms⁻¹) `[B, T, N]` from rest.
 #[backend_extension(NdArray, Cube, Autodiff)]
 pub trait GfrScanBackend: Backend {
+    /// Runs the scan: firing rates (ms⁻¹), `[B, T, N]`.
     fn gfr_scan(#[extension_type] inputs: ScanInputs<Self>) -> FloatTensor<Self>;
 }
 
