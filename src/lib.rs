@@ -103,3 +103,8 @@ pub use network::{
 };
 pub use neuron::{GfrLayer, NeuronParams};
 pub use simulate::{GroundTruth, simulate_cell};
+
+// The README's Rust code is compiled by the doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

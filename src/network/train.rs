@@ -342,7 +342,7 @@ pub fn batch_grads<M: LineClassifier>(
         let (score, grads) = slice_pass(model.clone(), data, idx, device);
         return (BatchScore::Device(score), grads);
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::parallel::cores();
     let parts = if idx.len() >= 32 {
         threads.min(idx.len() / 16).max(1)
     } else {

@@ -334,7 +334,7 @@ fn tasks(dims: Dims, recurrent: bool) -> Vec<(Range<usize>, Range<usize>)> {
     let workers = if SERIAL.with(|s| s.get()) {
         1
     } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        crate::parallel::cores()
     };
     let work = dims.len() * if recurrent { dims.neurons } else { 1 };
     if workers == 1 || work < 20_000 {
