@@ -51,12 +51,12 @@ pub(super) struct NetworkArgs {
     bio_pair: (u32, u32),
     /// How the network's drive reaches biological neurons: `relative` (gfr: relative to each
     /// neuron's threshold and f-I slope, rates read out as a fraction of the cell's maximum; see
-    /// the README) or `published` (spec §5: σ/28-scaled input, W_in ~ N(1.5, 3²), 1/H recurrence).
+    /// docs/model.md) or `published` (spec §5: σ/28-scaled input, W_in ~ N(1.5, 3²), 1/H recurrence).
     #[arg(long = "bio-input", value_enum, default_value_t = BioInputArg::Relative)]
     bio_input: BioInputArg,
     /// The units biological neurons' threshold b and rate-history weights β are trained in:
     /// `relative` (gfr: each neuron's own input range and maximum rate, so Adam moves them as
-    /// fast as a default neuron's; see the README) or `physical` (pA and ms⁻¹, published).
+    /// fast as a default neuron's; see docs/model.md) or `physical` (pA and ms⁻¹, published).
     /// Default: relative with `--bio-input relative`, physical with `published` (the only
     /// choice there).
     #[arg(long = "bio-units", value_enum)]
