@@ -442,6 +442,20 @@ fn cells_that_cannot_give_a_neuron_are_skipped_with_a_reason() {
         e.contains("2 cells: 0 saved, 0 kept previous, 1 skipped, 1 failed"),
         "{e}"
     );
+    // processed data that is missing or cannot be read fails its cell (not "skipped"): exit 3
+    std::fs::write(dd.processed(53), b"\x80\x04truncated").unwrap();
+    let ids = dir.join("unreadable.csv");
+    std::fs::write(&ids, "53,54,99\n").unwrap();
+    let e = exits_with(
+        &fit("configs/test.json", &data, &dir.join("third"), &[s(&ids)]),
+        3,
+    );
+    assert!(
+        e.contains("3 cells: 1 saved, 0 kept previous, 0 skipped, 2 failed"),
+        "{e}"
+    );
+    assert!(e.contains("processed_I_and_firing_rate_53.pickle"), "{e}");
+    assert!(e.contains("processed_I_and_firing_rate_99.pickle"), "{e}");
     // a usage error exits 1
     exits_with(&gfr(&["fit", "--bin-size", "x"]), 1);
     std::fs::remove_dir_all(dir).unwrap();

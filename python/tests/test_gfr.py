@@ -220,7 +220,9 @@ def test_a_failed_cell_is_a_report_not_an_exception(fitted, tmp_path):
     root, ids, _ = fitted
     reports = gfr.fit([ids[0], 12345], data_dir=root / "data", config=FAST, save_path=tmp_path, progress=False)
     status = {r["cell_id"]: r["status"] for r in reports}
-    assert status[ids[0]] == "saved" and status[12345] in ("skipped", "failed")
+    # a cell without processed data fails, naming the missing file
+    assert status[ids[0]] == "saved" and status[12345] == "failed"
+    assert "12345" in next(r["message"] for r in reports if r["cell_id"] == 12345)
 
 
 def reference_predict(params, current):

@@ -59,6 +59,19 @@ pub struct CellRecording {
     pub max_firing_rate: f64,
 }
 
+/// The error of [`CellRecording::load`] for a cell that never fires (maximum firing rate 0):
+/// a cell that cannot give a neuron, as opposed to data that cannot be read.
+#[derive(Debug)]
+pub struct NeverFires(String);
+
+impl std::fmt::Display for NeverFires {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NeverFires {}
+
 impl CellRecording {
     /// Sweeps with a given stimulus name, in recording order.
     pub fn sweeps_named<'a>(
@@ -84,10 +97,11 @@ impl CellRecording {
             .and_then(|v| v.first().copied())
             .with_context(|| format!("{}: expected one float (ms⁻¹)", rate_path.display()))?;
         if max_firing_rate == 0.0 {
-            bail!(
+            return Err(NeverFires(format!(
                 "{}: maximum firing rate is 0 (fewer than two spikes in any sweep): a neuron that can never fire",
                 rate_path.display()
-            );
+            ))
+            .into());
         }
         if !(MIN_MAX_FIRING_RATE..=MAX_FIRING_RATE).contains(&max_firing_rate) {
             bail!(
