@@ -112,25 +112,103 @@ pub struct NetworkBench {
     pub epochs: usize,
     /// Name of the device the network trained on.
     pub device: String,
-    /// Seconds per epoch over the 6,000 built-in training digits (mean over epochs).
+    /// Seconds per epoch over the built-in training digits (mean over epochs).
     pub seconds_per_epoch: f64,
     /// Step-1 test accuracy after the last epoch (fraction in [0, 1]); NaN if no epoch ran.
     pub test_accuracy_step1: f64,
     /// Peak resident memory of the process (MB); 0 where unknown.
     pub peak_memory_mb: f64,
+    /// Kernels launched per training mini-batch (median over the batches; 0 on the CPU,
+    /// which launches none).
+    pub kernels_per_batch: f64,
+    /// Wall time from one mini-batch's end to the next's (ms, median): on a GPU the host's
+    /// time to issue a batch, as the device runs behind it.
+    pub host_ms_per_batch: f64,
+    /// The kernels launched most per mini-batch: (name, launches per batch), most first.
+    pub top_kernels: Vec<(String, f64)>,
 }
 
-/// Trains the default GFR network on the built-in sample for `epochs` epochs.
+/// Counts the kernel launches (every CubeCL backend reports them) and the wall time between
+/// mini-batches of a training run: a [`cubecl::logging::LaunchObserver`] and a
+/// [`crate::network::TrainProgress`] at once.
+#[derive(Default)]
+struct BatchMeter {
+    launches: std::sync::atomic::AtomicUsize,
+    state: std::sync::Mutex<MeterState>,
+}
+
+#[derive(Default)]
+struct MeterState {
+    /// When the last batch ended (or the epoch started), and the launches by then.
+    last: Option<(std::time::Instant, usize)>,
+    /// Per batch: launches and seconds.
+    batches: Vec<(usize, f64)>,
+    /// Launches per kernel name, over the batches.
+    names: std::collections::HashMap<&'static str, usize>,
+    /// Whether a batch is under way (launches outside batches, the evaluation, not named).
+    in_batch: bool,
+}
+
+impl cubecl::logging::LaunchObserver for BatchMeter {
+    fn launched(&self, kernel: &'static str) {
+        self.launches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut st = self.state.lock().unwrap();
+        if st.in_batch {
+            *st.names.entry(kernel).or_default() += 1;
+        }
+    }
+}
+
+impl crate::network::TrainProgress for BatchMeter {
+    fn epoch_started(&self, _epoch: usize, _epochs: usize, _batches: usize) {
+        let n = self.launches.load(std::sync::atomic::Ordering::Relaxed);
+        let mut st = self.state.lock().unwrap();
+        st.last = Some((std::time::Instant::now(), n));
+        st.in_batch = true;
+    }
+
+    fn batch_done(&self) {
+        let n = self.launches.load(std::sync::atomic::Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let mut st = self.state.lock().unwrap();
+        if let Some((t, k)) = st.last {
+            st.batches.push((n - k, (now - t).as_secs_f64()));
+        }
+        st.last = Some((now, n));
+    }
+
+    fn epoch_done(&self, _stats: &crate::network::EpochStats) {
+        self.state.lock().unwrap().in_batch = false;
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Trains the default GFR network on the built-in sample (its first `digits` training digits,
+/// all 6,000 with `None`) for `epochs` epochs.
 pub fn bench_network(
     n_nodes: usize,
     batch_size: usize,
     epochs: usize,
+    digits: Option<usize>,
     device_name: &str,
     device: burn::tensor::Device,
 ) -> NetworkBench {
     use crate::data::mnist;
-    use crate::network::{GfrNetwork, TrainSettings, default_neuron, train};
-    let (train_set, test_set) = mnist::builtin_sample();
+    use crate::network::{GfrNetwork, TrainSettings, adam, default_neuron, train_resumable};
+    let (mut train_set, mut test_set) = mnist::builtin_sample();
+    if let Some(n) = digits {
+        train_set = train_set.truncate(n);
+        let tests = n.min(test_set.len());
+        test_set = test_set.truncate(tests);
+    }
     let device = device.autodiff();
     // the same initial network every run
     device.seed(0);
@@ -142,7 +220,35 @@ pub fn bench_network(
         batch_size,
         seed: 0,
     };
-    let (_, history) = train(net, &train_set, &test_set, &settings, &device);
+    let meter = std::sync::Arc::new(BatchMeter::default());
+    let watching = cubecl::logging::LaunchObservation::new(meter.clone());
+    let (_, history) = train_resumable(
+        net,
+        adam(),
+        Vec::new(),
+        &train_set,
+        &test_set,
+        &settings,
+        &device,
+        None,
+        &*meter,
+    );
+    drop(watching);
+    let st = meter.state.lock().unwrap();
+    let batches = st.batches.len().max(1) as f64;
+    // by short name (`KernelBinop`, `ReduceKernel`, …), the generic variants together
+    let mut by_name = std::collections::HashMap::<String, usize>::new();
+    for (name, &n) in &st.names {
+        let short =
+            cubecl::config::type_name_format(name, cubecl::config::TypeNameFormatLevel::Short);
+        *by_name.entry(short).or_default() += n;
+    }
+    let mut top: Vec<(String, f64)> = by_name
+        .into_iter()
+        .map(|(name, n)| (name, n as f64 / batches))
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(12);
     NetworkBench {
         n_nodes,
         batch_size,
@@ -151,5 +257,8 @@ pub fn bench_network(
         seconds_per_epoch: history.iter().map(|h| h.seconds).sum::<f64>() / epochs as f64,
         test_accuracy_step1: history.last().map_or(f64::NAN, |h| h.test_accuracy_step1),
         peak_memory_mb: peak_memory_mb(),
+        kernels_per_batch: median(st.batches.iter().map(|b| b.0 as f64).collect()),
+        host_ms_per_batch: median(st.batches.iter().map(|b| b.1 * 1e3).collect()),
+        top_kernels: top,
     }
 }

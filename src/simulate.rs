@@ -383,7 +383,14 @@ pub fn simulate_into(
     name: &dyn Fn(&str) -> String,
     each: impl Fn(&SimulatedCell) + Sync,
 ) -> anyhow::Result<Vec<u64>> {
-    check_cell_list(&dir.cell_ids(), cells, first_id, overwrite, "data_dir", name)?;
+    check_cell_list(
+        &dir.cell_ids(),
+        cells,
+        first_id,
+        overwrite,
+        "data_dir",
+        name,
+    )?;
     let ids = simulate_cells(first_id, cells, seed, truth, |cell| {
         cell.recording.save(dir)?;
         each(&cell);
@@ -514,7 +521,12 @@ pub fn simulate_nwb_into(
     let ids = crate::parallel::map_on_cores((0..cells).collect(), |k| {
         let cell = simulate_nwb_cell(first_id + k as u64, k, seed);
         let path = nwb_dir.join(format!("{}.nwb", cell.cell_id));
-        crate::data::nwb2_write::write_nwb2(&path, &cell.cell_id.to_string(), &cell.sweeps, NWB_SAMPLING_RATE)?;
+        crate::data::nwb2_write::write_nwb2(
+            &path,
+            &cell.cell_id.to_string(),
+            &cell.sweeps,
+            NWB_SAMPLING_RATE,
+        )?;
         each(&cell);
         Ok(cell.cell_id)
     })

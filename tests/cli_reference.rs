@@ -9,7 +9,11 @@ use common::*;
 fn commands(reference: &str) -> Vec<Vec<String>> {
     reference
         .lines()
-        .filter_map(|l| l.strip_prefix("## `gfr")?.strip_suffix('`').map(str::to_string))
+        .filter_map(|l| {
+            l.strip_prefix("## `gfr")?
+                .strip_suffix('`')
+                .map(str::to_string)
+        })
         .map(|rest| rest.split_whitespace().map(str::to_string).collect())
         .collect()
 }
@@ -37,15 +41,26 @@ fn reference_names_every_flag_of_every_command() {
     let reference = ok(&gfr(&["reference"]));
     let cmds = commands(&reference);
     assert!(cmds.len() >= 15, "{cmds:?}");
-    for cmd in [&["fit"][..], &["network"], &["dataset", "build"], &["preprocess"]] {
-        assert!(cmds.iter().any(|c| c == cmd), "{cmd:?} not in the reference");
+    for cmd in [
+        &["fit"][..],
+        &["network"],
+        &["dataset", "build"],
+        &["preprocess"],
+    ] {
+        assert!(
+            cmds.iter().any(|c| c == cmd),
+            "{cmd:?} not in the reference"
+        );
     }
     for cmd in &cmds {
         let mut args: Vec<&str> = cmd.iter().map(String::as_str).collect();
         args.push("--help");
         let help = ok(&gfr(&args));
         // this command's section of the reference
-        let head = format!("## `gfr{}`", cmd.iter().map(|c| format!(" {c}")).collect::<String>());
+        let head = format!(
+            "## `gfr{}`",
+            cmd.iter().map(|c| format!(" {c}")).collect::<String>()
+        );
         let section = reference.split(&head).nth(1).unwrap();
         let section = section.split("\n## `gfr").next().unwrap();
         // the flags the help defines: option lines (`  -h, --help`, `      --bin-size <N>`)
@@ -55,7 +70,11 @@ fn reference_names_every_flag_of_every_command() {
             .flat_map(|l| {
                 let t = l.trim_start();
                 // (a short help has the description after two spaces on the same line)
-                let head = if t.starts_with('-') { t.split("  ").next().unwrap() } else { "" };
+                let head = if t.starts_with('-') {
+                    t.split("  ").next().unwrap()
+                } else {
+                    ""
+                };
                 let alias = t.find("[alias").map_or("", |k| &t[k..]);
                 head.split(|c: char| c.is_whitespace() || ",[]=".contains(c))
                     .chain(alias.split(|c: char| c.is_whitespace() || ",[]=".contains(c)))
@@ -66,7 +85,10 @@ fn reference_names_every_flag_of_every_command() {
             if f == "--help" || f == "--version" {
                 continue;
             }
-            assert!(section.contains(&format!("`{f}")) || section.contains(&format!("`{}", &f[2..])), "gfr {cmd:?}: {f} is in --help but not in the reference");
+            assert!(
+                section.contains(&format!("`{f}")) || section.contains(&format!("`{}", &f[2..])),
+                "gfr {cmd:?}: {f} is in --help but not in the reference"
+            );
         }
     }
 }
@@ -87,8 +109,16 @@ fn completions_and_man_pages_cover_every_command() {
     let dir = scratch("man");
     ok(&gfr(&["reference", "--man", s(&dir)]));
     for c in &cmds {
-        let page = dir.join(format!("gfr{}.1", c.iter().map(|x| format!("-{x}")).collect::<String>()));
-        let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
-        assert!(text.starts_with(".ie") || text.contains(".TH"), "{}", page.display());
+        let page = dir.join(format!(
+            "gfr{}.1",
+            c.iter().map(|x| format!("-{x}")).collect::<String>()
+        ));
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{}",
+            page.display()
+        );
     }
 }

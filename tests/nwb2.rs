@@ -352,7 +352,11 @@ fn simulated_nwb2_cells_run_through_the_pipeline() {
         let rec = read_recording(&path, &Nwb2Options::default()).unwrap();
         assert!(!rec.spikes_stored);
         assert_eq!(rec.sweeps.len(), cell.sweeps.len(), "{:?}", rec.notes);
-        let names: Vec<&str> = rec.sweeps.iter().map(|(_, s)| s.stimulus_name.as_str()).collect();
+        let names: Vec<&str> = rec
+            .sweeps
+            .iter()
+            .map(|(_, s)| s.stimulus_name.as_str())
+            .collect();
         for name in ["Long Square", "Ramp", "Noise 1", "Noise 2"] {
             assert!(names.contains(&name), "{names:?}");
         }
@@ -373,24 +377,45 @@ fn simulated_nwb2_cells_run_through_the_pipeline() {
     // the CLI, from another folder: simulate, preprocess, fit
     let nwb = dir.join("cell_types");
     let data = dir.join("data");
-    let out = ok(&gfr(&["simulate", "--cells", "2", "--seed", "4", "--nwb-dir", s(&nwb)]));
+    let out = ok(&gfr(&[
+        "simulate",
+        "--cells",
+        "2",
+        "--seed",
+        "4",
+        "--nwb-dir",
+        s(&nwb),
+    ]));
     assert!(out.contains("wrote 2 NWB 2 files"), "{out}");
     assert!(nwb.join("900000001.nwb").is_file() && nwb.join("900000002.nwb").is_file());
     assert!(!dir.join("data").exists(), "no processed data is written");
     // a list of other cells is kept unless --overwrite
-    let err = exits_with(
-        &gfr(&["simulate", "--cells", "3", "--nwb-dir", s(&nwb)]),
-        1,
+    let err = exits_with(&gfr(&["simulate", "--cells", "3", "--nwb-dir", s(&nwb)]), 1);
+    assert!(
+        err.contains("cell_ids.csv exists") && err.contains("--nwb-dir"),
+        "{err}"
     );
-    assert!(err.contains("cell_ids.csv exists") && err.contains("--nwb-dir"), "{err}");
     let ids = nwb.join("cell_ids.csv");
     let out = ok(&gfr(&[
-        "preprocess", "--nwb-dir", s(&nwb), "--cell-ids", s(&ids), "--data-dir", s(&data),
+        "preprocess",
+        "--nwb-dir",
+        s(&nwb),
+        "--cell-ids",
+        s(&ids),
+        "--data-dir",
+        s(&data),
     ]));
     assert!(out.contains("2 done"), "{out}");
     let out = ok(&gfr(&[
-        "fit", s(&ids), "--data-dir", s(&data), "--config-path", "configs/test.json",
-        "--save-path", s(&dir.join("params")), "--quiet",
+        "fit",
+        s(&ids),
+        "--data-dir",
+        s(&data),
+        "--config-path",
+        "configs/test.json",
+        "--save-path",
+        s(&dir.join("params")),
+        "--quiet",
     ]));
     assert!(out.contains("2 cells: 2 saved"), "{out}");
     // --truth gfr has no voltage to write
@@ -398,5 +423,8 @@ fn simulated_nwb2_cells_run_through_the_pipeline() {
         &gfr(&["simulate", "--truth", "gfr", "--nwb-dir", s(&dir.join("x"))]),
         1,
     );
-    assert!(err.contains("--truth") || err.contains("--nwb-dir"), "{err}");
+    assert!(
+        err.contains("--truth") || err.contains("--nwb-dir"),
+        "{err}"
+    );
 }

@@ -57,12 +57,23 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
             a.n_nodes,
             a.batch_size,
             a.epochs.max(1),
+            None,
             a.device.backend().name(),
             device,
         );
         println!("seconds per epoch   {:.3}", b.seconds_per_epoch);
         println!("test acc (step 1)   {:.3}", b.test_accuracy_step1);
         println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
+        println!("host ms per batch   {:.2}", b.host_ms_per_batch);
+        if b.kernels_per_batch > 0.0 {
+            println!("kernels per batch   {:.0}", b.kernels_per_batch);
+            println!("  most launched, per batch:");
+            for (name, n) in &b.top_kernels {
+                println!("  {n:>6.1}  {name}");
+            }
+        } else {
+            println!("kernels per batch   0 (the CPU backend launches none)");
+        }
         if let Some(p) = a.json {
             gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
         }

@@ -52,7 +52,11 @@ pub fn reference(a: ReferenceArgs) -> Result<()> {
                 .with_context(|| format!("--man {}: cannot create the folder", dir.display()))?;
             clap_mangen::generate_to(Cli::command(), &dir)
                 .with_context(|| format!("--man {}: cannot write the man pages", dir.display()))?;
-            eprintln!("man pages written to {} (man -l {}/gfr.1)", dir.display(), dir.display());
+            eprintln!(
+                "man pages written to {} (man -l {}/gfr.1)",
+                dir.display(),
+                dir.display()
+            );
         }
     }
     Ok(())

@@ -94,7 +94,14 @@ impl Nwb2Writer {
     /// Writes one sweep: its voltage and stimulus series.
     pub fn sweep(&self, s: &Nwb2Sweep) -> Result<()> {
         let parts = [
-            (&self.acquisition, "CurrentClampSeries", "AD0", &s.voltage_mv, 1e-3f32, "volts"),
+            (
+                &self.acquisition,
+                "CurrentClampSeries",
+                "AD0",
+                &s.voltage_mv,
+                1e-3f32,
+                "volts",
+            ),
             (
                 &self.presentation,
                 "CurrentClampStimulusSeries",
@@ -131,7 +138,9 @@ impl Nwb2Writer {
         g.set_attr_numeric("sweep_number", &s.number)?;
         let b = g.new_dataset::<f32>().shape([data.len()]);
         let d = if self.chunked && !data.is_empty() {
-            b.chunk(&[65_536.min(data.len())]).deflate(1).create("data")?
+            b.chunk(&[65_536.min(data.len())])
+                .deflate(1)
+                .create("data")?
         } else {
             b.create("data")?
         };

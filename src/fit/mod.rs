@@ -917,10 +917,12 @@ pub fn fit_and_save_batch(
         // a cell that never fires is skipped; processed data that is missing or cannot be
         // read fails the cell
         let loaded_cell = CellRecording::load(&opts.data_dir, cell_id)
-            .map_err(|e| match e.downcast_ref::<crate::data::processed::NeverFires>() {
-                Some(_) => CellError::Skip(format!("{e:#}")),
-                None => CellError::Fail(format!("{e:#}")),
-            })
+            .map_err(
+                |e| match e.downcast_ref::<crate::data::processed::NeverFires>() {
+                    Some(_) => CellError::Skip(format!("{e:#}")),
+                    None => CellError::Fail(format!("{e:#}")),
+                },
+            )
             .and_then(|cell| load_cell(&cell, opts, previous[i].as_ref(), progress));
         match loaded_cell {
             Ok(c) => loaded.push((i, c)),

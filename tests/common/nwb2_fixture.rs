@@ -3,11 +3,11 @@
 //! path; not a test crate of its own).
 #![allow(dead_code)]
 
+use gfr::data::nwb2_write::{Nwb2Sweep, Nwb2Writer};
 use gfr::simulate::{AdexParams, FiringType};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
-use gfr::data::nwb2_write::{Nwb2Sweep, Nwb2Writer};
 use rust_hdf5::H5Group;
 
 pub const RATE: f64 = 50_000.0;
