@@ -18,7 +18,14 @@ gfr.preprocess(ids, nwb_dir, data_dir="gfr-pipeline/data")      # binned traces 
 reports = gfr.fit(ids, data_dir="gfr-pipeline/data", save_path="gfr-pipeline/params")
 for r in reports:
     print(f"cell {r['cell_id']}: {r['status']}, validation EVR {r['val_evr']}")
-gfr.build_dataset("gfr-pipeline/params", "gfr-pipeline/dataset.pickle", min_val_evr=0.0)
-neuron = gfr.load_gfr_model("gfr-pipeline/dataset.pickle", ids[0], bin_size=20)
-step = np.concatenate([np.zeros(25), np.full(50, 150.0), np.zeros(25)])  # pA per 20 ms bin
-print("rate (spikes/ms) per bin:", np.round(neuron.predict(step), 3))
+# every fitted cell, whatever its EVR and loss (the defaults keep val EVR > 0.5, loss < 0.45)
+gfr.build_dataset(
+    "gfr-pipeline/params", "gfr-pipeline/dataset.pickle", min_val_evr=0.0, max_train_loss=float("inf")
+)
+fitted = [r["cell_id"] for r in reports if r["status"] == "saved"]
+if not fitted:
+    sys.exit("no cell was fitted: see the messages above")
+neuron = gfr.load_gfr_model("gfr-pipeline/dataset.pickle", fitted[0], bin_size=20)
+threshold = neuron.params["g"]["b"][0]  # the activation's threshold b (pA)
+step = np.concatenate([np.zeros(25), np.full(50, 1.5 * threshold), np.zeros(25)])  # pA per bin
+print(f"cell {fitted[0]}: rate (spikes/ms) per bin:", np.round(neuron.predict(step), 3))
