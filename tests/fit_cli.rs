@@ -112,7 +112,12 @@ fn a_bad_cell_is_reported_and_the_others_are_fitted() {
     gfr::data::processed::write_processed(&p13, &sweeps).unwrap();
     std::fs::write(data.join("cell_ids.csv"), "11,12,13,14\n").unwrap();
 
-    let out = ok(&fit("configs/test.json", &data, &params, &[]));
+    // the others are done; the bad cells fail (exit 3), each named with its file
+    let out = exits_with(&fit("configs/test.json", &data, &params, &[]), 3);
+    assert!(
+        out.contains("4 cells: 1 saved, 0 kept previous, 0 skipped, 3 failed"),
+        "{out}"
+    );
     assert!(
         params.join("bin20_actv20").join("11.pickle").exists(),
         "{out}"
