@@ -185,8 +185,6 @@ impl Cascade {
     }
 }
 
-/// Independent stretches of a long trace filtered side by side (see [`pass`]).
-const LANES: usize = 4;
 
 /// Samples after which the effect of a filter's state has decayed below 1e-20 of its size:
 /// twice the decay time of its slowest pole (|z|² = a2 for each complex pair).
@@ -199,11 +197,30 @@ fn warm_up(sos: &[Sos; 2]) -> usize {
 /// steady state of the first sample it sees.
 ///
 /// The recursion is a chain of dependent multiply-adds (latency-bound on one stretch), so a
-/// long trace is cut into [`LANES`] stretches filtered side by side in one loop. Each stretch
+/// long trace is cut into stretches filtered side by side in one loop (4, or 8 where the CPU
+/// has AVX2: two registers of four; the same operations, so the same numbers). Each stretch
 /// after the first starts from the state reached over the [`warm_up`] samples before it,
 /// where the earlier samples' effect has decayed to below 1e-20 of the signal: it matches
 /// the sequential pass to rounding (tests/spikes.rs compares).
 fn pass<const FWD: bool>(sos: &[Sos; 2], x: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above)
+        return unsafe { pass_avx2::<FWD>(sos, x) };
+    }
+    pass_lanes::<FWD, 4>(sos, x)
+}
+
+/// [`pass`] compiled for AVX2, with 8 stretches (no fused multiply-adds: the same numbers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pass_avx2<const FWD: bool>(sos: &[Sos; 2], x: &mut [f64]) {
+    pass_lanes::<FWD, 8>(sos, x)
+}
+
+/// [`pass`] with `LANES` stretches side by side.
+#[inline(always)]
+fn pass_lanes<const FWD: bool, const LANES: usize>(sos: &[Sos; 2], x: &mut [f64]) {
     let n = x.len();
     if n == 0 {
         return;
