@@ -395,20 +395,26 @@ fn simulated_nwb2_cells_run_through_the_pipeline() {
         err.contains("cell_ids.csv exists") && err.contains("--nwb-dir"),
         "{err}"
     );
-    let ids = nwb.join("cell_ids.csv");
+    // no lists given: preprocess takes NWB_DIR/cell_ids.csv and writes DATA_DIR/cell_ids.csv,
+    // which fit reads
     let out = ok(&gfr(&[
         "preprocess",
         "--nwb-dir",
         s(&nwb),
-        "--cell-ids",
-        s(&ids),
         "--data-dir",
         s(&data),
     ]));
-    assert!(out.contains("2 done"), "{out}");
+    assert!(
+        out.contains("2 done") && out.contains("2 cells from"),
+        "{out}"
+    );
+    let listed = std::fs::read_to_string(data.join("cell_ids.csv")).unwrap();
+    assert_eq!(
+        listed,
+        std::fs::read_to_string(nwb.join("cell_ids.csv")).unwrap()
+    );
     let out = ok(&gfr(&[
         "fit",
-        s(&ids),
         "--data-dir",
         s(&data),
         "--config-path",
@@ -418,6 +424,23 @@ fn simulated_nwb2_cells_run_through_the_pipeline() {
         "--quiet",
     ]));
     assert!(out.contains("2 cells: 2 saved"), "{out}");
+    // a list of other cells in DATA_DIR is kept, and said so
+    let one = dir.join("one.csv");
+    std::fs::write(&one, "900000001\n").unwrap();
+    let out = ok(&gfr(&[
+        "preprocess",
+        "--nwb-dir",
+        s(&nwb),
+        "--cell-ids",
+        s(&one),
+        "--data-dir",
+        s(&data),
+    ]));
+    assert!(out.contains("lists other cells (2): kept"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("cell_ids.csv")).unwrap(),
+        listed
+    );
     // --truth gfr has no voltage to write
     let err = exits_with(
         &gfr(&["simulate", "--truth", "gfr", "--nwb-dir", s(&dir.join("x"))]),

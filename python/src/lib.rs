@@ -516,8 +516,10 @@ fn simulate(
 /// Preprocesses Allen Cell Types recordings (NWB 1 or 2) into binned current / firing-rate
 /// traces (as `gfr preprocess`), writing `data_dir/processed_data/` and `max_firing_rates/`.
 ///
-/// cell_ids: a list of ids, the path of a CSV of ids, or None for every cell of the metadata
-///     table (its ids are then written to `data_dir/cell_ids.csv`).
+/// cell_ids: a list of ids, the path of a CSV of ids, or None for `nwb_dir/cell_ids.csv` when
+///     there (as `simulate(nwb_dir=...)` writes it), else every cell of the metadata table.
+///     The list is written to `data_dir/cell_ids.csv` (which `fit` reads by default) unless
+///     one of other cells is there.
 /// nwb_dir: folder of NWB files, `specimen_{id}/ephys.nwb` (Allen SDK cache) or `{id}.nwb`.
 /// metadata: the Allen metadata table (default: data/metadata.csv when in the working
 ///     folder, else the copy built into gfr).
@@ -543,8 +545,11 @@ fn preprocess<'py>(
     let summary = run(py, Some(&watch), || {
         let ids = match ids {
             Some(ids) => ids,
-            None => gfr::data::preprocess::metadata_cells(&data, metadata.as_deref())?.0,
+            None => gfr::data::preprocess::default_cells(&nwb_dir, &data, metadata.as_deref())?.0,
         };
+        if let Some(note) = gfr::data::preprocess::record_cell_list(&data, &ids)? {
+            eprintln!("{note}");
+        }
         gfr::data::preprocess::preprocess_cells(&nwb_dir, &data, &ids, &PreprocessWatch(&watch))
     })?;
     let out = PyList::empty(py);

@@ -13,8 +13,9 @@ use super::{OutputDataDir, ProgressBars, say};
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
 pub(super) struct PreprocessArgs {
-    /// CSV of cell ids; without it, every cell of the metadata table (written to
-    /// DATA_DIR/cell_ids.csv).
+    /// CSV of cell ids; without it, NWB_DIR/cell_ids.csv when there (as `gfr simulate
+    /// --nwb-dir` writes it), else every cell of the metadata table. The list is written to
+    /// DATA_DIR/cell_ids.csv, which `gfr fit` reads, unless one of other cells is there.
     #[arg(long = "cell-ids", visible_alias = "cell_ids")]
     cell_ids: Option<PathBuf>,
     /// Folder of NWB files: `specimen_{id}/ephys.nwb` (Allen SDK cache) or `{id}.nwb`.
@@ -65,21 +66,26 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
             let (ids, source) = match online {
                 Some(listed) => listed,
                 None => {
-                    let (ids, source) =
-                        gfr::data::preprocess::metadata_cells(&data, a.metadata.as_deref())
-                            .context("without --cell-ids the cell list comes from --metadata")?;
+                    let (ids, source) = gfr::data::preprocess::default_cells(
+                        &a.nwb_dir,
+                        &data,
+                        a.metadata.as_deref(),
+                    )
+                    .context(
+                        "without --cell-ids the cell list comes from NWB_DIR/cell_ids.csv or --metadata",
+                    )?;
                     super::note_builtin_metadata(&source);
                     (ids, source)
                 }
             };
-            eprintln!(
-                "{} cells from {source}; ids written to {}",
-                ids.len(),
-                data.cell_ids().display()
-            );
+            eprintln!("{} cells from {source}", ids.len());
             ids
         }
     };
+    match gfr::data::preprocess::record_cell_list(&data, &ids)? {
+        Some(note) => eprintln!("{note}"),
+        None => eprintln!("cell ids in {}", data.cell_ids().display()),
+    }
     if a.download {
         let missing: Vec<u64> = ids
             .iter()

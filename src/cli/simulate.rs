@@ -29,7 +29,7 @@ pub(super) struct SimulateArgs {
     overwrite: bool,
     /// Write NWB 2 files instead of processed data: NWB_DIR/{id}.nwb (pynwb / IPFX layout,
     /// 50 kHz, the membrane potential with spike waveforms) and NWB_DIR/cell_ids.csv, for
-    /// `gfr preprocess --nwb-dir NWB_DIR --cell-ids NWB_DIR/cell_ids.csv` (AdEx cells only).
+    /// `gfr preprocess --nwb-dir NWB_DIR` (AdEx cells only).
     #[arg(long = "nwb-dir", visible_alias = "nwb_dir", conflicts_with = "truth")]
     nwb_dir: Option<std::path::PathBuf>,
 }
@@ -64,12 +64,11 @@ pub(super) fn run(a: SimulateArgs) -> Result<()> {
         )?;
         bar.finish_and_clear();
         println!(
-            "wrote {} NWB 2 files to {} (ids in {}); next: gfr preprocess --nwb-dir {} --cell-ids {}",
+            "wrote {} NWB 2 files to {} (ids in {}); next: gfr preprocess --nwb-dir {}",
             ids.len(),
             nwb_dir.display(),
             nwb_dir.join("cell_ids.csv").display(),
             nwb_dir.display(),
-            nwb_dir.join("cell_ids.csv").display()
         );
         return Ok(());
     }

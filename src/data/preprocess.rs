@@ -225,6 +225,40 @@ pub fn metadata_cells(
     Ok((ids, source))
 }
 
+/// The cells to preprocess when no list is given: `NWB_DIR/cell_ids.csv` when there (as
+/// `gfr simulate --nwb-dir` writes it), else every cell of the metadata table
+/// ([`metadata_cells`]); and where they came from.
+pub fn default_cells(
+    nwb_dir: &Path,
+    data: &DataDir,
+    metadata: Option<&Path>,
+) -> anyhow::Result<(Vec<u64>, String)> {
+    let listed = nwb_dir.join("cell_ids.csv");
+    if listed.is_file() {
+        let ids = super::read_cell_ids(&listed)?;
+        return Ok((ids, listed.display().to_string()));
+    }
+    metadata_cells(data, metadata)
+}
+
+/// Records the cells being preprocessed as `DATA_DIR/cell_ids.csv` (the list `gfr fit` reads by
+/// default) when there is none. A list there of other cells is kept: the returned note says so.
+pub fn record_cell_list(data: &DataDir, ids: &[u64]) -> anyhow::Result<Option<String>> {
+    let path = data.cell_ids();
+    if !path.exists() {
+        super::write_cell_ids(&path, ids)?;
+        return Ok(None);
+    }
+    let old = super::read_cell_ids(&path).unwrap_or_default();
+    Ok((old != ids).then(|| {
+        format!(
+            "{} lists other cells ({}): kept; give gfr fit the list of these cells",
+            path.display(),
+            old.len()
+        )
+    }))
+}
+
 /// Preprocesses every cell of `cell_ids` (see [`preprocess_cell_with`]), reporting through
 /// `progress`. The NWB 2 stimulus-name mapping is read once, as [`Nwb2Options::for_nwb_dir`]
 /// says; an unreadable mapping file is an error before any cell.

@@ -185,7 +185,6 @@ impl Cascade {
     }
 }
 
-
 /// Samples after which the effect of a filter's state has decayed below 1e-20 of its size:
 /// twice the decay time of its slowest pole (|z|² = a2 for each complex pair).
 fn warm_up(sos: &[Sos; 2]) -> usize {
