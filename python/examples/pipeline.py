@@ -1,10 +1,11 @@
 """From NWB files to fitted GFR neurons to predicted rates.
 
-    python examples/pipeline.py NWB_DIR CELL_ID [CELL_ID ...]
+    python python/examples/pipeline.py NWB_DIR CELL_ID [CELL_ID ...]
 
 NWB_DIR holds `{id}.nwb` or `specimen_{id}/ephys.nwb` (NWB 1 or 2); everything is written under
 ./gfr-pipeline/.
 """
+import pathlib
 import sys
 
 import numpy as np
@@ -12,7 +13,10 @@ import numpy as np
 import gfr
 
 nwb_dir, ids = sys.argv[1], [int(x) for x in sys.argv[2:]]
-sweeps = gfr.read_nwb(f"{nwb_dir}/{ids[0]}.nwb")                 # one dict per sweep
+first = pathlib.Path(nwb_dir, f"{ids[0]}.nwb")
+if not first.exists():
+    first = pathlib.Path(nwb_dir, f"specimen_{ids[0]}", "ephys.nwb")  # the Allen SDK's layout
+sweeps = gfr.read_nwb(first)                                      # one dict per sweep
 print(f"cell {ids[0]}: {len(sweeps)} sweeps, {sum(len(s['spike_times_s']) for s in sweeps)} spikes")
 gfr.preprocess(ids, nwb_dir, data_dir="gfr-pipeline/data")      # binned traces per cell
 reports = gfr.fit(ids, data_dir="gfr-pipeline/data", save_path="gfr-pipeline/params")

@@ -545,7 +545,7 @@ fn preprocess<'py>(
     let summary = run(py, Some(&watch), || {
         let ids = match ids {
             Some(ids) => ids,
-            None => gfr::data::preprocess::default_cells(&nwb_dir, &data, metadata.as_deref())?.0,
+            None => gfr::data::preprocess::default_cells(&nwb_dir, metadata.as_deref())?.0,
         };
         if let Some(note) = gfr::data::preprocess::record_cell_list(&data, &ids)? {
             eprintln!("{note}");

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use gfr::data::{DataDir, read_cell_ids, write_cell_ids};
+use gfr::data::{DataDir, read_cell_ids};
 
 use super::{OutputDataDir, ProgressBars, say};
 
@@ -54,7 +54,6 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
             let online = match a.download.then(gfr::data::download::list_cells) {
                 Some(Ok(mut ids)) => {
                     ids.sort_unstable();
-                    write_cell_ids(&data.cell_ids(), &ids)?;
                     Some((ids, "the Allen Brain Atlas API".to_string()))
                 }
                 Some(Err(e)) => {
@@ -66,11 +65,8 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
             let (ids, source) = match online {
                 Some(listed) => listed,
                 None => {
-                    let (ids, source) = gfr::data::preprocess::default_cells(
-                        &a.nwb_dir,
-                        &data,
-                        a.metadata.as_deref(),
-                    )
+                    let (ids, source) =
+                        gfr::data::preprocess::default_cells(&a.nwb_dir, a.metadata.as_deref())
                     .context(
                         "without --cell-ids the cell list comes from NWB_DIR/cell_ids.csv or --metadata",
                     )?;

@@ -212,16 +212,11 @@ impl PreprocessSummary {
 }
 
 /// Every cell of the metadata table at `metadata` (without one, as
-/// [`crate::dataset::cre_lines`] says), sorted; the ids are written to `DATA_DIR/cell_ids.csv`.
-/// Also says where they came from.
-pub fn metadata_cells(
-    data: &DataDir,
-    metadata: Option<&Path>,
-) -> anyhow::Result<(Vec<u64>, String)> {
+/// [`crate::dataset::cre_lines`] says), sorted, and where they came from.
+pub fn metadata_cells(metadata: Option<&Path>) -> anyhow::Result<(Vec<u64>, String)> {
     let (cre, source) = crate::dataset::cre_lines(metadata)?;
     let mut ids: Vec<u64> = cre.into_keys().collect();
     ids.sort_unstable();
-    super::write_cell_ids(&data.cell_ids(), &ids)?;
     Ok((ids, source))
 }
 
@@ -230,7 +225,6 @@ pub fn metadata_cells(
 /// ([`metadata_cells`]); and where they came from.
 pub fn default_cells(
     nwb_dir: &Path,
-    data: &DataDir,
     metadata: Option<&Path>,
 ) -> anyhow::Result<(Vec<u64>, String)> {
     let listed = nwb_dir.join("cell_ids.csv");
@@ -238,7 +232,7 @@ pub fn default_cells(
         let ids = super::read_cell_ids(&listed)?;
         return Ok((ids, listed.display().to_string()));
     }
-    metadata_cells(data, metadata)
+    metadata_cells(metadata)
 }
 
 /// Records the cells being preprocessed as `DATA_DIR/cell_ids.csv` (the list `gfr fit` reads by
