@@ -5,8 +5,9 @@
 use gfr::device::{Backend, wgpu_available};
 
 /// `gfr bench --network` counts the kernels a training mini-batch launches on wgpu (none on
-/// the CPU): a guard that launches per batch do not grow past what was measured (152 at
-/// H = 128 on Mesa, 2026-12-04; issue #27 asks for at most 40).
+/// the CPU): a guard that launches per batch do not grow past what was measured (121 at
+/// H = 16 and 128 on Mesa, 2026-12-04, after the clipping kernels; 152 before; issue #27 asks
+/// for at most 40).
 #[test]
 fn kernels_per_batch_are_counted_and_do_not_grow() {
     let cpu =
@@ -42,4 +43,11 @@ fn kernels_per_batch_are_counted_and_do_not_grow() {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(adam, 10.0, "one fused Adam kernel per parameter: {b:?}");
+    let squares: f64 = b
+        .top_kernels
+        .iter()
+        .filter(|(name, _)| name.contains("SquaredSum"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(squares, 10.0, "one squared-sum kernel per gradient: {b:?}");
 }

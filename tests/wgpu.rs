@@ -121,3 +121,50 @@ fn the_fused_adam_step_is_burns() {
         }
     }
 }
+
+/// The clipping factor computed on wgpu (one launch per gradient and one more) against the
+/// same factor from the values in f64: clipped, not clipped, and a NaN norm (factor 1).
+#[test]
+fn the_device_clip_factor_is_the_global_norms() {
+    use burn::tensor::{Tensor, TensorData};
+    if !wgpu_available() {
+        eprintln!("SKIPPED the_device_clip_factor_is_the_global_norms: no wgpu adapter");
+        return;
+    }
+    let device = Backend::Wgpu.device().unwrap();
+    // sizes below, at and far above one cube's 256 units
+    let sizes = [1usize, 255, 256, 300, 16_384, 70_001];
+    let values: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            (0..n)
+                .map(|i| ((i * 7 + k * 13) as f32 * 0.37).sin() * (k as f32 + 0.5))
+                .collect()
+        })
+        .collect();
+    let norm = values
+        .iter()
+        .flatten()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
+    let grads = |values: &[Vec<f32>]| -> Vec<Tensor<1>> {
+        values
+            .iter()
+            .map(|v| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), &device))
+            .collect()
+    };
+    for max_norm in [norm / 3.0, norm * 2.0] {
+        let f = gfr::optim::device_clip_factor(grads(&values), max_norm as f32)
+            .unwrap()
+            .into_scalar::<f32>() as f64;
+        let want = if norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
+        assert!((f - want).abs() <= 1e-5 * want, "max {max_norm}: {f} vs {want}");
+    }
+    let mut bad = values.clone();
+    bad[3][7] = f32::NAN;
+    let f = gfr::optim::device_clip_factor(grads(&bad), 1.0).unwrap().into_scalar::<f32>();
+    assert_eq!(f, 1.0, "a NaN norm leaves the gradients as they are");
+    assert!(gfr::optim::device_clip_factor(Vec::new(), 1.0).is_none());
+}

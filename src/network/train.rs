@@ -162,20 +162,17 @@ pub(crate) fn batch_tensors(
     )
 }
 
-/// Collects the squared norm of every gradient of a module.
-struct SquaredNorm<'a> {
+/// Collects every gradient of a module, flattened, in the module's order.
+struct Flattened<'a> {
     grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
+    all: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for SquaredNorm<'_> {
+impl ModuleVisitor for Flattened<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let sq = (g.clone() * g).sum();
-            self.total = Some(match self.total.take() {
-                Some(t) => t + sq,
-                None => sq,
-            });
+            let n = g.shape().num_elements();
+            self.all.push(g.reshape([n]));
         }
     }
 }
@@ -205,10 +202,21 @@ impl ModuleVisitor for Scale<'_> {
 /// and the gradients are scaled only when it is over; on a GPU the scale min(1, max_norm /
 /// norm) stays on the device (reading the norm would wait for the device every batch).
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) {
-    let mut norm = SquaredNorm { grads, total: None };
-    module.visit(&mut norm);
-    let Some(total) = norm.total else { return };
-    let factor = if crate::device::is_cpu(&total.device()) {
+    let mut flat = Flattened {
+        grads,
+        all: Vec::new(),
+    };
+    module.visit(&mut flat);
+    let Some(first) = flat.all.first() else {
+        return;
+    };
+    let factor = if crate::device::is_cpu(&first.device()) {
+        let total = flat
+            .all
+            .into_iter()
+            .map(|g| (g.clone() * g).sum())
+            .reduce(|a, b| a + b)
+            .expect("one gradient at least");
         let n = (total.into_scalar::<f32>() as f64).sqrt();
         // (a NaN norm leaves the gradients as they are)
         if !(n > max_norm) {
@@ -216,10 +224,11 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
         }
         Factor::Host(max_norm / (n + 1e-6))
     } else {
-        let n = total.sqrt();
-        let scale = n.clone().add_scalar(1e-6).recip() * max_norm;
         // 1 unless the norm is over: also for a NaN norm, as on the CPU
-        Factor::Device(scale.mask_fill(n.greater_elem(max_norm).bool_not(), 1.0))
+        match crate::optim::device_clip_factor(flat.all, max_norm as f32) {
+            Some(f) => Factor::Device(f),
+            None => return,
+        }
     };
     module.visit(&mut Scale { grads, factor });
 }

@@ -131,3 +131,126 @@ pub(super) fn adam_step<const D: usize>(
         BurnTensor::from_dispatch(v),
     )
 }
+
+/// The global-norm clipping factor of a step's gradients on the device, in P + 1 launches
+/// (P gradients) instead of about four per gradient with Burn's operations.
+#[backend_extension(Cube)]
+pub trait ClipKernels: Backend {
+    /// Writes Σ g² of `grad` into `sums[slot]` (one cube: 256 units, then a tree in shared
+    /// memory) and hands `sums` back.
+    fn squared_sum_into(
+        grad: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        slot: usize,
+    ) -> FloatTensor<Self>;
+    /// `[1]`: max_norm / (‖g‖ + 1e-6) where ‖g‖ = √(Σ sums) exceeds `max_norm`, else 1 (also
+    /// for a NaN norm).
+    fn clip_factor(sums: FloatTensor<Self>, max_norm: f32) -> FloatTensor<Self>;
+}
+
+#[cube(launch)]
+fn squared_sum_kernel<F: Float>(
+    grad: &Tensor<F>,
+    sums: &mut Tensor<F>,
+    slot: InputScalar,
+    #[comptime] units: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let u = UNIT_POS_X as usize;
+    let n = grad.len();
+    let mut acc = F::new(0.0);
+    let mut i = u;
+    while i < n {
+        let g = grad[i];
+        acc += g * g;
+        i += units;
+    }
+    let mut shared = Shared::<[F]>::new_slice(units);
+    shared[u] = acc;
+    sync_cube();
+    let mut stride = (CUBE_DIM_X / 2) as usize;
+    while stride > 0 {
+        if u < stride {
+            shared[u] = shared[u] + shared[u + stride];
+        }
+        sync_cube();
+        stride = stride / 2;
+    }
+    if u == 0 {
+        let k = u32::cast_from(slot.get::<F>()) as usize;
+        sums[k] = shared[0];
+    }
+}
+
+#[cube(launch)]
+fn clip_factor_kernel<F: Float>(
+    sums: &Tensor<F>,
+    factor: &mut Tensor<F>,
+    max_norm: InputScalar,
+    #[define(F)] _dtype: ElemType,
+) {
+    if ABSOLUTE_POS == 0 {
+        let mut total = F::new(0.0);
+        for k in 0..sums.len() {
+            total += sums[k];
+        }
+        let norm = total.sqrt();
+        let max = max_norm.get::<F>();
+        let mut f = F::new(1.0);
+        if norm > max {
+            f = max / (norm + F::new(1e-6));
+        }
+        factor[0] = f;
+    }
+}
+
+impl ClipKernels for Cube {
+    fn squared_sum_into(
+        grad: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        slot: usize,
+    ) -> FloatTensor<Self> {
+        let grad = into_contiguous(grad);
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(grad.dtype);
+        squared_sum_kernel::launch(
+            &grad.client.clone(),
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(UNITS),
+            grad.into_tensor_arg(),
+            sums.clone().into_tensor_arg(),
+            InputScalar::new(slot as f32, dtype),
+            UNITS as usize,
+            dtype,
+        );
+        sums
+    }
+
+    fn clip_factor(sums: FloatTensor<Self>, max_norm: f32) -> FloatTensor<Self> {
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(sums.dtype);
+        let factor = empty(&sums, [1].into());
+        clip_factor_kernel::launch(
+            &sums.client.clone(),
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(1),
+            sums.into_tensor_arg(),
+            factor.clone().into_tensor_arg(),
+            InputScalar::new(max_norm, dtype),
+            dtype,
+        );
+        factor
+    }
+}
+
+/// The clipping factor `[1]` for gradients (flattened) to global L2 norm `max_norm`, on a
+/// wgpu device: min(1, max_norm / (‖g‖ + 1e-6)), 1 for a NaN norm. None without gradients.
+pub(super) fn clip_factor(grads: Vec<BurnTensor<1>>, max_norm: f32) -> Option<BurnTensor<1>> {
+    use burn::backend::Dispatch;
+    let first = grads.first()?;
+    let mut sums = BurnTensor::<1>::empty([grads.len()], &first.device()).into_dispatch();
+    for (slot, g) in grads.into_iter().enumerate() {
+        sums = <Dispatch as ClipKernels>::squared_sum_into(g.into_dispatch(), sums, slot);
+    }
+    Some(BurnTensor::from_dispatch(
+        <Dispatch as ClipKernels>::clip_factor(sums, max_norm),
+    ))
+}

@@ -19,6 +19,13 @@ const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
 
+/// The factor `[1]` that clips gradients (flattened) to global L2 norm `max_norm` on a wgpu
+/// device, computed there in one launch per gradient and one more: min(1, max_norm /
+/// (‖g‖ + 1e-6)), 1 for a NaN norm. None without gradients.
+pub fn device_clip_factor(grads: Vec<Tensor<1>>, max_norm: f32) -> Option<Tensor<1>> {
+    cube::clip_factor(grads, max_norm)
+}
+
 /// A fresh Adam (no moments yet).
 pub fn adam() -> ModuleOptimizer {
     ModuleOptimizer::from(GfrAdam::new())
