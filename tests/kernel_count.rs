@@ -5,9 +5,9 @@
 use gfr::device::{Backend, wgpu_available};
 
 /// `gfr bench --network` counts the kernels a training mini-batch launches on wgpu (none on
-/// the CPU): a guard that launches per batch do not grow past what was measured (121 at
-/// H = 16 and 128 on Mesa, 2026-12-04, after the clipping kernels; 152 before; issue #27 asks
-/// for at most 40).
+/// the CPU): a guard that launches per batch do not grow past what was measured (107 at
+/// H = 16 and 128 on Mesa, 2026-12-04; 152 before the clipping, packing and unpacking kernels;
+/// issue #27 asks for at most 40).
 #[test]
 fn kernels_per_batch_are_counted_and_do_not_grow() {
     let cpu =

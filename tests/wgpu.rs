@@ -159,12 +159,21 @@ fn the_device_clip_factor_is_the_global_norms() {
         let f = gfr::optim::device_clip_factor(grads(&values), max_norm as f32)
             .unwrap()
             .into_scalar::<f32>() as f64;
-        let want = if norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
-        assert!((f - want).abs() <= 1e-5 * want, "max {max_norm}: {f} vs {want}");
+        let want = if norm > max_norm {
+            max_norm / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        assert!(
+            (f - want).abs() <= 1e-5 * want,
+            "max {max_norm}: {f} vs {want}"
+        );
     }
     let mut bad = values.clone();
     bad[3][7] = f32::NAN;
-    let f = gfr::optim::device_clip_factor(grads(&bad), 1.0).unwrap().into_scalar::<f32>();
+    let f = gfr::optim::device_clip_factor(grads(&bad), 1.0)
+        .unwrap()
+        .into_scalar::<f32>();
     assert_eq!(f, 1.0, "a NaN norm leaves the gradients as they are");
     assert!(gfr::optim::device_clip_factor(Vec::new(), 1.0).is_none());
 }

@@ -8,7 +8,7 @@
 use burn::backend::Cube;
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Shape, Slice, TensorMetadata};
+use burn::backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -394,24 +394,27 @@ impl ScanKernels for Cube {
             coupled,
             dtype,
         );
-        // per-sequence partial sums → sums over the batch, then the rows split by parameter
-        let summed = Self::float_reshape(
-            Self::float_sum_dim(d_params, 0),
-            Shape::new([neurons, width]),
+        // per-sequence partial sums → sums over the batch, split by parameter (one kernel)
+        let [alpha, beta, coeffs, threshold] =
+            [&x.alpha, &x.beta, &x.coeffs, &x.threshold].map(|t| empty(t, t.shape()));
+        let n = (neurons * width) as u32;
+        unpack_grads_kernel::launch(
+            &x.current.client,
+            CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+            CubeDim::new_1d(UNITS),
+            d_params.into_tensor_arg(),
+            alpha.clone().into_tensor_arg(),
+            beta.clone().into_tensor_arg(),
+            coeffs.clone().into_tensor_arg(),
+            threshold.clone().into_tensor_arg(),
+            dtype,
         );
-        let part = |from: usize, to: usize, shape: Shape| {
-            let cols = Self::float_slice(
-                summed.clone(),
-                &[Slice::from(0..neurons), Slice::from(from..to)],
-            );
-            Self::float_reshape(into_contiguous(cols), shape)
-        };
         ScanGrads {
             current: d_current,
-            alpha: part(0, nf, x.alpha.shape()),
-            beta: part(nf, 2 * nf, x.beta.shape()),
-            coeffs: part(2 * nf, 2 * nf + kk, x.coeffs.shape()),
-            threshold: part(2 * nf + kk, width, x.threshold.shape()),
+            alpha,
+            beta,
+            coeffs,
+            threshold,
             recurrent: None,
         }
     }
@@ -425,19 +428,100 @@ fn lengths(x: &ScanInputs<Cube>) -> CubeTensor {
     ))
 }
 
-/// One row per neuron: [α (n), β (n), c (K), b, σ, γ] — one binding instead of six.
+/// One row per neuron: [α (n), β (n), c (K), b, σ, γ] — one binding instead of six, packed
+/// by one kernel (the inputs are contiguous: see `contiguous`).
 fn pack(x: &ScanInputs<Cube>) -> CubeTensor {
-    let neurons = x.alpha.shape().dims::<2>()[0];
-    let column = |t: &CubeTensor| Cube::float_reshape(t.clone(), Shape::new([neurons, 1]));
-    into_contiguous(Cube::float_cat(
-        vec![
-            x.alpha.clone(),
-            x.beta.clone(),
-            x.coeffs.clone(),
-            column(&x.threshold),
-            column(&x.max_current),
-            column(&x.max_rate),
-        ],
-        1,
-    ))
+    let [neurons, nf] = x.alpha.shape().dims::<2>();
+    let kk = x.coeffs.shape().dims::<2>()[1];
+    let out = empty(&x.alpha, Shape::new([neurons, 2 * nf + kk + 3]));
+    let n = out.shape().num_elements() as u32;
+    if n == 0 {
+        return out;
+    }
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(x.alpha.dtype);
+    pack_kernel::launch(
+        &x.alpha.client,
+        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        CubeDim::new_1d(UNITS),
+        x.alpha.clone().into_tensor_arg(),
+        x.beta.clone().into_tensor_arg(),
+        x.coeffs.clone().into_tensor_arg(),
+        x.threshold.clone().into_tensor_arg(),
+        x.max_current.clone().into_tensor_arg(),
+        x.max_rate.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        dtype,
+    );
+    out
+}
+
+/// The scan's parameter gradients `[B, N, 2n + K + 1]` (per sequence) summed over the batch
+/// and split into α `[N, n]`, β `[N, n]`, c `[N, K]` and b `[N]`.
+#[cube(launch)]
+fn unpack_grads_kernel<F: Float>(
+    d_params: &Tensor<F>,
+    alpha: &mut Tensor<F>,
+    beta: &mut Tensor<F>,
+    coeffs: &mut Tensor<F>,
+    threshold: &mut Tensor<F>,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = ABSOLUTE_POS;
+    let batch = d_params.shape(0);
+    let row = d_params.shape(1) * d_params.shape(2);
+    if i < row {
+        let width = d_params.shape(2);
+        let nf = alpha.shape(1);
+        let kk = coeffs.shape(1);
+        let j = i / width;
+        let c = i % width;
+        let mut sum = F::new(0.0);
+        for b in 0..batch {
+            sum += d_params[b * row + i];
+        }
+        if c < nf {
+            alpha[j * nf + c] = sum;
+        } else if c < 2 * nf {
+            beta[j * nf + c - nf] = sum;
+        } else if c < 2 * nf + kk {
+            coeffs[j * kk + c - 2 * nf] = sum;
+        } else {
+            threshold[j] = sum;
+        }
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn pack_kernel<F: Float>(
+    alpha: &Tensor<F>,
+    beta: &Tensor<F>,
+    coeffs: &Tensor<F>,
+    threshold: &Tensor<F>,
+    max_current: &Tensor<F>,
+    max_rate: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = ABSOLUTE_POS;
+    if i < out.len() {
+        let width = out.shape(1);
+        let nf = alpha.shape(1);
+        let kk = coeffs.shape(1);
+        let j = i / width;
+        let c = i % width;
+        let mut v = max_rate[j];
+        if c < nf {
+            v = alpha[j * nf + c];
+        } else if c < 2 * nf {
+            v = beta[j * nf + c - nf];
+        } else if c < 2 * nf + kk {
+            v = coeffs[j * kk + c - 2 * nf];
+        } else if c == 2 * nf + kk {
+            v = threshold[j];
+        } else if c == 2 * nf + kk + 1 {
+            v = max_current[j];
+        }
+        out[i] = v;
+    }
 }
