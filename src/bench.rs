@@ -133,12 +133,13 @@ pub struct NetworkBench {
 /// [`crate::network::TrainProgress`] at once.
 #[derive(Default)]
 struct BatchMeter {
-    launches: std::sync::atomic::AtomicUsize,
     state: std::sync::Mutex<MeterState>,
 }
 
 #[derive(Default)]
 struct MeterState {
+    /// Kernels launched so far.
+    launches: usize,
     /// When the last batch ended (or the epoch started), and the launches by then.
     last: Option<(std::time::Instant, usize)>,
     /// Per batch: launches and seconds.
@@ -151,9 +152,8 @@ struct MeterState {
 
 impl cubecl::logging::LaunchObserver for BatchMeter {
     fn launched(&self, kernel: &'static str) {
-        self.launches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut st = self.state.lock().unwrap();
+        st.launches += 1;
         if st.in_batch {
             *st.names.entry(kernel).or_default() += 1;
         }
@@ -162,16 +162,15 @@ impl cubecl::logging::LaunchObserver for BatchMeter {
 
 impl crate::network::TrainProgress for BatchMeter {
     fn epoch_started(&self, _epoch: usize, _epochs: usize, _batches: usize) {
-        let n = self.launches.load(std::sync::atomic::Ordering::Relaxed);
         let mut st = self.state.lock().unwrap();
-        st.last = Some((std::time::Instant::now(), n));
+        st.last = Some((std::time::Instant::now(), st.launches));
         st.in_batch = true;
     }
 
     fn batch_done(&self) {
-        let n = self.launches.load(std::sync::atomic::Ordering::Relaxed);
         let now = std::time::Instant::now();
         let mut st = self.state.lock().unwrap();
+        let n = st.launches;
         if let Some((t, k)) = st.last {
             st.batches.push((n - k, (now - t).as_secs_f64()));
         }

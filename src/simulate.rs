@@ -468,11 +468,8 @@ fn stimulus_code(name: &str) -> &'static str {
 /// waveforms and 0.1 mV recording noise, NaN after the Ramp's recording stops; deterministic.
 pub fn simulate_nwb_cell(cell_id: u64, index: usize, seed: u64) -> SimulatedNwbCell {
     let rate = NWB_SAMPLING_RATE;
-    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
-    let kind = FiringType::ALL[index % 4];
-    let mut p = AdexParams::sample(kind, &mut rng);
-    let rheo = p.rheobase();
-    p.noise_std = 0.15 * rheo;
+    let mut rng = cell_rng(index, seed);
+    let (p, description, rheo) = adex_cell(index, &mut rng);
     let normal = Normal::new(0.0, 0.1).unwrap();
     let (mut sweeps, mut spike_times) = (Vec::new(), Vec::new());
     for (k, s) in protocol_at(rheo, rate, &mut rng).into_iter().enumerate() {
@@ -482,7 +479,7 @@ pub fn simulate_nwb_cell(cell_id: u64, index: usize, seed: u64) -> SimulatedNwbC
             .map(|x| (x * 1e3 + normal.sample(&mut rng)) as f32)
             .collect();
         if s.stimulus_name == "Ramp" {
-            let stop = samples(ONSET_S + 6.5, rate).min(voltage_mv.len());
+            let stop = samples(RAMP_RECORDING_END_S, rate).min(voltage_mv.len());
             voltage_mv[stop..].iter_mut().for_each(|x| *x = f32::NAN);
             spikes.retain(|&t| t < stop as f64 / rate);
         }
@@ -496,7 +493,7 @@ pub fn simulate_nwb_cell(cell_id: u64, index: usize, seed: u64) -> SimulatedNwbC
     }
     SimulatedNwbCell {
         cell_id,
-        description: format!("AdEx {}, rheobase {rheo:.0} pA", kind.name()),
+        description,
         sweeps,
         spike_times,
     }
@@ -505,7 +502,7 @@ pub fn simulate_nwb_cell(cell_id: u64, index: usize, seed: u64) -> SimulatedNwbC
 /// `gfr simulate --nwb-dir`: cells `first_id, first_id + 1, …` of the AdEx population drawn
 /// from `seed`, each written as `nwb_dir/{id}.nwb` (NWB 2, [`simulate_nwb_cell`]) as soon as it
 /// is simulated (then handed to `each`), and their ids to `nwb_dir/cell_ids.csv`, which
-/// `gfr preprocess --cell-ids` reads. The checks of [`simulate_into`] apply. Returns the ids.
+/// `gfr preprocess --nwb-dir` takes. The checks of [`simulate_into`] apply. Returns the ids.
 #[allow(clippy::too_many_arguments)]
 pub fn simulate_nwb_into(
     nwb_dir: &std::path::Path,
@@ -538,13 +535,10 @@ pub fn simulate_nwb_into(
 
 /// Simulates cell `index` of a population drawn from `seed`; deterministic.
 pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) -> SimulatedCell {
-    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
+    let mut rng = cell_rng(index, seed);
     let (raw, sweeps, description, truth_params) = match truth {
         GroundTruth::Adex => {
-            let kind = FiringType::ALL[index % 4];
-            let mut p = AdexParams::sample(kind, &mut rng);
-            let rheo = p.rheobase();
-            p.noise_std = 0.15 * rheo;
+            let (p, description, rheo) = adex_cell(index, &mut rng);
             let mut sweeps = protocol(rheo, &mut rng);
             let mut binned = Vec::with_capacity(sweeps.len());
             for s in &mut sweeps {
@@ -557,12 +551,7 @@ pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) 
                 // of MB)
                 (s.stimulus, s.response) = (Vec::new(), Vec::new());
             }
-            (
-                sweeps,
-                binned,
-                format!("AdEx {}, rheobase {rheo:.0} pA", kind.name()),
-                None,
-            )
+            (sweeps, binned, description, None)
         }
         GroundTruth::Gfr => {
             let neuron = gfr_truth(&mut rng);
@@ -599,10 +588,32 @@ pub fn simulate_cell(cell_id: u64, index: usize, seed: u64, truth: GroundTruth) 
 /// The Ramp's voltage recording stops 0.5 s after the ramp's last sample.
 fn cut_ramp_recording(sweeps: &mut [RawSweep]) {
     for s in sweeps.iter_mut().filter(|s| s.stimulus_name == "Ramp") {
-        let stop = samples(ONSET_S + 6.5, s.sampling_rate).min(s.response.len());
+        let stop = samples(RAMP_RECORDING_END_S, s.sampling_rate).min(s.response.len());
         s.response[stop..].iter_mut().for_each(|v| *v = 0.0);
-        s.spike_times.retain(|&t| t < ONSET_S + 6.5);
+        s.spike_times.retain(|&t| t < RAMP_RECORDING_END_S);
     }
+}
+
+/// Where a Ramp's voltage recording stops (s): 0.5 s after the ramp's last sample.
+const RAMP_RECORDING_END_S: f64 = ONSET_S + 6.5;
+
+/// The random stream of cell `index` of the population drawn from `seed`.
+fn cell_rng(index: usize, seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index as u64))
+}
+
+/// The AdEx neuron of cell `index` (its firing type cycles through the four), with intrinsic
+/// noise of 0.15 × its rheobase; its description and rheobase (pA).
+fn adex_cell(index: usize, rng: &mut StdRng) -> (AdexParams, String, f64) {
+    let kind = FiringType::ALL[index % 4];
+    let mut p = AdexParams::sample(kind, rng);
+    let rheo = p.rheobase();
+    p.noise_std = 0.15 * rheo;
+    (
+        p,
+        format!("AdEx {}, rheobase {rheo:.0} pA", kind.name()),
+        rheo,
+    )
 }
 
 /// A plausible GFR neuron at 20 ms bins: fast input filters with a slow rate adaptation.

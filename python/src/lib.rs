@@ -548,7 +548,7 @@ fn preprocess<'py>(
             None => gfr::data::preprocess::default_cells(&nwb_dir, metadata.as_deref())?.0,
         };
         if let Some(note) = gfr::data::preprocess::record_cell_list(&data, &ids)? {
-            eprintln!("{note}");
+            watch.say(&note);
         }
         gfr::data::preprocess::preprocess_cells(&nwb_dir, &data, &ids, &PreprocessWatch(&watch))
     })?;

@@ -211,18 +211,9 @@ impl PreprocessSummary {
     }
 }
 
-/// Every cell of the metadata table at `metadata` (without one, as
-/// [`crate::dataset::cre_lines`] says), sorted, and where they came from.
-pub fn metadata_cells(metadata: Option<&Path>) -> anyhow::Result<(Vec<u64>, String)> {
-    let (cre, source) = crate::dataset::cre_lines(metadata)?;
-    let mut ids: Vec<u64> = cre.into_keys().collect();
-    ids.sort_unstable();
-    Ok((ids, source))
-}
-
 /// The cells to preprocess when no list is given: `NWB_DIR/cell_ids.csv` when there (as
-/// `gfr simulate --nwb-dir` writes it), else every cell of the metadata table
-/// ([`metadata_cells`]); and where they came from.
+/// `gfr simulate --nwb-dir` writes it), else every cell of the metadata table at `metadata`
+/// (without one, as [`crate::dataset::cre_lines`] says), sorted; and where they came from.
 pub fn default_cells(
     nwb_dir: &Path,
     metadata: Option<&Path>,
@@ -232,7 +223,10 @@ pub fn default_cells(
         let ids = super::read_cell_ids(&listed)?;
         return Ok((ids, listed.display().to_string()));
     }
-    metadata_cells(metadata)
+    let (cre, source) = crate::dataset::cre_lines(metadata)?;
+    let mut ids: Vec<u64> = cre.into_keys().collect();
+    ids.sort_unstable();
+    Ok((ids, source))
 }
 
 /// Records the cells being preprocessed as `DATA_DIR/cell_ids.csv` (the list `gfr fit` reads by

@@ -225,10 +225,10 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
         Factor::Host(max_norm / (n + 1e-6))
     } else {
         // 1 unless the norm is over: also for a NaN norm, as on the CPU
-        match crate::optim::device_clip_factor(flat.all, max_norm as f32) {
-            Some(f) => Factor::Device(f),
-            None => return,
-        }
+        Factor::Device(
+            crate::optim::device_clip_factor(flat.all, max_norm as f32)
+                .expect("one gradient at least"),
+        )
     };
     module.visit(&mut Scale { grads, factor });
 }
