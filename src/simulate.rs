@@ -418,6 +418,12 @@ fn check_cell_list(
             name("cells")
         )));
     }
+    if first_id.checked_add(cells as u64 - 1).is_none() {
+        return Err(crate::error::invalid(format!(
+            "{} {first_id}: the ids of {cells} cells from it do not fit in 64 bits",
+            name("first_id")
+        )));
+    }
     let new_ids: Vec<u64> = (0..cells as u64).map(|k| first_id + k).collect();
     if ids_csv.exists() && !overwrite {
         let old = crate::data::read_cell_ids(ids_csv).unwrap_or_default();

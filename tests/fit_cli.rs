@@ -493,6 +493,32 @@ fn bad_numeric_flags_are_refused() {
     assert!(e.contains("--history-scale -1"), "{e}");
     let e = fails(&gfr(&["network", "--train-limit", "0", "--offline"]));
     assert!(e.contains("--train-limit"), "{e}");
+    let e = exits_with(
+        &gfr(&[
+            "simulate",
+            "--cells",
+            "2",
+            "--first-id",
+            "18446744073709551615",
+            "--data-dir",
+            s(&dir.join("ovf")),
+        ]),
+        1,
+    );
+    assert!(e.contains("--first-id 18446744073709551615"), "{e}");
+    assert!(!dir.join("ovf").exists(), "nothing written: {e}");
+    let e = exits_with(&gfr(&["spikes", "--cell-id", "5", "--dv-cutoff", "-1"]), 1);
+    assert!(
+        e.contains("--dv-cutoff -1"),
+        "the flag before the file: {e}"
+    );
+    for flag in ["--n-nodes", "--batch-size", "--epochs"] {
+        let e = exits_with(&gfr(&["bench", "--network", flag, "0"]), 1);
+        assert!(
+            e.contains(&format!("{flag} 0")) && !e.contains("panicked"),
+            "{e}"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 

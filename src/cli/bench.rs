@@ -46,6 +46,15 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
     }
     let device = a.device.backend().device().context("--device")?;
     if a.network {
+        for (flag, value) in [
+            ("--n-nodes", a.n_nodes),
+            ("--batch-size", a.batch_size),
+            ("--epochs", a.epochs),
+        ] {
+            if value == 0 {
+                bail!("{flag} 0: must be at least 1");
+            }
+        }
         eprintln!(
             "benchmark: {} epochs of the default GFR network, H = {}, batch {}, on {}",
             a.epochs,
@@ -56,7 +65,7 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
         let b = gfr::bench::bench_network(
             a.n_nodes,
             a.batch_size,
-            a.epochs.max(1),
+            a.epochs,
             None,
             a.device.backend().name(),
             device,

@@ -45,6 +45,13 @@ pub(super) struct SpikesArgs {
 }
 
 pub(super) fn run(a: SpikesArgs) -> Result<()> {
+    // the flags first, then the file
+    let params = SpikeParams {
+        dv_cutoff: a.dv_cutoff,
+        min_peak: a.min_peak,
+        ..SpikeParams::default()
+    };
+    params.check(&super::flag)?;
     let path = gfr::data::nwb::nwb_path(&a.nwb_dir, a.cell_id).with_context(|| {
         format!(
             "no NWB file for cell {id} in {dir} (looked for {dir}/specimen_{id}/ephys.nwb and {dir}/{id}.nwb)",
@@ -52,12 +59,6 @@ pub(super) fn run(a: SpikesArgs) -> Result<()> {
             dir = a.nwb_dir.display()
         )
     })?;
-    let params = SpikeParams {
-        dv_cutoff: a.dv_cutoff,
-        min_peak: a.min_peak,
-        ..SpikeParams::default()
-    };
-    params.check(&super::flag)?;
     let opts = Nwb2Options::for_nwb_dir(&a.nwb_dir)?;
     let (sweeps, notes) = cell_spikes(&path, &opts, &params)?;
     for n in &notes {
