@@ -146,7 +146,10 @@ struct MeterState {
     batches: Vec<(usize, f64)>,
     /// Launches per kernel name, over the batches.
     names: std::collections::HashMap<&'static str, usize>,
-    /// Whether a batch is under way (launches outside batches, the evaluation, not named).
+    /// Launches per kernel name since the last batch ended: added to `names` when the next
+    /// one ends, dropped when the epoch's evaluation follows instead.
+    pending: std::collections::HashMap<&'static str, usize>,
+    /// Whether an epoch's batches are under way (launches outside them not named).
     in_batch: bool,
 }
 
@@ -155,7 +158,7 @@ impl cubecl::logging::LaunchObserver for BatchMeter {
         let mut st = self.state.lock().unwrap();
         st.launches += 1;
         if st.in_batch {
-            *st.names.entry(kernel).or_default() += 1;
+            *st.pending.entry(kernel).or_default() += 1;
         }
     }
 }
@@ -164,6 +167,7 @@ impl crate::network::TrainProgress for BatchMeter {
     fn epoch_started(&self, _epoch: usize, _epochs: usize, _batches: usize) {
         let mut st = self.state.lock().unwrap();
         st.last = Some((std::time::Instant::now(), st.launches));
+        st.pending.clear();
         st.in_batch = true;
     }
 
@@ -175,10 +179,16 @@ impl crate::network::TrainProgress for BatchMeter {
             st.batches.push((n - k, (now - t).as_secs_f64()));
         }
         st.last = Some((now, n));
+        let MeterState { names, pending, .. } = &mut *st;
+        for (name, k) in pending.drain() {
+            *names.entry(name).or_default() += k;
+        }
     }
 
     fn epoch_done(&self, _stats: &crate::network::EpochStats) {
-        self.state.lock().unwrap().in_batch = false;
+        let mut st = self.state.lock().unwrap();
+        st.pending.clear();
+        st.in_batch = false;
     }
 }
 
@@ -247,7 +257,7 @@ pub fn bench_network(
         .map(|(name, n)| (name, n as f64 / batches))
         .collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    top.truncate(12);
+    top.truncate(16);
     NetworkBench {
         n_nodes,
         batch_size,

@@ -122,8 +122,9 @@ fn the_fused_adam_step_is_burns() {
     }
 }
 
-/// The clipping factor computed on wgpu (one launch per gradient and one more) against the
-/// same factor from the values in f64: clipped, not clipped, and a NaN norm (factor 1).
+/// The clipping factor computed on wgpu (one launch per eight gradients) against the same
+/// factor from the values in f64: clipped, not clipped, and a NaN norm (factor 1), for 1 to 17
+/// gradients (one, two and three launches).
 #[test]
 fn the_device_clip_factor_is_the_global_norms() {
     use burn::tensor::{Tensor, TensorData};
@@ -133,8 +134,10 @@ fn the_device_clip_factor_is_the_global_norms() {
     }
     let device = Backend::Wgpu.device().unwrap();
     // sizes below, at and far above one cube's 256 units
-    let sizes = [1usize, 255, 256, 300, 16_384, 70_001];
-    let values: Vec<Vec<f32>> = sizes
+    let sizes = [
+        1usize, 255, 256, 300, 16_384, 70_001, 3, 40, 1_000, 2, 128, 5_000, 7, 64, 999, 1, 513,
+    ];
+    let all: Vec<Vec<f32>> = sizes
         .iter()
         .enumerate()
         .map(|(k, &n)| {
@@ -143,37 +146,43 @@ fn the_device_clip_factor_is_the_global_norms() {
                 .collect()
         })
         .collect();
-    let norm = values
-        .iter()
-        .flatten()
-        .map(|&x| (x as f64) * (x as f64))
-        .sum::<f64>()
-        .sqrt();
     let grads = |values: &[Vec<f32>]| -> Vec<Tensor<1>> {
         values
             .iter()
             .map(|v| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), &device))
             .collect()
     };
-    for max_norm in [norm / 3.0, norm * 2.0] {
-        let f = gfr::optim::device_clip_factor(grads(&values), max_norm as f32)
-            .unwrap()
-            .into_scalar::<f32>() as f64;
-        let want = if norm > max_norm {
-            max_norm / (norm + 1e-6)
-        } else {
-            1.0
-        };
-        assert!(
-            (f - want).abs() <= 1e-5 * want,
-            "max {max_norm}: {f} vs {want}"
-        );
+    for count in [1, 6, 8, 9, 16, 17] {
+        let values = &all[..count];
+        let norm = values
+            .iter()
+            .flatten()
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt();
+        for max_norm in [norm / 3.0, norm * 2.0] {
+            let f = gfr::optim::device_clip_factor(grads(values), max_norm as f32)
+                .unwrap()
+                .into_scalar::<f32>() as f64;
+            let want = if norm > max_norm {
+                max_norm / (norm + 1e-6)
+            } else {
+                1.0
+            };
+            assert!(
+                (f - want).abs() <= 1e-5 * want,
+                "{count} gradients, max {max_norm}: {f} vs {want}"
+            );
+        }
+        // a NaN in the first and in the last gradient
+        for at in [0, count - 1] {
+            let mut bad = values.to_vec();
+            bad[at][0] = f32::NAN;
+            let f = gfr::optim::device_clip_factor(grads(&bad), 1.0)
+                .unwrap()
+                .into_scalar::<f32>();
+            assert_eq!(f, 1.0, "a NaN norm leaves the gradients as they are");
+        }
     }
-    let mut bad = values.clone();
-    bad[3][7] = f32::NAN;
-    let f = gfr::optim::device_clip_factor(grads(&bad), 1.0)
-        .unwrap()
-        .into_scalar::<f32>();
-    assert_eq!(f, 1.0, "a NaN norm leaves the gradients as they are");
     assert!(gfr::optim::device_clip_factor(Vec::new(), 1.0).is_none());
 }

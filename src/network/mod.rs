@@ -1,7 +1,9 @@
 //! Networks of GFR neurons on line-by-line MNIST (spec §5), with RNN and LSTM baselines.
 
+mod cube;
 pub mod diagnose;
 pub mod experiment;
+mod fused;
 pub mod model;
 pub mod train;
 

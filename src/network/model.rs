@@ -2,9 +2,10 @@
 //! a vanilla RNN and an LSTM as baselines.
 
 use burn::module::{Module, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Initializer, Linear, LinearConfig, Lstm, LstmConfig, LstmState};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::data::mnist::SIDE;
 use crate::neuron::{ActivationParams, GfrLayer, NeuronParams, activation_tensor1};
@@ -18,6 +19,30 @@ pub trait LineClassifier: Module + Clone {
     /// `images`: `[B, 28, 28]`, one row per step. Returns the logits `[B, 10]` of each of the
     /// `readouts` zero-input steps after the last row.
     fn readouts(&self, images: Tensor<3>, readouts: usize) -> Vec<Tensor<2>>;
+
+    /// What training minimises: the mean cross-entropy of the first readout of `images`
+    /// `[B, 28, 28]` against `labels` `[B]`, as `(objective, [loss, correct count])`. The
+    /// backward pass runs from `objective` (`[1]` or `[2]`: a count carries no gradient); the
+    /// pair `[2]` is without autodiff. By default Burn's operations on [`Self::readouts`].
+    fn batch_loss(&self, images: Tensor<3>, labels: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
+        cross_entropy(self, images, labels)
+    }
+}
+
+/// [`LineClassifier::batch_loss`] by Burn's operations.
+pub fn cross_entropy<M: LineClassifier>(
+    model: &M,
+    images: Tensor<3>,
+    labels: Tensor<1, Int>,
+) -> (Tensor<1>, Tensor<1>) {
+    let batch = labels.dims()[0];
+    let logits = model.readouts(images, 1).remove(0);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.clone(), labels.clone());
+    let correct = logits.argmax(1).reshape([batch]).equal(labels).int().sum();
+    let score = Tensor::cat(vec![loss.clone().inner(), correct.inner().float()], 0);
+    (loss, score)
 }
 
 /// The default neuron of spec §5: λ = [1, 1−e^−1, 1−e^−0.5, 1−e^−0.2], α = [4, 0, 0, 0],
@@ -389,6 +414,16 @@ impl LineClassifier for GfrNetwork {
                 self.output.forward(self.scaled_rates(r))
             })
             .collect()
+    }
+
+    /// On a GPU one fused operation (`network::fused`: seven kernels forward and back, where
+    /// Burn's operations launch about eighty); on the CPU, and where the fused kernels do not
+    /// fit the device, Burn's operations.
+    fn batch_loss(&self, images: Tensor<3>, labels: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
+        match super::fused::score(self, &images, &labels) {
+            Some(score) => (score.clone(), score.inner()),
+            None => cross_entropy(self, images, labels),
+        }
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -162,84 +161,6 @@ pub(crate) fn batch_tensors(
     )
 }
 
-/// Collects every gradient of a module, flattened, in the module's order.
-struct Flattened<'a> {
-    grads: &'a GradientsParams,
-    all: Vec<Tensor<1>>,
-}
-
-impl ModuleVisitor for Flattened<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.get::<D>(param.id) {
-            let n = g.shape().num_elements();
-            self.all.push(g.reshape([n]));
-        }
-    }
-}
-
-/// Scales every gradient of a module by one factor.
-struct Scale<'a> {
-    grads: &'a mut GradientsParams,
-    factor: Factor,
-}
-
-impl ModuleVisitor for Scale<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.remove::<D>(param.id) {
-            let g = match &self.factor {
-                Factor::Host(f) => g * *f,
-                Factor::Device(f) => {
-                    let f = f.clone().reshape([1; D]);
-                    g * f
-                }
-            };
-            self.grads.register(param.id, g);
-        }
-    }
-}
-
-/// Clips the gradients of `module` to global L2 norm `max_norm`. On the CPU the norm is read
-/// and the gradients are scaled only when it is over; on a GPU the scale min(1, max_norm /
-/// norm) stays on the device (reading the norm would wait for the device every batch).
-pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) {
-    let mut flat = Flattened {
-        grads,
-        all: Vec::new(),
-    };
-    module.visit(&mut flat);
-    let Some(first) = flat.all.first() else {
-        return;
-    };
-    let factor = if crate::device::is_cpu(&first.device()) {
-        let total = flat
-            .all
-            .into_iter()
-            .map(|g| (g.clone() * g).sum())
-            .reduce(|a, b| a + b)
-            .expect("one gradient at least");
-        let n = (total.into_scalar::<f32>() as f64).sqrt();
-        // (a NaN norm leaves the gradients as they are)
-        if !(n > max_norm) {
-            return;
-        }
-        Factor::Host(max_norm / (n + 1e-6))
-    } else {
-        // 1 unless the norm is over: also for a NaN norm, as on the CPU
-        Factor::Device(
-            crate::optim::device_clip_factor(flat.all, max_norm as f32)
-                .expect("one gradient at least"),
-        )
-    };
-    module.visit(&mut Scale { grads, factor });
-}
-
-/// A factor for every gradient: a number, or a `[1]` tensor on the gradients' device.
-#[allow(clippy::large_enum_variant)] // one per batch
-enum Factor {
-    Host(f64),
-    Device(Tensor<1>),
-}
-
 /// Mean loss, correct count and gradients of one slice of a batch, computed on a fork of the
 /// model (fresh autodiff leaves, same parameter ids) so that slices on different threads build
 /// separate graphs. The loss and count stay on the device, as a `[2]` tensor [loss, count].
@@ -251,13 +172,8 @@ fn slice_pass<M: LineClassifier>(
 ) -> (Tensor<1>, GradientsParams) {
     let model = model.fork(device);
     let (x, y) = batch_tensors(data, idx, device);
-    let logits = model.readouts(x, 1).remove(0);
-    let loss = CrossEntropyLossConfig::new()
-        .init(device)
-        .forward(logits.clone(), y.clone());
-    let correct = logits.argmax(1).reshape([idx.len()]).equal(y).int().sum();
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let score = Tensor::cat(vec![loss.inner(), correct.inner().float()], 0);
+    let (objective, score) = model.batch_loss(x, y);
+    let grads = GradientsParams::from_grads(objective.backward(), &model);
     (score, grads)
 }
 
@@ -446,7 +362,7 @@ pub fn evaluate<M: LineClassifier>(model: &M, data: &Mnist, device: &Device) -> 
     )
 }
 
-pub use crate::optim::adam;
+pub use crate::optim::{adam, clip_global_norm};
 
 /// Trains `model` with Adam on `train`, evaluating on `test` after each epoch, silently.
 /// `device` must be an autodiff device. Returns the trained model and the history.
@@ -489,10 +405,10 @@ pub fn train_resumable<M: LineClassifier>(
         order.shuffle(&mut rng);
         let mut scores = Vec::with_capacity(batches);
         for chunk in order.chunks(s.batch_size) {
-            let (score, mut grads) = batch_grads(&model, train, chunk, device);
+            let (score, grads) = batch_grads(&model, train, chunk, device);
             scores.push((chunk.len(), score));
-            clip_global_norm(&model, &mut grads, CLIP_NORM);
-            model = optim.step(s.schedule.lr_at(s.lr, step, steps), model, grads);
+            let lr = s.schedule.lr_at(s.lr, step, steps);
+            model = crate::optim::step_clipped(&mut optim, lr, model, grads, CLIP_NORM);
             step += 1;
             progress.batch_done();
             if progress.cancelled() {

@@ -4,7 +4,7 @@
 #![allow(clippy::assign_op_pattern)]
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Cube, TensorMetadata, backend_extension};
+use burn::backend::{Backend, Cube, ExtensionType, TensorMetadata, backend_extension};
 use burn_cubecl::kernel::into_contiguous;
 use cubecl::prelude::*;
 
@@ -21,10 +21,13 @@ const UNITS: u32 = 256;
 #[backend_extension(Cube)]
 pub trait AdamKernel: Backend {
     /// θ, g, m, v (one shape) → θ − lr · m′ f / (√v′ + ε′), m′ = β₁ m + (1 − β₁) g,
-    /// v′ = β₂ v + (1 − β₂) g², as (θ′, m′, v′).
+    /// v′ = β₂ v + (1 − β₂) g², as (θ′, m′, v′); with `scaled`, g is first multiplied by
+    /// `scale[0]` (the clipping factor; unread otherwise).
     fn adam_kernel(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        scaled: bool,
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
         step: AdamStep,
@@ -36,6 +39,7 @@ pub trait AdamKernel: Backend {
 fn adam_step_kernel<F: Float>(
     param: &Tensor<F>,
     grad: &Tensor<F>,
+    scale: &Tensor<F>,
     moment_1: &Tensor<F>,
     moment_2: &Tensor<F>,
     param_out: &mut Tensor<F>,
@@ -46,12 +50,16 @@ fn adam_step_kernel<F: Float>(
     factor: InputScalar,
     epsilon: InputScalar,
     lr: InputScalar,
+    #[comptime] scaled: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = ABSOLUTE_POS;
     if i < param.len() {
         let (b1, b2) = (beta_1.get::<F>(), beta_2.get::<F>());
-        let g = grad[i];
+        let mut g = grad[i];
+        if scaled {
+            g = g * scale[0];
+        }
         // Burn's operations in Burn's order (a driver may fuse a multiply-add: an f32 rounding)
         let m = moment_1[i] * b1 + g * (F::new(1.0) - b1);
         let v = moment_2[i] * b2 + (g * g) * (F::new(1.0) - b2);
@@ -66,12 +74,14 @@ impl AdamKernel for Cube {
     fn adam_kernel(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        scaled: bool,
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
         step: AdamStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let [param, grad, moment_1, moment_2] =
-            [param, grad, moment_1, moment_2].map(into_contiguous);
+        let [param, grad, scale, moment_1, moment_2] =
+            [param, grad, scale, moment_1, moment_2].map(into_contiguous);
         let out = [(); 3].map(|_| empty(&param, param.shape()));
         let n = param.shape().num_elements() as u32;
         if n == 0 {
@@ -87,6 +97,7 @@ impl AdamKernel for Cube {
             CubeDim::new_1d(UNITS),
             param.into_tensor_arg(),
             grad.into_tensor_arg(),
+            scale.into_tensor_arg(),
             moment_1.into_tensor_arg(),
             moment_2.into_tensor_arg(),
             out[0].clone().into_tensor_arg(),
@@ -97,6 +108,7 @@ impl AdamKernel for Cube {
             scalar(step.factor),
             scalar(step.epsilon),
             scalar(step.lr),
+            scaled,
             dtype,
         );
         let [p, m, v] = out;
@@ -109,18 +121,25 @@ pub(super) fn fits<const D: usize>(t: &BurnTensor<D>) -> bool {
     (t.shape().num_elements() as u64).div_ceil(UNITS as u64) <= 65_535
 }
 
-/// One Adam step of `param` (no moments yet: zeros), on a wgpu device.
+/// One Adam step of `param` (no moments yet: zeros) with `grad` scaled by `scale` `[1]` if
+/// given, on a wgpu device.
 pub(super) fn adam_step<const D: usize>(
     param: BurnTensor<D>,
     grad: BurnTensor<D>,
+    scale: Option<BurnTensor<1>>,
     moments: Option<(BurnTensor<D>, BurnTensor<D>)>,
     step: AdamStep,
 ) -> (BurnTensor<D>, BurnTensor<D>, BurnTensor<D>) {
     use burn::backend::Dispatch;
     let (m, v) = moments.unwrap_or_else(|| (param.zeros_like(), param.zeros_like()));
+    let scaled = scale.is_some();
+    // without a scale the kernel reads none: any tensor binds the slot
+    let scale = scale.map_or_else(|| grad.clone().into_dispatch(), BurnTensor::into_dispatch);
     let (p, m, v) = <Dispatch as AdamKernel>::adam_kernel(
         param.into_dispatch(),
         grad.into_dispatch(),
+        scale,
+        scaled,
         m.into_dispatch(),
         v.into_dispatch(),
         step,
@@ -132,38 +151,97 @@ pub(super) fn adam_step<const D: usize>(
     )
 }
 
-/// The global-norm clipping factor of a step's gradients on the device, in P + 1 launches
-/// (P gradients) instead of about four per gradient with Burn's operations.
+/// Gradients one clipping launch reads.
+const PER_LAUNCH: usize = 8;
+
+/// Up to [`PER_LAUNCH`] gradients for one clipping launch: `count` of them, the other slots
+/// bound to the first and unread.
+#[derive(ExtensionType, Clone, Debug)]
+pub struct GradGroup<B: Backend> {
+    g0: FloatTensor<B>,
+    g1: FloatTensor<B>,
+    g2: FloatTensor<B>,
+    g3: FloatTensor<B>,
+    g4: FloatTensor<B>,
+    g5: FloatTensor<B>,
+    g6: FloatTensor<B>,
+    g7: FloatTensor<B>,
+    count: usize,
+}
+
+/// The global-norm clipping factor of a step's gradients on the device, in ⌈P / 8⌉ launches
+/// for P gradients (Burn's operations take about four per gradient).
 #[backend_extension(Cube)]
 pub trait ClipKernels: Backend {
-    /// Writes Σ g² of `grad` into `sums[slot]` (one cube: 256 units, then a tree in shared
-    /// memory) and hands `sums` back.
-    fn squared_sum_into(
-        grad: FloatTensor<Self>,
+    /// Writes Σ g² over the group's gradients into `sums[slot]` (one cube: 256 units stride
+    /// over each gradient in turn, then a tree in shared memory) and hands `sums` back. With
+    /// `max_norm` (the last group), also writes the factor from `sums[0..=slot]` into
+    /// `factor[0]`: max_norm / (‖g‖ + 1e-6) where ‖g‖ = √(Σ sums) exceeds it, else 1 (also
+    /// for a NaN norm).
+    fn clip_sums(
+        #[extension_type] group: GradGroup<Self>,
         sums: FloatTensor<Self>,
         slot: usize,
-    ) -> FloatTensor<Self>;
-    /// `[1]`: max_norm / (‖g‖ + 1e-6) where ‖g‖ = √(Σ sums) exceeds `max_norm`, else 1 (also
-    /// for a NaN norm).
-    fn clip_factor(sums: FloatTensor<Self>, max_norm: f32) -> FloatTensor<Self>;
+        factor: FloatTensor<Self>,
+        max_norm: Option<f32>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Σ g² over the entries of `grad` that unit `u` of `units` visits.
+#[cube]
+fn squares<F: Float>(grad: &Tensor<F>, u: usize, #[comptime] units: usize) -> F {
+    let mut acc = F::new(0.0);
+    let mut i = u;
+    while i < grad.len() {
+        let g = grad[i];
+        acc += g * g;
+        i += units;
+    }
+    acc
 }
 
 #[cube(launch)]
-fn squared_sum_kernel<F: Float>(
-    grad: &Tensor<F>,
+#[allow(clippy::too_many_arguments)]
+fn clip_sums_kernel<F: Float>(
+    g0: &Tensor<F>,
+    g1: &Tensor<F>,
+    g2: &Tensor<F>,
+    g3: &Tensor<F>,
+    g4: &Tensor<F>,
+    g5: &Tensor<F>,
+    g6: &Tensor<F>,
+    g7: &Tensor<F>,
     sums: &mut Tensor<F>,
+    factor: &mut Tensor<F>,
     slot: InputScalar,
+    max_norm: InputScalar,
+    #[comptime] count: usize,
+    #[comptime] last: bool,
     #[comptime] units: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let u = UNIT_POS_X as usize;
-    let n = grad.len();
-    let mut acc = F::new(0.0);
-    let mut i = u;
-    while i < n {
-        let g = grad[i];
-        acc += g * g;
-        i += units;
+    let mut acc = squares::<F>(g0, u, units);
+    if comptime!(count > 1) {
+        acc += squares::<F>(g1, u, units);
+    }
+    if comptime!(count > 2) {
+        acc += squares::<F>(g2, u, units);
+    }
+    if comptime!(count > 3) {
+        acc += squares::<F>(g3, u, units);
+    }
+    if comptime!(count > 4) {
+        acc += squares::<F>(g4, u, units);
+    }
+    if comptime!(count > 5) {
+        acc += squares::<F>(g5, u, units);
+    }
+    if comptime!(count > 6) {
+        acc += squares::<F>(g6, u, units);
+    }
+    if comptime!(count > 7) {
+        acc += squares::<F>(g7, u, units);
     }
     let mut shared = Shared::<[F]>::new_slice(units);
     shared[u] = acc;
@@ -179,65 +257,60 @@ fn squared_sum_kernel<F: Float>(
     if u == 0 {
         let k = u32::cast_from(slot.get::<F>()) as usize;
         sums[k] = shared[0];
-    }
-}
-
-#[cube(launch)]
-fn clip_factor_kernel<F: Float>(
-    sums: &Tensor<F>,
-    factor: &mut Tensor<F>,
-    max_norm: InputScalar,
-    #[define(F)] _dtype: ElemType,
-) {
-    if ABSOLUTE_POS == 0 {
-        let mut total = F::new(0.0);
-        for k in 0..sums.len() {
-            total += sums[k];
+        if last {
+            // the earlier groups' sums, written by earlier launches
+            let mut total = shared[0];
+            for j in 0..k {
+                total += sums[j];
+            }
+            let norm = total.sqrt();
+            let max = max_norm.get::<F>();
+            let mut f = F::new(1.0);
+            if norm > max {
+                f = max / (norm + F::new(1e-6));
+            }
+            factor[0] = f;
         }
-        let norm = total.sqrt();
-        let max = max_norm.get::<F>();
-        let mut f = F::new(1.0);
-        if norm > max {
-            f = max / (norm + F::new(1e-6));
-        }
-        factor[0] = f;
     }
 }
 
 impl ClipKernels for Cube {
-    fn squared_sum_into(
-        grad: FloatTensor<Self>,
+    fn clip_sums(
+        group: GradGroup<Self>,
         sums: FloatTensor<Self>,
         slot: usize,
-    ) -> FloatTensor<Self> {
-        let grad = into_contiguous(grad);
-        let dtype = burn::backend::cubecl::dtype_to_storage_type(grad.dtype);
-        squared_sum_kernel::launch(
-            &grad.client.clone(),
+        factor: FloatTensor<Self>,
+        max_norm: Option<f32>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let g = [
+            group.g0, group.g1, group.g2, group.g3, group.g4, group.g5, group.g6, group.g7,
+        ]
+        .map(into_contiguous);
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(g[0].dtype);
+        let client = g[0].client.clone();
+        let [g0, g1, g2, g3, g4, g5, g6, g7] = g.map(|t| t.into_tensor_arg());
+        clip_sums_kernel::launch(
+            &client,
             CubeCount::Static(1, 1, 1),
             CubeDim::new_1d(UNITS),
-            grad.into_tensor_arg(),
+            g0,
+            g1,
+            g2,
+            g3,
+            g4,
+            g5,
+            g6,
+            g7,
             sums.clone().into_tensor_arg(),
+            factor.clone().into_tensor_arg(),
             InputScalar::new(slot as f32, dtype),
+            InputScalar::new(max_norm.unwrap_or(0.0), dtype),
+            group.count,
+            max_norm.is_some(),
             UNITS as usize,
             dtype,
         );
-        sums
-    }
-
-    fn clip_factor(sums: FloatTensor<Self>, max_norm: f32) -> FloatTensor<Self> {
-        let dtype = burn::backend::cubecl::dtype_to_storage_type(sums.dtype);
-        let factor = empty(&sums, [1].into());
-        clip_factor_kernel::launch(
-            &sums.client.clone(),
-            CubeCount::Static(1, 1, 1),
-            CubeDim::new_1d(1),
-            sums.into_tensor_arg(),
-            factor.clone().into_tensor_arg(),
-            InputScalar::new(max_norm, dtype),
-            dtype,
-        );
-        factor
+        (sums, factor)
     }
 }
 
@@ -245,12 +318,26 @@ impl ClipKernels for Cube {
 /// wgpu device: min(1, max_norm / (‖g‖ + 1e-6)), 1 for a NaN norm. None without gradients.
 pub(super) fn clip_factor(grads: Vec<BurnTensor<1>>, max_norm: f32) -> Option<BurnTensor<1>> {
     use burn::backend::Dispatch;
-    let first = grads.first()?;
-    let mut sums = BurnTensor::<1>::empty([grads.len()], &first.device()).into_dispatch();
-    for (slot, g) in grads.into_iter().enumerate() {
-        sums = <Dispatch as ClipKernels>::squared_sum_into(g.into_dispatch(), sums, slot);
+    let first = grads.first()?.clone();
+    let device = first.device();
+    let groups = grads.len().div_ceil(PER_LAUNCH);
+    let mut sums = BurnTensor::<1>::empty([groups], &device).into_dispatch();
+    let mut factor = BurnTensor::<1>::empty([1], &device).into_dispatch();
+    for (slot, chunk) in grads.chunks(PER_LAUNCH).enumerate() {
+        let at = |k: usize| chunk.get(k).unwrap_or(&chunk[0]).clone().into_dispatch();
+        let group = GradGroup {
+            g0: at(0),
+            g1: at(1),
+            g2: at(2),
+            g3: at(3),
+            g4: at(4),
+            g5: at(5),
+            g6: at(6),
+            g7: at(7),
+            count: chunk.len(),
+        };
+        let last = (slot + 1 == groups).then_some(max_norm);
+        (sums, factor) = <Dispatch as ClipKernels>::clip_sums(group, sums, slot, factor, last);
     }
-    Some(BurnTensor::from_dispatch(
-        <Dispatch as ClipKernels>::clip_factor(sums, max_norm),
-    ))
+    Some(BurnTensor::from_dispatch(factor))
 }

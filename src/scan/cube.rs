@@ -240,40 +240,39 @@ fn scan_backward_kernel<F: Float>(
 }
 
 /// Launch geometry: (cube dim, cube count, shared length, coupled).
-fn geometry(
-    x: &ScanInputs<Cube>,
-    batch: usize,
-    neurons: usize,
-) -> (CubeDim, CubeCount, usize, bool) {
-    match x.weight() {
-        Some(_) => (
+fn geometry(coupled: bool, batch: usize, neurons: usize) -> (CubeDim, CubeCount, usize, bool) {
+    if coupled {
+        (
             CubeDim::new_1d(neurons as u32),
             CubeCount::Static(1, batch as u32, 1),
             neurons,
             true,
-        ),
-        None => {
-            let units = (neurons as u32).clamp(1, UNITS);
-            (
-                CubeDim::new_1d(units),
-                CubeCount::Static((neurons as u32).div_ceil(units), batch as u32, 1),
-                1,
-                false,
-            )
-        }
+        )
+    } else {
+        let units = (neurons as u32).clamp(1, UNITS);
+        (
+            CubeDim::new_1d(units),
+            CubeCount::Static((neurons as u32).div_ceil(units), batch as u32, 1),
+            1,
+            false,
+        )
     }
 }
 
-/// Whether the launch fits the device: with a recurrent weight one cube must hold every
-/// neuron of a sequence, and the batch is the cube count's second dimension. Otherwise the
-/// host implementation runs.
-fn fits(x: &ScanInputs<Cube>) -> bool {
-    let [batch, _, neurons] = x.current.shape().dims::<3>();
-    let hw = &x.current.client.properties().hardware;
+/// Whether the kernels can run `batch` sequences of `neurons` on `like`'s device: with a
+/// recurrent weight (`coupled`) one cube must hold every neuron of a sequence, and the batch
+/// is the cube count's second dimension. Otherwise the host implementation runs.
+pub(crate) fn fits_device(like: &CubeTensor, batch: usize, neurons: usize, coupled: bool) -> bool {
+    let hw = &like.client.properties().hardware;
     let units = hw.max_cube_dim.0.min(hw.max_units_per_cube);
     batch as u64 <= hw.max_cube_count.1 as u64
-        && (x.weight().is_none() || neurons as u64 <= units as u64)
+        && (!coupled || neurons as u64 <= units as u64)
         && (neurons as u32).div_ceil(UNITS) <= hw.max_cube_count.0
+}
+
+fn fits(x: &ScanInputs<Cube>) -> bool {
+    let [batch, _, neurons] = x.current.shape().dims::<3>();
+    fits_device(&x.current, batch, neurons, x.weight().is_some())
 }
 
 fn contiguous(x: &ScanInputs<Cube>) -> ScanInputs<Cube> {
@@ -301,43 +300,137 @@ pub(crate) fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
+/// What the kernels read, contiguous: P `[B, T, N]`, W `[N, N]` (if any), 1 − λ `[n]`, the
+/// packed neuron rows `[N, 2n + K + 3]` (see `pack`) and the valid bins as floats `[B, N]`.
+/// A caller that runs the forward and the backward pass (the network's fused step) builds it
+/// once for both.
+#[derive(Clone, Debug)]
+pub(crate) struct KernelInputs {
+    pub current: CubeTensor,
+    pub weight: Option<CubeTensor>,
+    pub decay: CubeTensor,
+    pub params: CubeTensor,
+    pub lengths: CubeTensor,
+}
+
+impl KernelInputs {
+    fn of(x: &ScanInputs<Cube>) -> Self {
+        Self {
+            current: x.current.clone(),
+            weight: x.weight().cloned(),
+            decay: x.decay.clone(),
+            params: pack(x),
+            lengths: lengths(x),
+        }
+    }
+}
+
+/// The forward kernel: rates, u, I and ∂r/∂z, each `[B, T, N]`.
+pub(crate) fn forward_kernel(k: &KernelInputs) -> [CubeTensor; 4] {
+    let [batch, time, neurons] = k.current.shape().dims::<3>();
+    let nf = k.decay.shape().dims::<1>()[0];
+    let shape = k.current.shape();
+    let out = [(); 4].map(|_| empty(&k.current, shape.clone()));
+    if batch * time * neurons == 0 {
+        return out;
+    }
+    let h = empty(&k.current, Shape::new([batch, neurons, nf]));
+    let (dim, count, shared, coupled) = geometry(k.weight.is_some(), batch, neurons);
+    let w = k.weight.clone().unwrap_or_else(|| k.decay.clone());
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(k.current.dtype);
+    scan_forward_kernel::launch(
+        &k.current.client,
+        count,
+        dim,
+        k.current.clone().into_tensor_arg(),
+        w.into_tensor_arg(),
+        k.params.clone().into_tensor_arg(),
+        k.decay.clone().into_tensor_arg(),
+        k.lengths.clone().into_tensor_arg(),
+        out[0].clone().into_tensor_arg(),
+        out[1].clone().into_tensor_arg(),
+        out[2].clone().into_tensor_arg(),
+        out[3].clone().into_tensor_arg(),
+        h.into_tensor_arg(),
+        shared,
+        coupled,
+        dtype,
+    );
+    out
+}
+
+/// The backward kernel and the batch sum: ∂L/∂P `[B, T, N]` and ∂L/∂(α `[N, n]`, β `[N, n]`,
+/// c `[N, K]`, b `[N]`) from ∂L/∂rates (contiguous) and what [`forward_kernel`] returned.
+pub(crate) fn backward_kernel(
+    k: &KernelInputs,
+    saved: &[CubeTensor; 4],
+    grad_rates: CubeTensor,
+) -> (CubeTensor, [CubeTensor; 4]) {
+    let [batch, time, neurons] = k.current.shape().dims::<3>();
+    let nf = k.decay.shape().dims::<1>()[0];
+    let width = k.params.shape().dims::<2>()[1] - 2;
+    let kk = width - 2 * nf - 1;
+    let like = &k.current;
+    let shapes = [
+        Shape::new([neurons, nf]),
+        Shape::new([neurons, nf]),
+        Shape::new([neurons, kk]),
+        Shape::new([neurons]),
+    ];
+    if batch * time * neurons == 0 {
+        // nothing ran: every gradient is zero
+        let zeros = |s: Shape| Cube::float_zeros(s, &like.device, like.dtype.into());
+        return (zeros(k.current.shape()), shapes.map(zeros));
+    }
+    let grads = shapes.map(|s| empty(like, s));
+    let d_current = empty(like, k.current.shape());
+    let d_params = empty(like, Shape::new([batch, neurons, width]));
+    let adj = empty(like, Shape::new([batch, neurons, nf]));
+    let (dim, count, shared, coupled) = geometry(k.weight.is_some(), batch, neurons);
+    let w = k.weight.clone().unwrap_or_else(|| k.decay.clone());
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(like.dtype);
+    scan_backward_kernel::launch(
+        &like.client,
+        count,
+        dim,
+        w.into_tensor_arg(),
+        k.params.clone().into_tensor_arg(),
+        k.decay.clone().into_tensor_arg(),
+        saved[0].clone().into_tensor_arg(),
+        saved[1].clone().into_tensor_arg(),
+        saved[2].clone().into_tensor_arg(),
+        saved[3].clone().into_tensor_arg(),
+        grad_rates.into_tensor_arg(),
+        k.lengths.clone().into_tensor_arg(),
+        d_current.clone().into_tensor_arg(),
+        d_params.clone().into_tensor_arg(),
+        adj.into_tensor_arg(),
+        shared,
+        coupled,
+        dtype,
+    );
+    // per-sequence partial sums → sums over the batch, split by parameter (one kernel)
+    let n = (neurons * width) as u32;
+    unpack_grads_kernel::launch(
+        &like.client,
+        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        CubeDim::new_1d(UNITS),
+        d_params.into_tensor_arg(),
+        grads[0].clone().into_tensor_arg(),
+        grads[1].clone().into_tensor_arg(),
+        grads[2].clone().into_tensor_arg(),
+        grads[3].clone().into_tensor_arg(),
+        dtype,
+    );
+    (d_current, grads)
+}
+
 impl ScanKernels for Cube {
     fn scan_forward(x: &ScanInputs<Self>) -> [FloatTensor<Self>; 4] {
         if !fits(x) {
             return super::op::host_forward(x);
         }
-        let x = contiguous(x);
-        let [batch, time, neurons] = x.current.shape().dims::<3>();
-        let nf = x.decay.shape().dims::<1>()[0];
-        let shape = x.current.shape();
-        let out = [(); 4].map(|_| empty(&x.current, shape.clone()));
-        let h = empty(&x.current, Shape::new([batch, neurons, nf]));
-        if batch * time * neurons == 0 {
-            return out;
-        }
-        let (dim, count, shared, coupled) = geometry(&x, batch, neurons);
-        let params = pack(&x);
-        let w = x.weight().cloned().unwrap_or_else(|| x.decay.clone());
-        let dtype = burn::backend::cubecl::dtype_to_storage_type(x.current.dtype);
-        scan_forward_kernel::launch(
-            &x.current.client,
-            count,
-            dim,
-            x.current.clone().into_tensor_arg(),
-            w.into_tensor_arg(),
-            params.into_tensor_arg(),
-            x.decay.clone().into_tensor_arg(),
-            lengths(&x).into_tensor_arg(),
-            out[0].clone().into_tensor_arg(),
-            out[1].clone().into_tensor_arg(),
-            out[2].clone().into_tensor_arg(),
-            out[3].clone().into_tensor_arg(),
-            h.into_tensor_arg(),
-            shared,
-            coupled,
-            dtype,
-        );
-        out
+        forward_kernel(&KernelInputs::of(&contiguous(x)))
     }
 
     fn scan_backward(
@@ -348,69 +441,12 @@ impl ScanKernels for Cube {
         if !fits(x) {
             return super::op::host_backward(x, saved, grad_rates);
         }
-        let x = contiguous(x);
+        let k = KernelInputs::of(&contiguous(x));
         let saved = saved.clone().map(into_contiguous);
-        let grad_rates = into_contiguous(grad_rates);
-        let [batch, time, neurons] = x.current.shape().dims::<3>();
-        if batch * time * neurons == 0 {
-            // nothing ran: every gradient is zero
-            let zeros = |t: &CubeTensor| Self::float_mul_scalar(t.clone(), 0.0.into());
-            return ScanGrads {
-                current: zeros(&x.current),
-                alpha: zeros(&x.alpha),
-                beta: zeros(&x.beta),
-                coeffs: zeros(&x.coeffs),
-                threshold: zeros(&x.threshold),
-                recurrent: None,
-            };
-        }
-        let nf = x.decay.shape().dims::<1>()[0];
-        let kk = x.coeffs.shape().dims::<2>()[1];
-        let d_current = empty(&x.current, x.current.shape());
-        let width = 2 * nf + kk + 1;
-        let d_params = empty(&x.current, Shape::new([batch, neurons, width]));
-        let adj = empty(&x.current, Shape::new([batch, neurons, nf]));
-        let (dim, count, shared, coupled) = geometry(&x, batch, neurons);
-        let params = pack(&x);
-        let w = x.weight().cloned().unwrap_or_else(|| x.decay.clone());
-        let dtype = burn::backend::cubecl::dtype_to_storage_type(x.current.dtype);
-        scan_backward_kernel::launch(
-            &x.current.client,
-            count,
-            dim,
-            w.into_tensor_arg(),
-            params.into_tensor_arg(),
-            x.decay.clone().into_tensor_arg(),
-            saved[0].clone().into_tensor_arg(),
-            saved[1].clone().into_tensor_arg(),
-            saved[2].clone().into_tensor_arg(),
-            saved[3].clone().into_tensor_arg(),
-            grad_rates.into_tensor_arg(),
-            lengths(&x).into_tensor_arg(),
-            d_current.clone().into_tensor_arg(),
-            d_params.clone().into_tensor_arg(),
-            adj.into_tensor_arg(),
-            shared,
-            coupled,
-            dtype,
-        );
-        // per-sequence partial sums → sums over the batch, split by parameter (one kernel)
-        let [alpha, beta, coeffs, threshold] =
-            [&x.alpha, &x.beta, &x.coeffs, &x.threshold].map(|t| empty(t, t.shape()));
-        let n = (neurons * width) as u32;
-        unpack_grads_kernel::launch(
-            &x.current.client,
-            CubeCount::Static(n.div_ceil(UNITS), 1, 1),
-            CubeDim::new_1d(UNITS),
-            d_params.into_tensor_arg(),
-            alpha.clone().into_tensor_arg(),
-            beta.clone().into_tensor_arg(),
-            coeffs.clone().into_tensor_arg(),
-            threshold.clone().into_tensor_arg(),
-            dtype,
-        );
+        let (current, [alpha, beta, coeffs, threshold]) =
+            backward_kernel(&k, &saved, into_contiguous(grad_rates));
         ScanGrads {
-            current: d_current,
+            current,
             alpha,
             beta,
             coeffs,
@@ -431,24 +467,36 @@ fn lengths(x: &ScanInputs<Cube>) -> CubeTensor {
 /// One row per neuron: [α (n), β (n), c (K), b, σ, γ] — one binding instead of six, packed
 /// by one kernel (the inputs are contiguous: see `contiguous`).
 fn pack(x: &ScanInputs<Cube>) -> CubeTensor {
-    let [neurons, nf] = x.alpha.shape().dims::<2>();
-    let kk = x.coeffs.shape().dims::<2>()[1];
-    let out = empty(&x.alpha, Shape::new([neurons, 2 * nf + kk + 3]));
+    pack_rows(
+        [&x.alpha, &x.beta, &x.coeffs],
+        [&x.threshold, &x.max_current, &x.max_rate],
+    )
+}
+
+/// The packed rows `[N, 2n + K + 3]` from α, β `[N, n]`, c `[N, K]` and b, σ, γ `[N]`, all
+/// contiguous.
+pub(crate) fn pack_rows(
+    [alpha, beta, coeffs]: [&CubeTensor; 3],
+    [threshold, max_current, max_rate]: [&CubeTensor; 3],
+) -> CubeTensor {
+    let [neurons, nf] = alpha.shape().dims::<2>();
+    let kk = coeffs.shape().dims::<2>()[1];
+    let out = empty(alpha, Shape::new([neurons, 2 * nf + kk + 3]));
     let n = out.shape().num_elements() as u32;
     if n == 0 {
         return out;
     }
-    let dtype = burn::backend::cubecl::dtype_to_storage_type(x.alpha.dtype);
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(alpha.dtype);
     pack_kernel::launch(
-        &x.alpha.client,
+        &alpha.client,
         CubeCount::Static(n.div_ceil(UNITS), 1, 1),
         CubeDim::new_1d(UNITS),
-        x.alpha.clone().into_tensor_arg(),
-        x.beta.clone().into_tensor_arg(),
-        x.coeffs.clone().into_tensor_arg(),
-        x.threshold.clone().into_tensor_arg(),
-        x.max_current.clone().into_tensor_arg(),
-        x.max_rate.clone().into_tensor_arg(),
+        alpha.clone().into_tensor_arg(),
+        beta.clone().into_tensor_arg(),
+        coeffs.clone().into_tensor_arg(),
+        threshold.clone().into_tensor_arg(),
+        max_current.clone().into_tensor_arg(),
+        max_rate.clone().into_tensor_arg(),
         out.clone().into_tensor_arg(),
         dtype,
     );
