@@ -32,6 +32,13 @@ pub struct FitBench {
     pub median_test_evr: f64,
     /// Peak resident memory of the process (MB), from /proc/self/status; 0 where unknown.
     pub peak_memory_mb: f64,
+    /// Device memory the backend held at its most (MB), read after each batch of cells
+    /// ([`crate::device::device_memory_mb`]); 0 on the CPU.
+    pub device_memory_mb: f64,
+    /// Kernels launched per cell (0 on the CPU, which launches none).
+    pub kernels_per_cell: f64,
+    /// The kernels launched most: (name, launches per cell), most first.
+    pub top_kernels: Vec<(String, f64)>,
 }
 
 /// Peak resident set size (MB) of this process, where the OS reports it.
@@ -73,18 +80,24 @@ pub fn bench_fit(
         batch_cells: batch_cells.max(1),
         ..FitOptions::new(data, dir.join("params"), config.clone(), device)
     };
+    let launches = std::sync::Arc::new(LaunchCount::default());
+    let watching = cubecl::logging::LaunchObservation::new(launches.clone());
     let t0 = Instant::now();
     let ids: Vec<u64> = (1..=cells as u64).collect();
     let mut evrs = Vec::new();
+    let mut device_mb = 0f64;
     for chunk in ids.chunks(opts.batch_cells) {
         evrs.extend(
             fit_and_save_batch(chunk, &opts, &())
                 .into_iter()
                 .filter_map(|r| r.test_evr),
         );
+        device_mb = device_mb.max(crate::device::device_memory_mb(&opts.device));
     }
     let epochs = cells * config.hparams.iter().map(|h| h.epochs).sum::<usize>();
     let total = t0.elapsed().as_secs_f64();
+    drop(watching);
+    let names = std::mem::take(&mut *launches.names.lock().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
     evrs.sort_by(f64::total_cmp);
     Ok(FitBench {
@@ -98,7 +111,43 @@ pub fn bench_fit(
         cells_per_hour: 3600.0 * cells as f64 / total,
         median_test_evr: evrs.get(evrs.len() / 2).copied().unwrap_or(f64::NAN),
         peak_memory_mb: peak_memory_mb(),
+        device_memory_mb: device_mb,
+        kernels_per_cell: names.values().sum::<usize>() as f64 / cells as f64,
+        top_kernels: most_launched(&names, cells as f64),
     })
+}
+
+/// Counts kernel launches by name (every CubeCL backend reports them).
+#[derive(Default)]
+struct LaunchCount {
+    names: std::sync::Mutex<std::collections::HashMap<&'static str, usize>>,
+}
+
+impl cubecl::logging::LaunchObserver for LaunchCount {
+    fn launched(&self, kernel: &'static str) {
+        *self.names.lock().unwrap().entry(kernel).or_default() += 1;
+    }
+}
+
+/// The 16 most launched kernels by short name (`KernelBinop`, `ReduceKernel`, …, the generic
+/// variants together), as launches per `per` (cell or batch), most first.
+fn most_launched(
+    names: &std::collections::HashMap<&'static str, usize>,
+    per: f64,
+) -> Vec<(String, f64)> {
+    let mut by_name = std::collections::HashMap::<String, usize>::new();
+    for (name, &n) in names {
+        let short =
+            cubecl::config::type_name_format(name, cubecl::config::TypeNameFormatLevel::Short);
+        *by_name.entry(short).or_default() += n;
+    }
+    let mut top: Vec<(String, f64)> = by_name
+        .into_iter()
+        .map(|(name, n)| (name, n as f64 / per))
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(16);
+    top
 }
 
 /// Results of a network-training benchmark.
@@ -118,6 +167,9 @@ pub struct NetworkBench {
     pub test_accuracy_step1: f64,
     /// Peak resident memory of the process (MB); 0 where unknown.
     pub peak_memory_mb: f64,
+    /// Device memory the backend held after the last epoch (MB; its pools keep what they
+    /// reserved); 0 on the CPU.
+    pub device_memory_mb: f64,
     /// Kernels launched per training mini-batch (median over the batches; 0 on the CPU,
     /// which launches none).
     pub kernels_per_batch: f64,
@@ -245,19 +297,7 @@ pub fn bench_network(
     drop(watching);
     let st = meter.state.lock().unwrap();
     let batches = st.batches.len().max(1) as f64;
-    // by short name (`KernelBinop`, `ReduceKernel`, …), the generic variants together
-    let mut by_name = std::collections::HashMap::<String, usize>::new();
-    for (name, &n) in &st.names {
-        let short =
-            cubecl::config::type_name_format(name, cubecl::config::TypeNameFormatLevel::Short);
-        *by_name.entry(short).or_default() += n;
-    }
-    let mut top: Vec<(String, f64)> = by_name
-        .into_iter()
-        .map(|(name, n)| (name, n as f64 / batches))
-        .collect();
-    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    top.truncate(16);
+    let top = most_launched(&st.names, batches);
     NetworkBench {
         n_nodes,
         batch_size,
@@ -266,6 +306,7 @@ pub fn bench_network(
         seconds_per_epoch: history.iter().map(|h| h.seconds).sum::<f64>() / epochs as f64,
         test_accuracy_step1: history.last().map_or(f64::NAN, |h| h.test_accuracy_step1),
         peak_memory_mb: peak_memory_mb(),
+        device_memory_mb: crate::device::device_memory_mb(&device),
         kernels_per_batch: median(st.batches.iter().map(|b| b.0 as f64).collect()),
         host_ms_per_batch: median(st.batches.iter().map(|b| b.1 * 1e3).collect()),
         top_kernels: top,

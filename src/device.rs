@@ -46,6 +46,21 @@ pub fn is_cpu(device: &Device) -> bool {
     device.clone().without_autodiff() == cpu()
 }
 
+/// Device memory (MB) the wgpu backend's pools hold now, every stream: what it reserved on the
+/// device, the pages a later allocation reuses included. 0 on the CPU.
+pub fn device_memory_mb(device: &Device) -> f64 {
+    if is_cpu(device) {
+        return 0.0;
+    }
+    // gfr opens wgpu's default device only (see `Backend::device`)
+    let Ok(wgpu) = cubecl::Device::wgpu(cubecl::device::WgpuDeviceKind::DefaultDevice) else {
+        return 0.0;
+    };
+    let client = wgpu.client();
+    let usage = client.memory_report(cubecl::MemoryScope::Device).usage();
+    usage.bytes_reserved as f64 / (1024.0 * 1024.0)
+}
+
 /// Whether a wgpu adapter can be opened and run a kernel. Probed once per process.
 pub fn wgpu_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

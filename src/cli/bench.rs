@@ -73,16 +73,11 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
         println!("seconds per epoch   {:.3}", b.seconds_per_epoch);
         println!("test acc (step 1)   {:.3}", b.test_accuracy_step1);
         println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
-        println!("host ms per batch   {:.2}", b.host_ms_per_batch);
-        if b.kernels_per_batch > 0.0 {
-            println!("kernels per batch   {:.0}", b.kernels_per_batch);
-            println!("  most launched, per batch:");
-            for (name, n) in &b.top_kernels {
-                println!("  {n:>6.1}  {name}");
-            }
-        } else {
-            println!("kernels per batch   0 (the CPU backend launches none)");
+        if b.device_memory_mb > 0.0 {
+            println!("device memory (MB)  {:.0}", b.device_memory_mb);
         }
+        println!("host ms per batch   {:.2}", b.host_ms_per_batch);
+        print_kernels("batch", b.kernels_per_batch, &b.top_kernels);
         if let Some(p) = a.json {
             gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
         }
@@ -112,8 +107,25 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
     println!("cells per hour      {:.0}", b.cells_per_hour);
     println!("median test EVR     {:.3}", b.median_test_evr);
     println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
+    if b.device_memory_mb > 0.0 {
+        println!("device memory (MB)  {:.0}", b.device_memory_mb);
+    }
+    print_kernels("cell", b.kernels_per_cell, &b.top_kernels);
     if let Some(p) = a.json {
         gfr::data::pickle::write_atomic(&p, &serde_json::to_vec_pretty(&b)?)?;
     }
     Ok(())
+}
+
+/// Kernels launched per `unit` (batch, cell) and the most launched ones.
+fn print_kernels(unit: &str, per: f64, top: &[(String, f64)]) {
+    if per > 0.0 {
+        println!("kernels per {unit:<8}{per:.0}");
+        println!("  most launched, per {unit}:");
+        for (name, n) in top {
+            println!("  {n:>8.1}  {name}");
+        }
+    } else {
+        println!("kernels per {unit:<8}0 (the CPU backend launches none)");
+    }
 }

@@ -301,8 +301,27 @@ impl GroupUpload {
 }
 
 /// Poisson loss of every sweep (summed over its valid bins) and their weighted total, through
-/// the scan.
+/// the scan: on a GPU one fused operation (`fit::fused`), on the CPU Burn's operations.
 fn sweep_losses(
+    neurons: &scan::ScanNeurons,
+    batch: &StepBatch,
+    dt: f64,
+    eps: f64,
+) -> (Tensor<2>, Tensor<1>) {
+    let fused = super::fused::StepSweeps {
+        current: &batch.current,
+        target: &batch.target,
+        mask: &batch.mask,
+        weight: &batch.weight,
+        rows: &batch.rows,
+        lengths: &batch.lengths,
+    };
+    super::fused::sweep_losses(neurons, &fused, dt, eps)
+        .unwrap_or_else(|| burn_sweep_losses(neurons, batch, dt, eps))
+}
+
+/// [`sweep_losses`] by Burn's operations.
+fn burn_sweep_losses(
     neurons: &scan::ScanNeurons,
     batch: &StepBatch,
     dt: f64,
@@ -622,6 +641,127 @@ mod tests {
             assert_eq!(host_int(a.rows), host_int(b.rows));
             assert_eq!(host_int(a.lengths), host_int(b.lengths));
             assert_eq!(a.spans, b.spans);
+        }
+    }
+
+    /// The fused loss of a step on wgpu (`fit::fused`) against Burn's operations on the same
+    /// device: sweep losses, total and the gradients of α, β, c and b, for cells of different
+    /// neurons and sweep lengths (padding), some neurons without sweeps, trainable and frozen
+    /// activations, two bin sizes. Skipped, saying so, without a wgpu adapter.
+    #[test]
+    fn the_fused_step_loss_matches_burns_operations() {
+        use burn::module::{Module, ModuleVisitor, Param};
+        use rand::{Rng, SeedableRng};
+        if !crate::device::wgpu_available() {
+            eprintln!("SKIPPED the_fused_step_loss_matches_burns_operations: no wgpu adapter");
+            return;
+        }
+        let device = crate::device::Backend::Wgpu.device().unwrap().autodiff();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for (bin, train_activation, eps) in [(20u32, false, 1e-8), (50, true, 1e-3)] {
+            let neurons: Vec<NeuronParams> = (0..5)
+                .map(|_| {
+                    let act = crate::neuron::ActivationParams {
+                        max_current: rng.random_range(80.0..250.0),
+                        max_firing_rate: rng.random_range(0.1..0.4),
+                        poly_coeff: (0..3).map(|_| rng.random_range(0.3..1.3)).collect(),
+                        threshold: rng.random_range(0.0..60.0),
+                        bin_size: bin,
+                    };
+                    let mut p = NeuronParams::initial(bin, act);
+                    for i in 0..p.n_filters() {
+                        p.alpha[i] += rng.random_range(-1.0..1.0);
+                        p.beta[i] = rng.random_range(-0.03..0.01);
+                    }
+                    p
+                })
+                .collect();
+            let layer = GfrLayer::new(&neurons, &device)
+                .with_trainable_filters(true)
+                .with_trainable_activation(train_activation);
+            // cells on neurons 3, 0 and 4 (1 and 2 get no sweeps), 1–3 sweeps each
+            let batches: Vec<(usize, SweepBatch)> =
+                [(3usize, vec![40, 25]), (0, vec![60]), (4, vec![10, 60, 33])]
+                    .into_iter()
+                    .map(|(row, lens)| {
+                        let owned: Vec<(Vec<f64>, Vec<f64>)> = lens
+                            .iter()
+                            .map(|&l| {
+                                let c = (0..l).map(|_| rng.random_range(-20.0..220.0)).collect();
+                                let y = (0..l).map(|_| rng.random_range(0.0..0.2)).collect();
+                                (c, y)
+                            })
+                            .collect();
+                        let pairs: Vec<(&[f64], &[f64])> =
+                            owned.iter().map(|(c, y)| (&c[..], &y[..])).collect();
+                        (row, SweepBatch::single_neuron(&pairs, row))
+                    })
+                    .collect();
+            let cells: Vec<(usize, &SweepBatch)> = batches.iter().map(|(r, b)| (*r, b)).collect();
+            let step = StepBatch::new(&cells, &device);
+            struct Grads<'a>(&'a GradientsParams, Vec<Option<Vec<f32>>>);
+            impl ModuleVisitor for Grads<'_> {
+                fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                    self.1.push(self.0.get::<D>(param.id).map(|g| host(g)));
+                }
+            }
+            let run = |fused: bool| {
+                let layer = layer.clone().fork(&device);
+                let neurons = layer.scan_neurons();
+                let (losses, total) = if fused {
+                    let sweeps = super::super::fused::StepSweeps {
+                        current: &step.current,
+                        target: &step.target,
+                        mask: &step.mask,
+                        weight: &step.weight,
+                        rows: &step.rows,
+                        lengths: &step.lengths,
+                    };
+                    super::super::fused::sweep_losses(&neurons, &sweeps, bin as f64, eps)
+                        .expect("the fused loss runs on wgpu")
+                } else {
+                    burn_sweep_losses(&neurons, &step, bin as f64, eps)
+                };
+                let total_value = host(total.clone())[0];
+                let grads = GradientsParams::from_grads(total.backward(), &layer);
+                let mut g = Grads(&grads, Vec::new());
+                layer.visit(&mut g);
+                (host(losses), total_value, g.1)
+            };
+            let (fused, burn) = (run(true), run(false));
+            let what = format!("bin {bin}, activation trained: {train_activation}");
+            for (a, b) in fused.0.iter().zip(&burn.0) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{what}: sweep loss {a} vs {b}"
+                );
+            }
+            assert_eq!(fused.0.len(), 6);
+            assert!(
+                (fused.1 - burn.1).abs() <= 1e-5 * burn.1.abs().max(1.0),
+                "{what}: total {} vs {}",
+                fused.1,
+                burn.1
+            );
+            let mut compared = 0;
+            for (k, (a, b)) in fused.2.iter().zip(&burn.2).enumerate() {
+                match (a, b) {
+                    (None, None) => {}
+                    (Some(a), Some(b)) => {
+                        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+                        assert!(scale > 0.0, "{what}: parameter {k} has a gradient");
+                        for (x, y) in a.iter().zip(b) {
+                            assert!(
+                                (x - y).abs() <= 1e-4 * scale,
+                                "{what}: parameter {k}: {x} vs {y} (largest {scale})"
+                            );
+                        }
+                        compared += 1;
+                    }
+                    _ => panic!("{what}: parameter {k} has a gradient one way only"),
+                }
+            }
+            assert_eq!(compared, if train_activation { 4 } else { 2 }, "{what}");
         }
     }
 }

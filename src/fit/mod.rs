@@ -3,8 +3,10 @@
 
 mod activation;
 mod config;
+mod cube;
 mod evr;
 mod filters;
+mod fused;
 pub mod store;
 
 use std::path::{Path, PathBuf};

@@ -359,6 +359,18 @@ pub(crate) fn forward_kernel(k: &KernelInputs) -> [CubeTensor; 4] {
     out
 }
 
+/// The shapes of α `[N, n]`, β `[N, n]`, c `[N, K]` and b `[N]` for packed rows `params`.
+fn param_shapes(params: &CubeTensor, decay: &CubeTensor, neurons: usize) -> [Shape; 4] {
+    let nf = decay.shape().dims::<1>()[0];
+    let kk = params.shape().dims::<2>()[1] - 3 - 2 * nf;
+    [
+        Shape::new([neurons, nf]),
+        Shape::new([neurons, nf]),
+        Shape::new([neurons, kk]),
+        Shape::new([neurons]),
+    ]
+}
+
 /// The backward kernel and the batch sum: ∂L/∂P `[B, T, N]` and ∂L/∂(α `[N, n]`, β `[N, n]`,
 /// c `[N, K]`, b `[N]`) from ∂L/∂rates (contiguous) and what [`forward_kernel`] returned.
 pub(crate) fn backward_kernel(
@@ -367,22 +379,44 @@ pub(crate) fn backward_kernel(
     grad_rates: CubeTensor,
 ) -> (CubeTensor, [CubeTensor; 4]) {
     let [batch, time, neurons] = k.current.shape().dims::<3>();
-    let nf = k.decay.shape().dims::<1>()[0];
-    let width = k.params.shape().dims::<2>()[1] - 2;
-    let kk = width - 2 * nf - 1;
     let like = &k.current;
-    let shapes = [
-        Shape::new([neurons, nf]),
-        Shape::new([neurons, nf]),
-        Shape::new([neurons, kk]),
-        Shape::new([neurons]),
-    ];
+    let shapes = param_shapes(&k.params, &k.decay, neurons);
     if batch * time * neurons == 0 {
         // nothing ran: every gradient is zero
         let zeros = |s: Shape| Cube::float_zeros(s, &like.device, like.dtype.into());
         return (zeros(k.current.shape()), shapes.map(zeros));
     }
+    let (d_current, d_params) = sequence_grads(k, saved, grad_rates);
+    let width = d_params.shape().dims::<3>()[2];
     let grads = shapes.map(|s| empty(like, s));
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(like.dtype);
+    // per-sequence partial sums → sums over the batch, split by parameter (one kernel)
+    let n = (neurons * width) as u32;
+    unpack_grads_kernel::launch(
+        &like.client,
+        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        CubeDim::new_1d(UNITS),
+        d_params.into_tensor_arg(),
+        grads[0].clone().into_tensor_arg(),
+        grads[1].clone().into_tensor_arg(),
+        grads[2].clone().into_tensor_arg(),
+        grads[3].clone().into_tensor_arg(),
+        dtype,
+    );
+    (d_current, grads)
+}
+
+/// The backward kernel alone: ∂L/∂P `[B, T, N]` and each sequence's parameter gradients
+/// `[B, N, 2n + K + 1]` (rows [dα (n), dβ (n), dc (K), db]), for a batch with rows.
+pub(crate) fn sequence_grads(
+    k: &KernelInputs,
+    saved: &[CubeTensor; 4],
+    grad_rates: CubeTensor,
+) -> (CubeTensor, CubeTensor) {
+    let [batch, _, neurons] = k.current.shape().dims::<3>();
+    let nf = k.decay.shape().dims::<1>()[0];
+    let width = k.params.shape().dims::<2>()[1] - 2;
+    let like = &k.current;
     let d_current = empty(like, k.current.shape());
     let d_params = empty(like, Shape::new([batch, neurons, width]));
     let adj = empty(like, Shape::new([batch, neurons, nf]));
@@ -409,20 +443,81 @@ pub(crate) fn backward_kernel(
         coupled,
         dtype,
     );
-    // per-sequence partial sums → sums over the batch, split by parameter (one kernel)
+    (d_current, d_params)
+}
+
+/// Per-sequence parameter gradients `[1, S, 2n + K + 1]` of a batch whose sequence s ran
+/// neuron `rows[s]` summed by neuron: ∂L/∂(α `[N, n]`, β `[N, n]`, c `[N, K]`, b `[N]`) for
+/// `neurons` N (a neuron no sequence ran gets 0). `params`, `decay`: as the scan had them.
+pub(crate) fn grads_by_row(
+    d_params: CubeTensor,
+    rows: &CubeTensor,
+    params: &CubeTensor,
+    decay: &CubeTensor,
+    neurons: usize,
+) -> [CubeTensor; 4] {
+    let like = &d_params;
+    let width = d_params.shape().dims::<3>()[2];
+    let grads = param_shapes(params, decay, neurons).map(|s| empty(like, s));
     let n = (neurons * width) as u32;
-    unpack_grads_kernel::launch(
+    if n == 0 {
+        return grads;
+    }
+    let dtypes = [
+        burn::backend::cubecl::dtype_to_storage_type(like.dtype),
+        burn::backend::cubecl::dtype_to_storage_type(rows.dtype),
+    ];
+    unpack_rows_kernel::launch(
         &like.client,
         CubeCount::Static(n.div_ceil(UNITS), 1, 1),
         CubeDim::new_1d(UNITS),
-        d_params.into_tensor_arg(),
+        d_params.clone().into_tensor_arg(),
+        rows.clone().into_tensor_arg(),
         grads[0].clone().into_tensor_arg(),
         grads[1].clone().into_tensor_arg(),
         grads[2].clone().into_tensor_arg(),
         grads[3].clone().into_tensor_arg(),
-        dtype,
+        dtypes,
     );
-    (d_current, grads)
+    grads
+}
+
+/// [`unpack_grads_kernel`] for sequences of different neurons: entry (j, c) sums the
+/// sequences s with `rows[s] = j`.
+#[cube(launch)]
+fn unpack_rows_kernel<F: Float, I: Numeric>(
+    d_params: &Tensor<F>,
+    rows: &Tensor<I>,
+    alpha: &mut Tensor<F>,
+    beta: &mut Tensor<F>,
+    coeffs: &mut Tensor<F>,
+    threshold: &mut Tensor<F>,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let i = ABSOLUTE_POS;
+    let width = d_params.shape(2);
+    let neurons = threshold.len();
+    if i < neurons * width {
+        let nf = alpha.shape(1);
+        let kk = coeffs.shape(1);
+        let j = i / width;
+        let c = i % width;
+        let mut sum = F::new(0.0);
+        for s in 0..rows.len() {
+            if u32::cast_from(rows[s]) as usize == j {
+                sum += d_params[s * width + c];
+            }
+        }
+        if c < nf {
+            alpha[j * nf + c] = sum;
+        } else if c < 2 * nf {
+            beta[j * nf + c - nf] = sum;
+        } else if c < 2 * nf + kk {
+            coeffs[j * kk + c - 2 * nf] = sum;
+        } else {
+            threshold[j] = sum;
+        }
+    }
 }
 
 impl ScanKernels for Cube {
@@ -471,6 +566,81 @@ fn pack(x: &ScanInputs<Cube>) -> CubeTensor {
         [&x.alpha, &x.beta, &x.coeffs],
         [&x.threshold, &x.max_current, &x.max_rate],
     )
+}
+
+/// The packed rows `[S, 2n + K + 3]` of the neurons `rows` `[S]` (an index each) from α, β
+/// `[N, n]`, c `[N, K]` and b, σ, γ `[N]`, all contiguous.
+pub(crate) fn pack_selected(
+    [alpha, beta, coeffs]: [&CubeTensor; 3],
+    [threshold, max_current, max_rate]: [&CubeTensor; 3],
+    rows: &CubeTensor,
+) -> CubeTensor {
+    let nf = alpha.shape().dims::<2>()[1];
+    let kk = coeffs.shape().dims::<2>()[1];
+    let out = empty(
+        alpha,
+        Shape::new([rows.shape().num_elements(), 2 * nf + kk + 3]),
+    );
+    let n = out.shape().num_elements() as u32;
+    if n == 0 {
+        return out;
+    }
+    let dtypes = [
+        burn::backend::cubecl::dtype_to_storage_type(alpha.dtype),
+        burn::backend::cubecl::dtype_to_storage_type(rows.dtype),
+    ];
+    pack_selected_kernel::launch(
+        &alpha.client,
+        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        CubeDim::new_1d(UNITS),
+        alpha.clone().into_tensor_arg(),
+        beta.clone().into_tensor_arg(),
+        coeffs.clone().into_tensor_arg(),
+        threshold.clone().into_tensor_arg(),
+        max_current.clone().into_tensor_arg(),
+        max_rate.clone().into_tensor_arg(),
+        rows.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        dtypes,
+    );
+    out
+}
+
+/// [`pack_kernel`] through an index: row s of `out` is neuron `rows[s]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn pack_selected_kernel<F: Float, I: Numeric>(
+    alpha: &Tensor<F>,
+    beta: &Tensor<F>,
+    coeffs: &Tensor<F>,
+    threshold: &Tensor<F>,
+    max_current: &Tensor<F>,
+    max_rate: &Tensor<F>,
+    rows: &Tensor<I>,
+    out: &mut Tensor<F>,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let i = ABSOLUTE_POS;
+    if i < out.len() {
+        let width = out.shape(1);
+        let nf = alpha.shape(1);
+        let kk = coeffs.shape(1);
+        let j = u32::cast_from(rows[i / width]) as usize;
+        let c = i % width;
+        let mut v = max_rate[j];
+        if c < nf {
+            v = alpha[j * nf + c];
+        } else if c < 2 * nf {
+            v = beta[j * nf + c - nf];
+        } else if c < 2 * nf + kk {
+            v = coeffs[j * kk + c - 2 * nf];
+        } else if c == 2 * nf + kk {
+            v = threshold[j];
+        } else if c == 2 * nf + kk + 1 {
+            v = max_current[j];
+        }
+        out[i] = v;
+    }
 }
 
 /// The packed rows `[N, 2n + K + 3]` from α, β `[N, n]`, c `[N, K]` and b, σ, γ `[N]`, all

@@ -1,0 +1,179 @@
+//! A filter-fit step's loss on a GPU as one Burn operation: each sweep's neuron packed by an
+//! index (no per-parameter gathers), the scan, and the masked Poisson loss summed per sweep and
+//! weighted, forward and backward in seven kernels (`cube`) where Burn's operations launch
+//! about fifty. The CPU keeps Burn's operations (and its numbers, bit for bit); tests compare
+//! the two within f32 rounding.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, ExtensionType, backend_extension};
+use burn::tensor::{Int, Tensor};
+
+use super::cube::{self as kernels, Saved};
+use crate::scan::ScanNeurons;
+
+/// One step's sweeps and the layer's neurons, as the fused loss reads them: S sweeps of T bins
+/// through N neurons with n filters and K coefficients.
+#[derive(ExtensionType, Clone, Debug)]
+pub struct SweepLossInputs<B: Backend> {
+    /// Injected current (pA), `[1, T, S]`; constant.
+    pub current: FloatTensor<B>,
+    /// Recorded rate (ms⁻¹), `[T, S]`; constant.
+    pub target: FloatTensor<B>,
+    /// 1 on a sweep's valid bins, 0 on padding, `[T, S]`; constant.
+    pub mask: FloatTensor<B>,
+    /// Loss weight of each sweep, `[1, S]`; constant.
+    pub weight: FloatTensor<B>,
+    /// The neuron (layer row) of each sweep, `[S]`.
+    pub rows: IntTensor<B>,
+    /// Valid bins of each sweep, `[1, S]`.
+    pub lengths: IntTensor<B>,
+    /// α, `[N, n]`.
+    pub alpha: FloatTensor<B>,
+    /// Effective rate-history weights, `[N, n]`.
+    pub beta: FloatTensor<B>,
+    /// 1 − λ, `[n]`; constant.
+    pub decay: FloatTensor<B>,
+    /// c, `[N, K]`.
+    pub coeffs: FloatTensor<B>,
+    /// b (pA), `[N]`.
+    pub threshold: FloatTensor<B>,
+    /// σ (pA), `[N]`; constant.
+    pub max_current: FloatTensor<B>,
+    /// γ (ms⁻¹), `[N]`; constant.
+    pub max_rate: FloatTensor<B>,
+    /// Bin size Δt (ms).
+    pub dt: f64,
+    /// ε inside the logarithm.
+    pub eps: f64,
+}
+
+/// The fused loss of a filter-fit step.
+#[backend_extension(Cube, Autodiff)]
+pub trait GfrSweepLossBackend: Backend {
+    /// (Σ_s w_s L_s `[1]`, the sweep losses L_s `[1, S]`), L_s = Σ_t m (f Δt − y Δt ln(f Δt +
+    /// ε)) over the rates f of sweep s; the sweep losses carry no gradient. None where the
+    /// scan's kernels do not fit the device (then nothing ran).
+    fn gfr_sweep_losses(
+        #[extension_type] x: SweepLossInputs<Self>,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)>;
+}
+
+impl GfrSweepLossBackend for Cube {
+    fn gfr_sweep_losses(
+        x: SweepLossInputs<Self>,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let x = kernels::contiguous(x);
+        kernels::fits(&x).then(|| {
+            let (total, losses, _) = kernels::forward(&x);
+            (total, losses)
+        })
+    }
+}
+
+/// The backward step. Parents, in order: α, β, c, b.
+#[derive(Debug)]
+struct SweepLossBackward;
+
+impl Backward<Cube, 4> for SweepLossBackward {
+    type State = (SweepLossInputs<Cube>, Saved);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad_total = grads.consume::<Cube>(&ops.node);
+        let (x, saved) = ops.state;
+        let all = kernels::backward(&x, &saved, grad_total);
+        for (node, grad) in ops.parents.into_iter().zip(all) {
+            if let Some(node) = node {
+                grads.register::<Cube>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GfrSweepLossBackend for Autodiff<Cube, C> {
+    fn gfr_sweep_losses(
+        x: SweepLossInputs<Self>,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let nodes = [
+            x.alpha.node(),
+            x.beta.node(),
+            x.coeffs.node(),
+            x.threshold.node(),
+        ];
+        let inner = kernels::contiguous(SweepLossInputs::<Cube> {
+            current: x.current.into_primitive(),
+            target: x.target.into_primitive(),
+            mask: x.mask.into_primitive(),
+            weight: x.weight.into_primitive(),
+            rows: x.rows,
+            lengths: x.lengths,
+            alpha: x.alpha.into_primitive(),
+            beta: x.beta.into_primitive(),
+            decay: x.decay.into_primitive(),
+            coeffs: x.coeffs.into_primitive(),
+            threshold: x.threshold.into_primitive(),
+            max_current: x.max_current.into_primitive(),
+            max_rate: x.max_rate.into_primitive(),
+            dt: x.dt,
+            eps: x.eps,
+        });
+        if !kernels::fits(&inner) {
+            return None;
+        }
+        let prep = SweepLossBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful();
+        let (total, losses, saved) = kernels::forward(&inner);
+        let total = match prep {
+            OpsKind::Tracked(prep) => prep.finish((inner, saved), total),
+            OpsKind::UnTracked(prep) => prep.finish(total),
+        };
+        Some((total, Self::from_inner(losses)))
+    }
+}
+
+/// The step's sweeps, in the shapes [`super::filters`] keeps them.
+pub(crate) struct StepSweeps<'a> {
+    pub current: &'a Tensor<3>,
+    pub target: &'a Tensor<2>,
+    pub mask: &'a Tensor<2>,
+    pub weight: &'a Tensor<2>,
+    pub rows: &'a Tensor<1, Int>,
+    pub lengths: &'a Tensor<2, Int>,
+}
+
+/// (sweep losses `[1, S]` without gradient, their weighted total `[1]`) through the layer's
+/// `neurons` by the fused kernels; None on the CPU and where they do not fit the device.
+pub(crate) fn sweep_losses(
+    neurons: &ScanNeurons,
+    sweeps: &StepSweeps,
+    dt: f64,
+    eps: f64,
+) -> Option<(Tensor<2>, Tensor<1>)> {
+    use burn::backend::Dispatch;
+    if crate::device::is_cpu(&sweeps.current.device()) {
+        return None;
+    }
+    let x = SweepLossInputs {
+        current: sweeps.current.clone().into_dispatch(),
+        target: sweeps.target.clone().into_dispatch(),
+        mask: sweeps.mask.clone().into_dispatch(),
+        weight: sweeps.weight.clone().into_dispatch(),
+        rows: sweeps.rows.clone().into_dispatch(),
+        lengths: sweeps.lengths.clone().into_dispatch(),
+        alpha: neurons.alpha.clone().into_dispatch(),
+        beta: neurons.beta.clone().into_dispatch(),
+        decay: neurons.decay.clone().into_dispatch(),
+        coeffs: neurons.coeffs.clone().into_dispatch(),
+        threshold: neurons.threshold.clone().into_dispatch(),
+        max_current: neurons.max_current.clone().into_dispatch(),
+        max_rate: neurons.max_rate.clone().into_dispatch(),
+        dt,
+        eps,
+    };
+    let (total, losses) = <Dispatch as GfrSweepLossBackend>::gfr_sweep_losses(x)?;
+    Some((Tensor::from_dispatch(losses), Tensor::from_dispatch(total)))
+}
