@@ -200,8 +200,12 @@ pub fn fit_activations(
                 .map(|_| Err(anyhow::Error::new(crate::error::Interrupted)))
                 .collect();
         }
-        let mu = g.forward(x.clone()) * dt.clone();
-        let loss = masked_poisson_nll(mu, y.clone() * dt.clone(), mask.clone(), eps).sum();
+        // on a GPU one fused operation (`fit::fused`), on the CPU Burn's operations
+        let loss =
+            super::fused::activation_loss(&g, [&x, &y, &mask], &dt, eps).unwrap_or_else(|| {
+                let mu = g.forward(x.clone()) * dt.clone();
+                masked_poisson_nll(mu, y.clone() * dt.clone(), mask.clone(), eps).sum()
+            });
         let grads = GradientsParams::from_grads(loss.backward(), &g);
         g = optim.step(lr, g, grads);
     }
@@ -272,5 +276,96 @@ mod tests {
             g.eval(0.0) < 0.01 && (g.eval(200.0) - 0.1).abs() < 0.03,
             "{g:?}"
         );
+    }
+
+    /// The fused activation loss on wgpu (`fit::fused`) against Burn's operations on the same
+    /// device: the loss and the gradients of c and b, for degree 1 (Burn's affine form) and 3,
+    /// rows of different lengths (padding) and bin sizes, rows below threshold everywhere.
+    /// Skipped, saying so, without a wgpu adapter.
+    #[test]
+    fn the_fused_activation_loss_matches_burns_operations() {
+        use burn::module::Module;
+        use rand::Rng;
+        if !crate::device::wgpu_available() {
+            eprintln!(
+                "SKIPPED the_fused_activation_loss_matches_burns_operations: no wgpu adapter"
+            );
+            return;
+        }
+        let device = crate::device::Backend::Wgpu.device().unwrap().autodiff();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for terms in [2usize, 4] {
+            let (points, cols) = (9, 7);
+            let (mut x, mut y, mut mask) = (
+                vec![0f32; points * cols],
+                vec![0f32; points * cols],
+                vec![0f32; points * cols],
+            );
+            let mut rows = Vec::new();
+            let mut dt = Vec::new();
+            for c in 0..cols {
+                let valid = 3 + c % (points - 2);
+                for p in 0..valid {
+                    x[p * cols + c] = rng.random_range(-50.0..400.0);
+                    y[p * cols + c] = rng.random_range(0.0..0.1);
+                    mask[p * cols + c] = 1.0;
+                }
+                dt.push([10f32, 20.0, 50.0][c % 3]);
+                rows.push(ActivationParams {
+                    max_current: rng.random_range(80.0..250.0),
+                    max_firing_rate: rng.random_range(0.05..0.4),
+                    poly_coeff: (0..terms).map(|_| rng.random_range(0.2..1.2)).collect(),
+                    // the last row's threshold lies above every point: g = 0 there
+                    threshold: if c == cols - 1 {
+                        1e4
+                    } else {
+                        rng.random_range(0.0..150.0)
+                    },
+                    bin_size: 0,
+                });
+            }
+            let grid = |v: &[f32]| {
+                Tensor::<2>::from_data(TensorData::new(v.to_vec(), [points, cols]), &device)
+            };
+            let (x, y, mask) = (grid(&x), grid(&y), grid(&mask));
+            let dt = Tensor::<2>::from_data(TensorData::new(dt, [1, cols]), &device);
+            let g = PolynomialActivation::new(&rows.iter().collect::<Vec<_>>(), &device);
+            let run = |fused: bool| {
+                let g = g.clone().fork(&device);
+                let loss = if fused {
+                    super::super::fused::activation_loss(&g, [&x, &y, &mask], &dt, 1e-8)
+                        .expect("the fused loss runs on wgpu")
+                } else {
+                    let mu = g.forward(x.clone()) * dt.clone();
+                    masked_poisson_nll(mu, y.clone() * dt.clone(), mask.clone(), 1e-8).sum()
+                };
+                let value = crate::neuron::to_vec(loss.clone())[0];
+                let grads = GradientsParams::from_grads(loss.backward(), &g);
+                let dc = crate::neuron::to_vec(grads.get::<2>(g.coeffs.id).unwrap());
+                let db = crate::neuron::to_vec(grads.get::<1>(g.threshold.id).unwrap());
+                (value, dc, db)
+            };
+            let (fused, burn) = (run(true), run(false));
+            assert!(
+                (fused.0 - burn.0).abs() <= 1e-5 * burn.0.abs().max(1.0),
+                "degree {}: loss {} vs {}",
+                terms - 1,
+                fused.0,
+                burn.0
+            );
+            for (what, a, b) in [("c", &fused.1, &burn.1), ("b", &fused.2, &burn.2)] {
+                let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+                assert!(scale > 0.0, "{what} has a gradient");
+                for (u, v) in a.iter().zip(b) {
+                    assert!(
+                        (u - v).abs() <= 1e-4 * scale,
+                        "degree {}: d{what} {u} vs {v} (largest {scale})",
+                        terms - 1
+                    );
+                }
+            }
+            // the row below threshold everywhere gets no gradient
+            assert_eq!(fused.2[cols - 1], 0.0);
+        }
     }
 }

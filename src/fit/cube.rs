@@ -1,19 +1,19 @@
-//! The fused fit loss's CubeCL kernels (wgpu). Forward: the lengths as floats, the scan's
-//! rows packed through the sweeps' neuron index, the scan's forward kernel, `loss_kernel` (each
-//! sweep's loss and the weighted total in one cube). Backward: `loss_backward_kernel`, the
-//! scan's backward kernel, the per-sweep gradients summed by neuron.
+//! The fused fit loss's CubeCL kernels (wgpu). Forward: `gather_kernel` (the step's columns of
+//! the group's upload), the scan's rows packed through the sweeps' neuron index, the scan's
+//! forward kernel, `loss_kernel` (each sweep's loss and the weighted total in one cube).
+//! Backward: `loss_backward_kernel`, the scan's backward kernel, the per-sweep gradients summed
+//! by neuron.
 
 // CubeCL kernels index tensors with `x[i] = x[i] + …` (no compound assignment on indices)
 #![allow(clippy::assign_op_pattern)]
 
-use burn::backend::ops::IntTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Cube, Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::fused::SweepLossInputs;
+use super::fused::{ActivationLossInputs, SweepLossInputs};
 use crate::scan::cube::{
     KernelInputs, empty, fits_device, forward_kernel, grads_by_row, pack_selected, sequence_grads,
 };
@@ -24,10 +24,60 @@ const UNITS: u32 = 256;
 /// What the backward pass keeps from the forward pass.
 #[derive(Clone, Debug)]
 pub(crate) struct Saved {
-    /// The scan's inputs (the packed rows of the sweeps' neurons, the lengths as floats).
+    /// The scan's inputs: the step's current, its sweeps' neurons packed, lengths as floats.
     scan: KernelInputs,
+    /// The step's sweeps.
+    step: Step,
     /// Rates, u, I and ∂r/∂z, each `[1, T, S]`.
     trace: [CubeTensor; 4],
+}
+
+/// The step's columns of the group: targets and masks `[T, S]`, weights `[1, S]`, neurons `[S]`.
+#[derive(Clone, Debug)]
+struct Step {
+    target: CubeTensor,
+    mask: CubeTensor,
+    weight: CubeTensor,
+    rows: CubeTensor,
+}
+
+/// The step's columns `cols` `[S]` of the group (current `[1, T_all, S_all]`, targets and masks
+/// `[T_all, S_all]`, weights `[1, S_all]`, neurons and lengths `[S_all]`) in their first T
+/// bins, the lengths as floats: one unit per output entry.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn gather_kernel<F: Float, I: Numeric>(
+    current_all: &Tensor<F>,
+    target_all: &Tensor<F>,
+    mask_all: &Tensor<F>,
+    weight_all: &Tensor<F>,
+    rows_all: &Tensor<I>,
+    lengths_all: &Tensor<I>,
+    cols: &Tensor<I>,
+    current: &mut Tensor<F>,
+    target: &mut Tensor<F>,
+    mask: &mut Tensor<F>,
+    weight: &mut Tensor<F>,
+    rows: &mut Tensor<I>,
+    lengths: &mut Tensor<F>,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let pos = ABSOLUTE_POS;
+    let sweeps = cols.len();
+    let all = weight_all.len();
+    let bins = sweeps * mask.shape(0);
+    if pos < bins {
+        let at = (pos / sweeps) * all + u32::cast_from(cols[pos % sweeps]) as usize;
+        current[pos] = current_all[at];
+        target[pos] = target_all[at];
+        mask[pos] = mask_all[at];
+    } else if pos < bins + sweeps {
+        let s = pos - bins;
+        let c = u32::cast_from(cols[s]) as usize;
+        weight[s] = weight_all[c];
+        rows[s] = rows_all[c];
+        lengths[s] = F::cast_from(lengths_all[c]);
+    }
 }
 
 /// One cube: L_s = Σ_t m (f Δt − y Δt ln(f Δt + ε)) of each sweep (units stride over the
@@ -124,6 +174,8 @@ pub(crate) fn contiguous(x: SweepLossInputs<Cube>) -> SweepLossInputs<Cube> {
         weight: c(x.weight),
         rows: c(x.rows),
         lengths: c(x.lengths),
+        columns: c(x.columns),
+        time: x.time,
         alpha: c(x.alpha),
         beta: c(x.beta),
         decay: c(x.decay),
@@ -139,11 +191,12 @@ pub(crate) fn contiguous(x: SweepLossInputs<Cube>) -> SweepLossInputs<Cube> {
 /// Whether the kernels fit the device: the scan's cubes, one row of at most 65,535 cubes for
 /// the element-wise backward, and some sweeps.
 pub(crate) fn fits(x: &SweepLossInputs<Cube>) -> bool {
-    let [_, time, sweeps] = x.current.shape().dims::<3>();
+    let (time, sweeps) = (x.time, x.columns.shape().num_elements());
     sweeps > 0
         && time > 0
+        && time <= x.current.shape().dims::<3>()[1]
         && fits_device(&x.current, 1, sweeps, false)
-        && ((time * sweeps) as u64).div_ceil(UNITS as u64) <= 65_535
+        && ((time * sweeps + sweeps) as u64).div_ceil(UNITS as u64) <= 65_535
 }
 
 fn dtype(t: &CubeTensor) -> ElemType {
@@ -154,19 +207,47 @@ fn dtype(t: &CubeTensor) -> ElemType {
 /// pass needs.
 pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTensor<Cube>, Saved) {
     let like = &x.current;
+    let (time, sweeps) = (x.time, x.columns.shape().num_elements());
+    let current = empty(like, Shape::new([1, time, sweeps]));
+    let step = Step {
+        target: empty(like, Shape::new([time, sweeps])),
+        mask: empty(like, Shape::new([time, sweeps])),
+        weight: empty(like, Shape::new([1, sweeps])),
+        rows: empty(&x.rows, Shape::new([sweeps])),
+    };
+    let lengths = empty(like, Shape::new([1, sweeps]));
+    let dtypes = [dtype(like), dtype(&x.rows)];
+    gather_kernel::launch(
+        &like.client,
+        cubes(time * sweeps + sweeps),
+        CubeDim::new_1d(UNITS),
+        x.current.clone().into_tensor_arg(),
+        x.target.clone().into_tensor_arg(),
+        x.mask.clone().into_tensor_arg(),
+        x.weight.clone().into_tensor_arg(),
+        x.rows.clone().into_tensor_arg(),
+        x.lengths.clone().into_tensor_arg(),
+        x.columns.clone().into_tensor_arg(),
+        current.clone().into_tensor_arg(),
+        step.target.clone().into_tensor_arg(),
+        step.mask.clone().into_tensor_arg(),
+        step.weight.clone().into_tensor_arg(),
+        step.rows.clone().into_tensor_arg(),
+        lengths.clone().into_tensor_arg(),
+        dtypes,
+    );
     let scan = KernelInputs {
-        current: x.current.clone(),
+        current,
         weight: None,
         decay: x.decay.clone(),
         params: pack_selected(
             [&x.alpha, &x.beta, &x.coeffs],
             [&x.threshold, &x.max_current, &x.max_rate],
-            &x.rows,
+            &step.rows,
         ),
-        lengths: into_contiguous(Cube::int_into_float(x.lengths.clone(), like.dtype.into())),
+        lengths,
     };
     let trace = forward_kernel(&scan);
-    let sweeps = x.weight.shape().num_elements();
     let losses = empty(like, Shape::new([1, sweeps]));
     let total = empty(like, Shape::new([1]));
     let scalar = |v: f64| InputScalar::new(v as f32, dtype(like));
@@ -175,9 +256,9 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
         CubeCount::Static(1, 1, 1),
         CubeDim::new_1d(UNITS),
         trace[0].clone().into_tensor_arg(),
-        x.target.clone().into_tensor_arg(),
-        x.mask.clone().into_tensor_arg(),
-        x.weight.clone().into_tensor_arg(),
+        step.target.clone().into_tensor_arg(),
+        step.mask.clone().into_tensor_arg(),
+        step.weight.clone().into_tensor_arg(),
         losses.clone().into_tensor_arg(),
         total.clone().into_tensor_arg(),
         scalar(x.dt),
@@ -185,7 +266,12 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
         UNITS as usize,
         dtype(like),
     );
-    (total, losses, Saved { scan, trace })
+    (total, losses, Saved { scan, step, trace })
+}
+
+/// Cubes for `n` units, one unit each.
+fn cubes(n: usize) -> CubeCount {
+    CubeCount::Static((n as u32).div_ceil(UNITS), 1, 1)
 }
 
 /// The backward pass from ∂L/∂total: gradients of α, β, c and b (the layer's rows).
@@ -195,19 +281,18 @@ pub(crate) fn backward(
     grad_total: FloatTensor<Cube>,
 ) -> [FloatTensor<Cube>; 4] {
     let like = &x.current;
-    let rates = &saved.trace[0];
+    let (rates, step) = (&saved.trace[0], &saved.step);
     let grad_rates = empty(like, rates.shape());
-    let n = rates.shape().num_elements() as u32;
     let scalar = |v: f64| InputScalar::new(v as f32, dtype(like));
     loss_backward_kernel::launch(
         &like.client,
-        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        cubes(rates.shape().num_elements()),
         CubeDim::new_1d(UNITS),
         into_contiguous(grad_total).into_tensor_arg(),
         rates.clone().into_tensor_arg(),
-        x.target.clone().into_tensor_arg(),
-        x.mask.clone().into_tensor_arg(),
-        x.weight.clone().into_tensor_arg(),
+        step.target.clone().into_tensor_arg(),
+        step.mask.clone().into_tensor_arg(),
+        step.weight.clone().into_tensor_arg(),
         grad_rates.clone().into_tensor_arg(),
         scalar(x.dt),
         scalar(x.eps),
@@ -215,5 +300,236 @@ pub(crate) fn backward(
     );
     let (_, d_params) = sequence_grads(&saved.scan, &saved.trace, grad_rates);
     let neurons = x.threshold.shape().num_elements();
-    grads_by_row(d_params, &x.rows, &saved.scan.params, &x.decay, neurons)
+    grads_by_row(d_params, &step.rows, &saved.scan.params, &x.decay, neurons)
+}
+
+/// g = γ max(0, tanh z), z = Σ_k c_k² v^k, v = (x − b)/σ, of activation row `col`, and
+/// ∂g/∂z (0 where g is 0).
+#[cube]
+fn activation_at<F: Float>(
+    x: F,
+    col: usize,
+    coeffs: &Tensor<F>,
+    threshold: &Tensor<F>,
+    max_current: &Tensor<F>,
+    max_rate: &Tensor<F>,
+) -> (F, F, F) {
+    let kk = coeffs.shape(1);
+    let v = (x - threshold[col]) / max_current[col];
+    let mut z = F::new(0.0);
+    let mut pw = F::new(1.0);
+    for k in 0..kk {
+        let c = coeffs[col * kk + k];
+        z += c * c * pw;
+        pw *= v;
+    }
+    // tanh is ±1 in f32 beyond ±15; the clamp keeps exp-based tanh finite on every driver
+    if z > F::new(15.0) {
+        z = F::new(15.0);
+    }
+    if z < F::new(-15.0) {
+        z = F::new(-15.0);
+    }
+    let th = z.tanh();
+    let gamma = max_rate[col];
+    let mut g = F::new(0.0);
+    let mut dg = F::new(0.0);
+    if th > F::new(0.0) {
+        g = gamma * th;
+        dg = gamma * (F::new(1.0) - th * th);
+    }
+    (g, dg, v)
+}
+
+/// One cube: Σ m (μ − y Δt ln(μ + ε)), μ = g(x) Δt, over every point of every row into
+/// `total[0]` (units stride over the rows).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn activation_loss_kernel<F: Float>(
+    current: &Tensor<F>,
+    rate: &Tensor<F>,
+    mask: &Tensor<F>,
+    dt: &Tensor<F>,
+    coeffs: &Tensor<F>,
+    threshold: &Tensor<F>,
+    max_current: &Tensor<F>,
+    max_rate: &Tensor<F>,
+    total: &mut Tensor<F>,
+    eps: InputScalar,
+    #[comptime] units: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let u = UNIT_POS_X as usize;
+    let cols = dt.len();
+    let points = current.shape(0);
+    let eps = eps.get::<F>();
+    let mut part = F::new(0.0);
+    let mut col = u;
+    while col < cols {
+        let step = dt[col];
+        for p in 0..points {
+            let at = p * cols + col;
+            let m = mask[at];
+            if m != F::new(0.0) {
+                let (g, _dg, _v) =
+                    activation_at::<F>(current[at], col, coeffs, threshold, max_current, max_rate);
+                let mu = g * step;
+                part += (mu - rate[at] * step * (mu + eps).ln()) * m;
+            }
+        }
+        col += units;
+    }
+    let mut shared = Shared::<[F]>::new_slice(units);
+    shared[u] = part;
+    sync_cube();
+    let mut stride = (CUBE_DIM_X / 2) as usize;
+    while stride > 0 {
+        if u < stride {
+            shared[u] = shared[u] + shared[u + stride];
+        }
+        sync_cube();
+        stride = stride / 2;
+    }
+    if u == 0 {
+        total[0] = shared[0];
+    }
+}
+
+/// ∂L/∂c `[cols, K]` and ∂L/∂b `[cols]` from g = ∂L/∂total (`grad_total[0]`): a unit per row.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn activation_backward_kernel<F: Float>(
+    grad_total: &Tensor<F>,
+    current: &Tensor<F>,
+    rate: &Tensor<F>,
+    mask: &Tensor<F>,
+    dt: &Tensor<F>,
+    coeffs: &Tensor<F>,
+    threshold: &Tensor<F>,
+    max_current: &Tensor<F>,
+    max_rate: &Tensor<F>,
+    d_coeffs: &mut Tensor<F>,
+    d_threshold: &mut Tensor<F>,
+    eps: InputScalar,
+    #[define(F)] _dtype: ElemType,
+) {
+    let col = ABSOLUTE_POS;
+    let cols = dt.len();
+    if col < cols {
+        let points = current.shape(0);
+        let kk = coeffs.shape(1);
+        let eps = eps.get::<F>();
+        let step = dt[col];
+        let sigma = max_current[col];
+        for k in 0..kk {
+            d_coeffs[col * kk + k] = F::new(0.0);
+        }
+        let mut db = F::new(0.0);
+        for p in 0..points {
+            let at = p * cols + col;
+            let m = mask[at];
+            if m != F::new(0.0) {
+                let (g, dg, v) =
+                    activation_at::<F>(current[at], col, coeffs, threshold, max_current, max_rate);
+                if dg != F::new(0.0) {
+                    let mu = g * step;
+                    // ∂L/∂z = m (1 − y Δt / (μ + ε)) Δt ∂g/∂z
+                    let dz = (F::new(1.0) - rate[at] * step / (mu + eps)) * m * step * dg;
+                    let mut pw = F::new(1.0);
+                    let mut dv = F::new(0.0);
+                    for k in 0..kk {
+                        let c = coeffs[col * kk + k];
+                        let at_c = col * kk + k;
+                        d_coeffs[at_c] = d_coeffs[at_c] + dz * F::new(2.0) * c * pw;
+                        if k + 1 < kk {
+                            let c1 = coeffs[col * kk + k + 1];
+                            dv += F::cast_from((k + 1) as u32) * c1 * c1 * pw;
+                        }
+                        pw *= v;
+                    }
+                    db -= dz * dv / sigma;
+                }
+            }
+        }
+        let g = grad_total[0];
+        for k in 0..kk {
+            d_coeffs[col * kk + k] = d_coeffs[col * kk + k] * g;
+        }
+        d_threshold[col] = db * g;
+    }
+}
+
+/// The inputs with every tensor contiguous (a no-op for tensors that already are).
+pub(crate) fn contiguous_activation(x: ActivationLossInputs<Cube>) -> ActivationLossInputs<Cube> {
+    let c = into_contiguous;
+    ActivationLossInputs {
+        current: c(x.current),
+        rate: c(x.rate),
+        mask: c(x.mask),
+        dt: c(x.dt),
+        coeffs: c(x.coeffs),
+        threshold: c(x.threshold),
+        max_current: c(x.max_current),
+        max_rate: c(x.max_rate),
+        eps: x.eps,
+    }
+}
+
+/// Whether the activation kernels fit the device: one row of at most 65,535 cubes, some rows.
+pub(crate) fn activation_fits(x: &ActivationLossInputs<Cube>) -> bool {
+    let cols = x.dt.shape().num_elements();
+    cols > 0 && (cols as u64).div_ceil(UNITS as u64) <= 65_535
+}
+
+/// The activation fit's loss `[1]`.
+pub(crate) fn activation_forward(x: &ActivationLossInputs<Cube>) -> FloatTensor<Cube> {
+    let like = &x.current;
+    let total = empty(like, Shape::new([1]));
+    activation_loss_kernel::launch(
+        &like.client,
+        CubeCount::Static(1, 1, 1),
+        CubeDim::new_1d(UNITS),
+        x.current.clone().into_tensor_arg(),
+        x.rate.clone().into_tensor_arg(),
+        x.mask.clone().into_tensor_arg(),
+        x.dt.clone().into_tensor_arg(),
+        x.coeffs.clone().into_tensor_arg(),
+        x.threshold.clone().into_tensor_arg(),
+        x.max_current.clone().into_tensor_arg(),
+        x.max_rate.clone().into_tensor_arg(),
+        total.clone().into_tensor_arg(),
+        InputScalar::new(x.eps as f32, dtype(like)),
+        UNITS as usize,
+        dtype(like),
+    );
+    total
+}
+
+/// The backward pass from ∂L/∂total: gradients of c and b.
+pub(crate) fn activation_backward(
+    x: &ActivationLossInputs<Cube>,
+    grad_total: FloatTensor<Cube>,
+) -> [FloatTensor<Cube>; 2] {
+    let like = &x.current;
+    let d_coeffs = empty(like, x.coeffs.shape());
+    let d_threshold = empty(like, x.threshold.shape());
+    activation_backward_kernel::launch(
+        &like.client,
+        cubes(x.dt.shape().num_elements()),
+        CubeDim::new_1d(UNITS),
+        into_contiguous(grad_total).into_tensor_arg(),
+        x.current.clone().into_tensor_arg(),
+        x.rate.clone().into_tensor_arg(),
+        x.mask.clone().into_tensor_arg(),
+        x.dt.clone().into_tensor_arg(),
+        x.coeffs.clone().into_tensor_arg(),
+        x.threshold.clone().into_tensor_arg(),
+        x.max_current.clone().into_tensor_arg(),
+        x.max_rate.clone().into_tensor_arg(),
+        d_coeffs.clone().into_tensor_arg(),
+        d_threshold.clone().into_tensor_arg(),
+        InputScalar::new(x.eps as f32, dtype(like)),
+        dtype(like),
+    );
+    [d_coeffs, d_threshold]
 }

@@ -265,13 +265,10 @@ impl GroupUpload {
         }
     }
 
-    /// The batch of `cells` (indices into the cells given to [`GroupUpload::new`], in
-    /// increasing order): the same tensors [`StepBatch::new`] builds for them.
-    fn select(&self, cells: &[usize]) -> StepBatch {
+    /// The columns of `cells` (indices into the cells given to [`GroupUpload::new`], in
+    /// increasing order) `[S]`, each cell's span of them, and their bins (the longest sweep).
+    fn columns(&self, cells: &[usize]) -> (Tensor<1, Int>, Vec<std::ops::Range<usize>>, usize) {
         let all = &self.all;
-        if cells.len() == self.times.len() {
-            return all.clone();
-        }
         let mut columns = Vec::new();
         let mut spans = Vec::with_capacity(cells.len());
         for &c in cells {
@@ -283,6 +280,18 @@ impl GroupUpload {
         let time = cells.iter().map(|&c| self.times[c]).max().unwrap_or(0);
         let device = all.current.device();
         let idx = Tensor::<1, Int>::from_data(TensorData::new(columns, [sweeps]), &device);
+        (idx, spans, time)
+    }
+
+    /// The batch of `cells` (as for [`GroupUpload::columns`]): the same tensors
+    /// [`StepBatch::new`] builds for them.
+    fn select(&self, cells: &[usize]) -> StepBatch {
+        let all = &self.all;
+        if cells.len() == self.times.len() {
+            return all.clone();
+        }
+        let (idx, spans, time) = self.columns(cells);
+        let sweeps = idx.dims()[0];
         let in_time = |t: Tensor<2>| t.select(1, idx.clone()).slice([0..time, 0..sweeps]);
         StepBatch {
             current: all
@@ -298,30 +307,43 @@ impl GroupUpload {
             spans,
         }
     }
+
+    /// [`sweep_losses`] of `cells` (as for [`GroupUpload::columns`]) and each cell's span of
+    /// the sweeps: by the fused kernels on a GPU (`fit::fused`, reading the upload's columns in
+    /// place), else of [`GroupUpload::select`].
+    fn losses(
+        &self,
+        cells: &[usize],
+        neurons: &scan::ScanNeurons,
+        dt: f64,
+        eps: f64,
+    ) -> (Tensor<2>, Tensor<1>, Vec<std::ops::Range<usize>>) {
+        let (columns, spans, time) = self.columns(cells);
+        let all = &self.all;
+        let sweeps = super::fused::StepSweeps {
+            current: &all.current,
+            target: &all.target,
+            mask: &all.mask,
+            weight: &all.weight,
+            rows: &all.rows,
+            lengths: &all.lengths,
+            columns: &columns,
+            time,
+        };
+        match super::fused::sweep_losses(neurons, &sweeps, dt, eps) {
+            Some((losses, total)) => (losses, total, spans),
+            None => {
+                let step = self.select(cells);
+                let (losses, total) = sweep_losses(neurons, &step, dt, eps);
+                (losses, total, step.spans)
+            }
+        }
+    }
 }
 
 /// Poisson loss of every sweep (summed over its valid bins) and their weighted total, through
-/// the scan: on a GPU one fused operation (`fit::fused`), on the CPU Burn's operations.
+/// the scan, by Burn's operations (on a GPU, see [`GroupUpload::losses`]).
 fn sweep_losses(
-    neurons: &scan::ScanNeurons,
-    batch: &StepBatch,
-    dt: f64,
-    eps: f64,
-) -> (Tensor<2>, Tensor<1>) {
-    let fused = super::fused::StepSweeps {
-        current: &batch.current,
-        target: &batch.target,
-        mask: &batch.mask,
-        weight: &batch.weight,
-        rows: &batch.rows,
-        lengths: &batch.lengths,
-    };
-    super::fused::sweep_losses(neurons, &fused, dt, eps)
-        .unwrap_or_else(|| burn_sweep_losses(neurons, batch, dt, eps))
-}
-
-/// [`sweep_losses`] by Burn's operations.
-fn burn_sweep_losses(
     neurons: &scan::ScanNeurons,
     batch: &StepBatch,
     dt: f64,
@@ -477,17 +499,21 @@ pub fn train_runs(
                 Tensor::zeros([1], &ad)
             };
             for (&g, group) in &by_group {
-                let step = match uploads.get(g) {
+                let (sweep_loss, group_total, spans) = match uploads.get(g) {
                     Some(upload) => {
-                        upload.select(&group.iter().map(|&(c, _)| c).collect::<Vec<_>>())
+                        let members: Vec<usize> = group.iter().map(|&(c, _)| c).collect();
+                        upload.losses(&members, &neurons, dt, settings.eps)
                     }
-                    None => StepBatch::new(group, &ad),
+                    None => {
+                        let step = StepBatch::new(group, &ad);
+                        let (losses, total) = sweep_losses(&neurons, &step, dt, settings.eps);
+                        (losses, total, step.spans)
+                    }
                 };
-                let (sweep_loss, group_total) = sweep_losses(&neurons, &step, dt, settings.eps);
                 total = total + group_total;
                 unread.push(UnreadLosses {
                     losses: sweep_loss.inner(),
-                    spans: step.spans,
+                    spans,
                     cells: group.clone(),
                 });
             }
@@ -644,10 +670,11 @@ mod tests {
         }
     }
 
-    /// The fused loss of a step on wgpu (`fit::fused`) against Burn's operations on the same
-    /// device: sweep losses, total and the gradients of α, β, c and b, for cells of different
-    /// neurons and sweep lengths (padding), some neurons without sweeps, trainable and frozen
-    /// activations, two bin sizes. Skipped, saying so, without a wgpu adapter.
+    /// The fused loss of a step on wgpu (`GroupUpload::losses`) against Burn's operations on
+    /// the gathered batch on the same device: sweep losses, total, spans and the gradients of
+    /// α, β, c and b, for the whole group and for steps taking some of its cells, cells of
+    /// different neurons and sweep lengths (padding), neurons without sweeps, trainable and
+    /// frozen activations, two bin sizes. Skipped, saying so, without a wgpu adapter.
     #[test]
     fn the_fused_step_loss_matches_burns_operations() {
         use burn::module::{Module, ModuleVisitor, Param};
@@ -698,70 +725,69 @@ mod tests {
                     })
                     .collect();
             let cells: Vec<(usize, &SweepBatch)> = batches.iter().map(|(r, b)| (*r, b)).collect();
-            let step = StepBatch::new(&cells, &device);
+            let upload = GroupUpload::new(&cells, &device);
             struct Grads<'a>(&'a GradientsParams, Vec<Option<Vec<f32>>>);
             impl ModuleVisitor for Grads<'_> {
                 fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
                     self.1.push(self.0.get::<D>(param.id).map(|g| host(g)));
                 }
             }
-            let run = |fused: bool| {
-                let layer = layer.clone().fork(&device);
-                let neurons = layer.scan_neurons();
-                let (losses, total) = if fused {
-                    let sweeps = super::super::fused::StepSweeps {
-                        current: &step.current,
-                        target: &step.target,
-                        mask: &step.mask,
-                        weight: &step.weight,
-                        rows: &step.rows,
-                        lengths: &step.lengths,
+            // the whole group, and steps that take some of its cells (shorter, reordered)
+            for members in [vec![0, 1, 2], vec![0, 2], vec![1], vec![0]] {
+                let run = |fused: bool| {
+                    let layer = layer.clone().fork(&device);
+                    let neurons = layer.scan_neurons();
+                    let (losses, total, spans) = if fused {
+                        upload.losses(&members, &neurons, bin as f64, eps)
+                    } else {
+                        let step = upload.select(&members);
+                        let (losses, total) = sweep_losses(&neurons, &step, bin as f64, eps);
+                        (losses, total, step.spans)
                     };
-                    super::super::fused::sweep_losses(&neurons, &sweeps, bin as f64, eps)
-                        .expect("the fused loss runs on wgpu")
-                } else {
-                    burn_sweep_losses(&neurons, &step, bin as f64, eps)
+                    let total_value = host(total.clone())[0];
+                    let grads = GradientsParams::from_grads(total.backward(), &layer);
+                    let mut g = Grads(&grads, Vec::new());
+                    layer.visit(&mut g);
+                    (host(losses), total_value, g.1, spans)
                 };
-                let total_value = host(total.clone())[0];
-                let grads = GradientsParams::from_grads(total.backward(), &layer);
-                let mut g = Grads(&grads, Vec::new());
-                layer.visit(&mut g);
-                (host(losses), total_value, g.1)
-            };
-            let (fused, burn) = (run(true), run(false));
-            let what = format!("bin {bin}, activation trained: {train_activation}");
-            for (a, b) in fused.0.iter().zip(&burn.0) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                    "{what}: sweep loss {a} vs {b}"
-                );
-            }
-            assert_eq!(fused.0.len(), 6);
-            assert!(
-                (fused.1 - burn.1).abs() <= 1e-5 * burn.1.abs().max(1.0),
-                "{what}: total {} vs {}",
-                fused.1,
-                burn.1
-            );
-            let mut compared = 0;
-            for (k, (a, b)) in fused.2.iter().zip(&burn.2).enumerate() {
-                match (a, b) {
-                    (None, None) => {}
-                    (Some(a), Some(b)) => {
-                        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-                        assert!(scale > 0.0, "{what}: parameter {k} has a gradient");
-                        for (x, y) in a.iter().zip(b) {
-                            assert!(
-                                (x - y).abs() <= 1e-4 * scale,
-                                "{what}: parameter {k}: {x} vs {y} (largest {scale})"
-                            );
-                        }
-                        compared += 1;
-                    }
-                    _ => panic!("{what}: parameter {k} has a gradient one way only"),
+                let (fused, burn) = (run(true), run(false));
+                let what =
+                    format!("bin {bin}, activation trained: {train_activation}, cells {members:?}");
+                assert_eq!(fused.3, burn.3, "{what}: spans");
+                let sweeps: usize = members.iter().map(|&c| cells[c].1.n_sweeps()).sum();
+                assert_eq!((fused.0.len(), burn.0.len()), (sweeps, sweeps), "{what}");
+                for (a, b) in fused.0.iter().zip(&burn.0) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{what}: sweep loss {a} vs {b}"
+                    );
                 }
+                assert!(
+                    (fused.1 - burn.1).abs() <= 1e-5 * burn.1.abs().max(1.0),
+                    "{what}: total {} vs {}",
+                    fused.1,
+                    burn.1
+                );
+                let mut compared = 0;
+                for (k, (a, b)) in fused.2.iter().zip(&burn.2).enumerate() {
+                    match (a, b) {
+                        (None, None) => {}
+                        (Some(a), Some(b)) => {
+                            let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+                            assert!(scale > 0.0, "{what}: parameter {k} has a gradient");
+                            for (x, y) in a.iter().zip(b) {
+                                assert!(
+                                    (x - y).abs() <= 1e-4 * scale,
+                                    "{what}: parameter {k}: {x} vs {y} (largest {scale})"
+                                );
+                            }
+                            compared += 1;
+                        }
+                        _ => panic!("{what}: parameter {k} has a gradient one way only"),
+                    }
+                }
+                assert_eq!(compared, if train_activation { 4 } else { 2 }, "{what}");
             }
-            assert_eq!(compared, if train_activation { 4 } else { 2 }, "{what}");
         }
     }
 }

@@ -1,7 +1,7 @@
-//! A filter-fit step's loss on a GPU as one Burn operation: each sweep's neuron packed by an
-//! index (no per-parameter gathers), the scan, and the masked Poisson loss summed per sweep and
-//! weighted, forward and backward in seven kernels (`cube`) where Burn's operations launch
-//! about fifty. The CPU keeps Burn's operations (and its numbers, bit for bit); tests compare
+//! A filter-fit step's loss on a GPU as one Burn operation: the step's sweeps and their
+//! neurons gathered from the group's upload, the scan, and the masked Poisson loss summed per
+//! sweep and weighted, forward and backward in six kernels (`cube`) where Burn's operations
+//! launch about sixty. The CPU keeps Burn's operations (and its numbers, bit for bit); tests compare
 //! the two within f32 rounding.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -14,22 +14,27 @@ use burn::tensor::{Int, Tensor};
 use super::cube::{self as kernels, Saved};
 use crate::scan::ScanNeurons;
 
-/// One step's sweeps and the layer's neurons, as the fused loss reads them: S sweeps of T bins
-/// through N neurons with n filters and K coefficients.
+/// One step's sweeps, as columns of a group's upload, and the layer's neurons, as the fused
+/// loss reads them: S of the group's S_all sweeps, of T of its T_all bins, through N neurons
+/// with n filters and K coefficients.
 #[derive(ExtensionType, Clone, Debug)]
 pub struct SweepLossInputs<B: Backend> {
-    /// Injected current (pA), `[1, T, S]`; constant.
+    /// The group's injected current (pA), `[1, T_all, S_all]`; constant.
     pub current: FloatTensor<B>,
-    /// Recorded rate (ms⁻¹), `[T, S]`; constant.
+    /// The group's recorded rates (ms⁻¹), `[T_all, S_all]`; constant.
     pub target: FloatTensor<B>,
-    /// 1 on a sweep's valid bins, 0 on padding, `[T, S]`; constant.
+    /// 1 on a sweep's valid bins, 0 on padding, `[T_all, S_all]`; constant.
     pub mask: FloatTensor<B>,
-    /// Loss weight of each sweep, `[1, S]`; constant.
+    /// Loss weight of each sweep, `[1, S_all]`; constant.
     pub weight: FloatTensor<B>,
-    /// The neuron (layer row) of each sweep, `[S]`.
+    /// The neuron (layer row) of each sweep, `[S_all]`.
     pub rows: IntTensor<B>,
-    /// Valid bins of each sweep, `[1, S]`.
+    /// Valid bins of each sweep, `[1, S_all]`.
     pub lengths: IntTensor<B>,
+    /// The step's sweeps: their columns in the group, `[S]`.
+    pub columns: IntTensor<B>,
+    /// The step's bins T: its longest sweep.
+    pub time: usize,
     /// α, `[N, n]`.
     pub alpha: FloatTensor<B>,
     /// Effective rate-history weights, `[N, n]`.
@@ -109,6 +114,8 @@ impl<C: CheckpointStrategy> GfrSweepLossBackend for Autodiff<Cube, C> {
             weight: x.weight.into_primitive(),
             rows: x.rows,
             lengths: x.lengths,
+            columns: x.columns,
+            time: x.time,
             alpha: x.alpha.into_primitive(),
             beta: x.beta.into_primitive(),
             decay: x.decay.into_primitive(),
@@ -135,7 +142,7 @@ impl<C: CheckpointStrategy> GfrSweepLossBackend for Autodiff<Cube, C> {
     }
 }
 
-/// The step's sweeps, in the shapes [`super::filters`] keeps them.
+/// A group's upload, in the shapes [`super::filters`] keeps it, and a step's columns of it.
 pub(crate) struct StepSweeps<'a> {
     pub current: &'a Tensor<3>,
     pub target: &'a Tensor<2>,
@@ -143,6 +150,10 @@ pub(crate) struct StepSweeps<'a> {
     pub weight: &'a Tensor<2>,
     pub rows: &'a Tensor<1, Int>,
     pub lengths: &'a Tensor<2, Int>,
+    /// The step's sweeps (columns of the group), `[S]`.
+    pub columns: &'a Tensor<1, Int>,
+    /// The step's bins.
+    pub time: usize,
 }
 
 /// (sweep losses `[1, S]` without gradient, their weighted total `[1]`) through the layer's
@@ -164,6 +175,8 @@ pub(crate) fn sweep_losses(
         weight: sweeps.weight.clone().into_dispatch(),
         rows: sweeps.rows.clone().into_dispatch(),
         lengths: sweeps.lengths.clone().into_dispatch(),
+        columns: sweeps.columns.clone().into_dispatch(),
+        time: sweeps.time,
         alpha: neurons.alpha.clone().into_dispatch(),
         beta: neurons.beta.clone().into_dispatch(),
         decay: neurons.decay.clone().into_dispatch(),
@@ -176,4 +189,119 @@ pub(crate) fn sweep_losses(
     };
     let (total, losses) = <Dispatch as GfrSweepLossBackend>::gfr_sweep_losses(x)?;
     Some((Tensor::from_dispatch(losses), Tensor::from_dispatch(total)))
+}
+
+/// The activation fit's data and activations, as its fused loss reads them: P points of
+/// `cols` activation rows (every restart of every cell), K coefficients.
+#[derive(ExtensionType, Clone, Debug)]
+pub struct ActivationLossInputs<B: Backend> {
+    /// Step currents x (pA), `[P, cols]`; constant.
+    pub current: FloatTensor<B>,
+    /// Rates y (ms⁻¹), `[P, cols]`; constant.
+    pub rate: FloatTensor<B>,
+    /// 1 on a row's points, 0 on padding, `[P, cols]`; constant.
+    pub mask: FloatTensor<B>,
+    /// Bin size Δt of each row (ms), `[1, cols]`; constant.
+    pub dt: FloatTensor<B>,
+    /// c, `[cols, K]`.
+    pub coeffs: FloatTensor<B>,
+    /// b (pA), `[cols]`.
+    pub threshold: FloatTensor<B>,
+    /// σ (pA), `[cols]`; constant.
+    pub max_current: FloatTensor<B>,
+    /// γ (ms⁻¹), `[cols]`; constant.
+    pub max_rate: FloatTensor<B>,
+    /// ε inside the logarithm.
+    pub eps: f64,
+}
+
+/// The fused loss of an activation-fit epoch.
+#[backend_extension(Cube, Autodiff)]
+pub trait GfrActivationLossBackend: Backend {
+    /// Σ m (μ − y Δt ln(μ + ε)) over every point of every row, μ = g(x) Δt, `[1]`; None where
+    /// the kernels do not fit the device (then nothing ran).
+    fn gfr_activation_loss(
+        #[extension_type] x: ActivationLossInputs<Self>,
+    ) -> Option<FloatTensor<Self>>;
+}
+
+impl GfrActivationLossBackend for Cube {
+    fn gfr_activation_loss(x: ActivationLossInputs<Self>) -> Option<FloatTensor<Self>> {
+        let x = kernels::contiguous_activation(x);
+        kernels::activation_fits(&x).then(|| kernels::activation_forward(&x))
+    }
+}
+
+/// The backward step. Parents, in order: c, b.
+#[derive(Debug)]
+struct ActivationLossBackward;
+
+impl Backward<Cube, 2> for ActivationLossBackward {
+    type State = ActivationLossInputs<Cube>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad_total = grads.consume::<Cube>(&ops.node);
+        let all = kernels::activation_backward(&ops.state, grad_total);
+        for (node, grad) in ops.parents.into_iter().zip(all) {
+            if let Some(node) = node {
+                grads.register::<Cube>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GfrActivationLossBackend for Autodiff<Cube, C> {
+    fn gfr_activation_loss(x: ActivationLossInputs<Self>) -> Option<FloatTensor<Self>> {
+        let nodes = [x.coeffs.node(), x.threshold.node()];
+        let inner = kernels::contiguous_activation(ActivationLossInputs::<Cube> {
+            current: x.current.into_primitive(),
+            rate: x.rate.into_primitive(),
+            mask: x.mask.into_primitive(),
+            dt: x.dt.into_primitive(),
+            coeffs: x.coeffs.into_primitive(),
+            threshold: x.threshold.into_primitive(),
+            max_current: x.max_current.into_primitive(),
+            max_rate: x.max_rate.into_primitive(),
+            eps: x.eps,
+        });
+        if !kernels::activation_fits(&inner) {
+            return None;
+        }
+        let prep = ActivationLossBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful();
+        let total = kernels::activation_forward(&inner);
+        Some(match prep {
+            OpsKind::Tracked(prep) => prep.finish(inner, total),
+            OpsKind::UnTracked(prep) => prep.finish(total),
+        })
+    }
+}
+
+/// The activation fit's loss `[1]` (see [`GfrActivationLossBackend`]) of `g` on the points
+/// `current`, `rate`, `mask` `[P, cols]` with bin sizes `dt` `[1, cols]`, by the fused kernels;
+/// None on the CPU and where they do not fit the device.
+pub(crate) fn activation_loss(
+    g: &crate::neuron::PolynomialActivation,
+    [current, rate, mask]: [&Tensor<2>; 3],
+    dt: &Tensor<2>,
+    eps: f64,
+) -> Option<Tensor<1>> {
+    use burn::backend::Dispatch;
+    if crate::device::is_cpu(&current.device()) {
+        return None;
+    }
+    let x = ActivationLossInputs {
+        current: current.clone().into_dispatch(),
+        rate: rate.clone().into_dispatch(),
+        mask: mask.clone().into_dispatch(),
+        dt: dt.clone().into_dispatch(),
+        coeffs: g.coeffs.val().into_dispatch(),
+        threshold: g.threshold_pa().into_dispatch(),
+        max_current: g.max_current.val().into_dispatch(),
+        max_rate: g.max_rate.val().into_dispatch(),
+        eps,
+    };
+    <Dispatch as GfrActivationLossBackend>::gfr_activation_loss(x).map(Tensor::from_dispatch)
 }
