@@ -1,6 +1,6 @@
 //! The fused fit loss's CubeCL kernels (wgpu). Forward: `gather_kernel` (the step's columns of
 //! the group's upload), the scan's rows packed through the sweeps' neuron index, the scan's
-//! forward kernel, `loss_kernel` (each sweep's loss and the weighted total in one cube).
+//! forward kernel, `loss_kernel` (each sweep's loss), `total_kernel` (their weighted sum).
 //! Backward: `loss_backward_kernel`, the scan's backward kernel, the per-sweep gradients summed
 //! by neuron.
 
@@ -21,7 +21,8 @@ use crate::scan::cube::{
 /// Units per cube.
 const UNITS: u32 = 256;
 
-/// What the backward pass keeps from the forward pass.
+/// What the backward pass keeps from the forward pass. Every tensor `[T, S]` of it holds each
+/// sweep's valid bins only (its length, `scan.lengths`): the kernels read no others.
 #[derive(Clone, Debug)]
 pub(crate) struct Saved {
     /// The scan's inputs: the step's current, its sweeps' neurons packed, lengths as floats.
@@ -42,8 +43,9 @@ struct Step {
 }
 
 /// The step's columns `cols` `[S]` of the group (current `[1, T_all, S_all]`, targets and masks
-/// `[T_all, S_all]`, weights `[1, S_all]`, neurons and lengths `[S_all]`) in their first T
-/// bins, the lengths as floats: one unit per output entry.
+/// `[T_all, S_all]`, weights `[1, S_all]`, neurons and lengths `[S_all]`), each sweep's valid
+/// bins of the first T (the rest left unwritten), the lengths as floats: one unit per output
+/// entry.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn gather_kernel<F: Float, I: Numeric>(
@@ -67,10 +69,15 @@ fn gather_kernel<F: Float, I: Numeric>(
     let all = weight_all.len();
     let bins = sweeps * mask.shape(0);
     if pos < bins {
-        let at = (pos / sweeps) * all + u32::cast_from(cols[pos % sweeps]) as usize;
-        current[pos] = current_all[at];
-        target[pos] = target_all[at];
-        mask[pos] = mask_all[at];
+        // only a sweep's valid bins: nothing reads the others (see `Saved`)
+        let c = u32::cast_from(cols[pos % sweeps]) as usize;
+        let t = pos / sweeps;
+        if t < u32::cast_from(lengths_all[c]) as usize {
+            let at = t * all + c;
+            current[pos] = current_all[at];
+            target[pos] = target_all[at];
+            mask[pos] = mask_all[at];
+        }
     } else if pos < bins + sweeps {
         let s = pos - bins;
         let c = u32::cast_from(cols[s]) as usize;
@@ -80,31 +87,27 @@ fn gather_kernel<F: Float, I: Numeric>(
     }
 }
 
-/// One cube: L_s = Σ_t m (f Δt − y Δt ln(f Δt + ε)) of each sweep (units stride over the
-/// sweeps) into `losses` `[1, S]`, and Σ_s w_s L_s into `total[0]`.
+/// L_s = Σ_t m (f Δt − y Δt ln(f Δt + ε)) of each sweep into `losses` `[1, S]`: one unit per
+/// sweep.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn loss_kernel<F: Float>(
     rates: &Tensor<F>,
     target: &Tensor<F>,
     mask: &Tensor<F>,
-    weight: &Tensor<F>,
+    lengths: &Tensor<F>,
     losses: &mut Tensor<F>,
-    total: &mut Tensor<F>,
     dt: InputScalar,
     eps: InputScalar,
-    #[comptime] units: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let u = UNIT_POS_X as usize;
-    let sweeps = weight.len();
-    let time = target.shape(0);
-    let (dt, eps) = (dt.get::<F>(), eps.get::<F>());
-    let mut part = F::new(0.0);
-    let mut s = u;
-    while s < sweeps {
+    let s = ABSOLUTE_POS;
+    let sweeps = losses.len();
+    if s < sweeps {
+        let len = u32::cast_from(lengths[s]) as usize;
+        let (dt, eps) = (dt.get::<F>(), eps.get::<F>());
         let mut acc = F::new(0.0);
-        for t in 0..time {
+        for t in 0..len {
             let at = t * sweeps + s;
             let m = mask[at];
             if m != F::new(0.0) {
@@ -113,7 +116,24 @@ fn loss_kernel<F: Float>(
             }
         }
         losses[s] = acc;
-        part += acc * weight[s];
+    }
+}
+
+/// One cube: Σ_s w_s L_s into `total[0]` (units stride over the sweeps, then a tree in shared
+/// memory).
+#[cube(launch)]
+fn total_kernel<F: Float>(
+    losses: &Tensor<F>,
+    weight: &Tensor<F>,
+    total: &mut Tensor<F>,
+    #[comptime] units: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let u = UNIT_POS_X as usize;
+    let mut part = F::new(0.0);
+    let mut s = u;
+    while s < losses.len() {
+        part += losses[s] * weight[s];
         s += units;
     }
     let mut shared = Shared::<[F]>::new_slice(units);
@@ -132,7 +152,8 @@ fn loss_kernel<F: Float>(
     }
 }
 
-/// ∂L/∂f `[1, T, S]` from g = ∂L/∂total (`grad_total[0]`): g w_s m Δt (1 − y Δt / (f Δt + ε)).
+/// ∂L/∂f `[1, T, S]` from g = ∂L/∂total (`grad_total[0]`): g w_s m Δt (1 − y Δt / (f Δt + ε))
+/// on each sweep's valid bins.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn loss_backward_kernel<F: Float>(
@@ -141,14 +162,16 @@ fn loss_backward_kernel<F: Float>(
     target: &Tensor<F>,
     mask: &Tensor<F>,
     weight: &Tensor<F>,
+    lengths: &Tensor<F>,
     grad_rates: &mut Tensor<F>,
     dt: InputScalar,
     eps: InputScalar,
     #[define(F)] _dtype: ElemType,
 ) {
     let at = ABSOLUTE_POS;
-    if at < grad_rates.len() {
-        let sweeps = weight.len();
+    let sweeps = weight.len();
+    // (a sweep's valid bins only: the scan's backward kernel reads no others)
+    if at < grad_rates.len() && at / sweeps < u32::cast_from(lengths[at % sweeps]) as usize {
         let (dt, eps) = (dt.get::<F>(), eps.get::<F>());
         let m = mask[at];
         let mut g = F::new(0.0);
@@ -246,6 +269,7 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
             &step.rows,
         ),
         lengths,
+        tail: false,
     };
     let trace = forward_kernel(&scan);
     let losses = empty(like, Shape::new([1, sweeps]));
@@ -253,16 +277,24 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
     let scalar = |v: f64| InputScalar::new(v as f32, dtype(like));
     loss_kernel::launch(
         &like.client,
-        CubeCount::Static(1, 1, 1),
+        cubes(sweeps),
         CubeDim::new_1d(UNITS),
         trace[0].clone().into_tensor_arg(),
         step.target.clone().into_tensor_arg(),
         step.mask.clone().into_tensor_arg(),
-        step.weight.clone().into_tensor_arg(),
+        scan.lengths.clone().into_tensor_arg(),
         losses.clone().into_tensor_arg(),
-        total.clone().into_tensor_arg(),
         scalar(x.dt),
         scalar(x.eps),
+        dtype(like),
+    );
+    total_kernel::launch(
+        &like.client,
+        CubeCount::Static(1, 1, 1),
+        CubeDim::new_1d(UNITS),
+        losses.clone().into_tensor_arg(),
+        step.weight.clone().into_tensor_arg(),
+        total.clone().into_tensor_arg(),
         UNITS as usize,
         dtype(like),
     );
@@ -293,6 +325,7 @@ pub(crate) fn backward(
         step.target.clone().into_tensor_arg(),
         step.mask.clone().into_tensor_arg(),
         step.weight.clone().into_tensor_arg(),
+        saved.scan.lengths.clone().into_tensor_arg(),
         grad_rates.clone().into_tensor_arg(),
         scalar(x.dt),
         scalar(x.eps),

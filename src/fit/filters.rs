@@ -452,19 +452,15 @@ pub fn train_runs(
         })
         .collect();
     let mut params = inits.to_vec();
-    // on a GPU each group's sweeps go up once per run; on the CPU building a step's batch on
-    // the host is faster than gathering it (the same tensors either way, tested)
-    let uploads: Vec<GroupUpload> = if crate::device::is_cpu(device) {
-        Vec::new()
-    } else {
-        (0..groups)
-            .map(|g| {
-                let cells: Vec<(usize, &SweepBatch)> =
-                    (0..cells).map(|c| (c, &data[c].train[g].1)).collect();
-                GroupUpload::new(&cells, &ad)
-            })
-            .collect()
-    };
+    // on a GPU every cell's sweeps of every group go up once per run (entry g · cells + c), and
+    // a step gathers its cells' groups from them for one scan; on the CPU building a step's
+    // batch on the host is faster than gathering it (the same tensors either way, tested)
+    let upload: Option<GroupUpload> = (!crate::device::is_cpu(device)).then(|| {
+        let entries: Vec<(usize, &SweepBatch)> = (0..groups)
+            .flat_map(|g| (0..cells).map(move |c| (c, &data[c].train[g].1)))
+            .collect();
+        GroupUpload::new(&entries, &ad)
+    });
     for epoch in 0..run.epochs {
         if !state.iter().any(|s| matches!(s, CellRun::Running { .. })) {
             break;
@@ -478,49 +474,63 @@ pub fn train_runs(
         let mut unread: Vec<UnreadLosses> = Vec::new();
         #[allow(clippy::needless_range_loop)] // k: the step, the position in every order
         for k in 0..groups {
-            // cells at the same training group share a scan: their sweeps have similar
-            // lengths, so little is padded
-            let mut by_group: std::collections::BTreeMap<usize, Vec<(usize, &SweepBatch)>> =
-                Default::default();
+            let neurons = layer.scan_neurons();
+            let mut total = (settings.l1 != 0.0).then(|| {
+                (layer.alpha.val().abs().sum() + layer.beta.val().abs().sum()) * settings.l1
+            });
+            let mut add = |t: Tensor<1>| {
+                total = Some(match total.take() {
+                    Some(sum) => sum + t,
+                    None => t,
+                });
+            };
             // (cells that stopped or diverged are left out: their results are final)
-            for c in 0..cells {
-                if matches!(state[c], CellRun::Running { .. }) {
+            let running = (0..cells).filter(|&c| matches!(state[c], CellRun::Running { .. }));
+            if let Some(upload) = &upload {
+                // one scan: each running cell at its group of this step
+                let members: Vec<(usize, usize)> = running.map(|c| (c, orders[c][k])).collect();
+                let entries: Vec<usize> = members.iter().map(|&(c, g)| g * cells + c).collect();
+                let (sweep_loss, step_total, spans) =
+                    upload.losses(&entries, &neurons, dt, settings.eps);
+                add(step_total);
+                unread.push(UnreadLosses {
+                    losses: sweep_loss.inner(),
+                    spans,
+                    cells: members
+                        .iter()
+                        .map(|&(c, g)| (c, &data[c].train[g].1))
+                        .collect(),
+                });
+            } else {
+                // cells at the same training group share a scan: their sweeps have similar
+                // lengths, so little is padded
+                let mut by_group: std::collections::BTreeMap<usize, Vec<(usize, &SweepBatch)>> =
+                    Default::default();
+                for c in running {
                     let g = orders[c][k];
                     by_group
                         .entry(g)
                         .or_default()
                         .push((c, &data[c].train[g].1));
                 }
+                for group in by_group.values() {
+                    let step = StepBatch::new(group, &ad);
+                    let (sweep_loss, group_total) = sweep_losses(&neurons, &step, dt, settings.eps);
+                    add(group_total);
+                    unread.push(UnreadLosses {
+                        losses: sweep_loss.inner(),
+                        spans: step.spans,
+                        cells: group.clone(),
+                    });
+                }
             }
-            let neurons = layer.scan_neurons();
-            let mut total = if settings.l1 != 0.0 {
-                (layer.alpha.val().abs().sum() + layer.beta.val().abs().sum()) * settings.l1
-            } else {
-                Tensor::zeros([1], &ad)
-            };
-            for (&g, group) in &by_group {
-                let (sweep_loss, group_total, spans) = match uploads.get(g) {
-                    Some(upload) => {
-                        let members: Vec<usize> = group.iter().map(|&(c, _)| c).collect();
-                        upload.losses(&members, &neurons, dt, settings.eps)
-                    }
-                    None => {
-                        let step = StepBatch::new(group, &ad);
-                        let (losses, total) = sweep_losses(&neurons, &step, dt, settings.eps);
-                        (losses, total, step.spans)
-                    }
-                };
-                total = total + group_total;
-                unread.push(UnreadLosses {
-                    losses: sweep_loss.inner(),
-                    spans,
-                    cells: group.clone(),
-                });
+            // (none when every cell diverged earlier in the epoch, on the CPU: no step)
+            if let Some(total) = total {
+                let grads = GradientsParams::from_grads(total.backward(), &layer);
+                layer = optim.step(run.lr, layer, grads);
             }
-            let grads = GradientsParams::from_grads(total.backward(), &layer);
-            layer = optim.step(run.lr, layer, grads);
             // on a GPU the sweep losses are read once an epoch: a read waits for the device
-            if (uploads.is_empty() || k + 1 == groups) && !unread.is_empty() {
+            if (upload.is_none() || k + 1 == groups) && !unread.is_empty() {
                 let unread = std::mem::take(&mut unread);
                 let losses: Vec<Tensor<2>> = unread.iter().map(|u| u.losses.clone()).collect();
                 let losses = crate::neuron::to_vec(Tensor::cat(losses, 1));

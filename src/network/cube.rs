@@ -363,6 +363,7 @@ pub(crate) fn forward(x: &NetworkBatch<Cube>) -> (FloatTensor<Cube>, Saved) {
             &like.device,
             like.dtype.into(),
         ),
+        tail: true,
     };
     let trace = forward_kernel(&scan);
     let dlogits = empty(like, Shape::new([batch, classes]));

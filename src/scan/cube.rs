@@ -56,6 +56,7 @@ fn scan_forward_kernel<F: Float>(
     h: &mut Tensor<F>,
     #[comptime] shared_len: usize,
     #[comptime] coupled: bool,
+    #[comptime] tail: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let b = CUBE_POS_Y as usize;
@@ -82,7 +83,12 @@ fn scan_forward_kernel<F: Float>(
         }
     }
     let mut r_own = F::new(0.0);
-    for t in 0..time {
+    // (coupled units step together to the end; a unit alone may stop at its length)
+    let mut end = time;
+    if !coupled && !tail {
+        end = len;
+    }
+    for t in 0..end {
         if active && t >= len {
             let at = (b * time + t) * nn + j;
             rates[at] = F::new(0.0);
@@ -146,6 +152,7 @@ fn scan_backward_kernel<F: Float>(
     adj: &mut Tensor<F>,
     #[comptime] shared_len: usize,
     #[comptime] coupled: bool,
+    #[comptime] tail: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let b = CUBE_POS_Y as usize;
@@ -177,7 +184,12 @@ fn scan_backward_kernel<F: Float>(
             d_params[g + k] = F::new(0.0);
         }
     }
-    for step in 0..time {
+    // (a unit alone may start at its last valid bin)
+    let mut first = 0usize;
+    if !coupled && !tail && len < time {
+        first = time - len;
+    }
+    for step in first..time {
         let t = time - 1 - step;
         let mut jj = F::new(0.0);
         if active && t >= len {
@@ -311,6 +323,11 @@ pub(crate) struct KernelInputs {
     pub decay: CubeTensor,
     pub params: CubeTensor,
     pub lengths: CubeTensor,
+    /// Whether the kernels write zeros past each sequence's length (rates, u, I, ∂r/∂z
+    /// forward, ∂L/∂P backward). A caller that reads only the valid bins (the fit's fused
+    /// loss) leaves them unwritten: without a recurrent weight each unit then stops at its
+    /// sequence's end.
+    pub tail: bool,
 }
 
 impl KernelInputs {
@@ -321,6 +338,7 @@ impl KernelInputs {
             decay: x.decay.clone(),
             params: pack(x),
             lengths: lengths(x),
+            tail: true,
         }
     }
 }
@@ -354,6 +372,7 @@ pub(crate) fn forward_kernel(k: &KernelInputs) -> [CubeTensor; 4] {
         h.into_tensor_arg(),
         shared,
         coupled,
+        k.tail,
         dtype,
     );
     out
@@ -441,6 +460,7 @@ pub(crate) fn sequence_grads(
         adj.into_tensor_arg(),
         shared,
         coupled,
+        k.tail,
         dtype,
     );
     (d_current, d_params)
