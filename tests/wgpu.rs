@@ -48,6 +48,57 @@ fn wgpu_fit_agrees_with_cpu() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Four cells fitted together on wgpu (each step one scan over every cell's group, gathered
+/// from one upload; the fused losses) agree with the same batch on the CPU, cell by cell.
+#[test]
+fn a_batch_of_cells_on_wgpu_agrees_with_cpu() {
+    if !wgpu_available() {
+        eprintln!(
+            "SKIPPED a_batch_of_cells_on_wgpu_agrees_with_cpu: no wgpu adapter on this machine"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gfr-test-wgpu-batch-{}", std::process::id()));
+    let data = DataDir::new(dir.join("data"));
+    for id in 1..=4u64 {
+        simulate_cell(id, id as usize, 2, GroundTruth::Adex)
+            .recording
+            .save(&data)
+            .unwrap();
+    }
+    let mut config = FitConfig::new(vec![RunConfig::new(1e-2, 15)]);
+    config.activation_epochs = 60;
+    config.activation_repeats = 2;
+    let mut evr = Vec::new();
+    for backend in [Backend::Cpu, Backend::Wgpu] {
+        let opts = FitOptions {
+            batch_cells: 4,
+            ..FitOptions::new(
+                data.clone(),
+                dir.join(backend.name()),
+                config.clone(),
+                backend.device().unwrap(),
+            )
+        };
+        let results = gfr::fit::fit_and_save_batch(&[1, 2, 3, 4], &opts, &());
+        let per_cell: Vec<f64> = results
+            .iter()
+            .map(|r| {
+                assert_eq!(r.status, "saved", "{}: {}", backend.name(), r.message);
+                r.test_evr.unwrap()
+            })
+            .collect();
+        eprintln!("{}: test EVR {per_cell:?}", backend.name());
+        evr.push(per_cell);
+    }
+    // f32 runs on two devices drift apart a little (0.016 at most here); a cell fitted to
+    // another cell's sweeps, or with a wrong gradient, lands far away
+    for (cpu, gpu) in evr[0].iter().zip(&evr[1]) {
+        assert!((cpu - gpu).abs() < 0.05, "cpu {cpu} vs wgpu {gpu}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn only_the_cpu_device_counts_as_cpu() {
     assert!(gfr::device::is_cpu(&gfr::device::cpu()));

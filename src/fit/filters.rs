@@ -246,14 +246,14 @@ impl StepBatch {
     }
 }
 
-/// Every cell's sweeps of one training group, uploaded once per run: a step selects the
-/// columns of the cells that visit the group then (a gather of indices on the device) instead
-/// of uploading their traces again — with many cells on a GPU those uploads were most of a
-/// step's work.
+/// Sweeps of (layer row, sweeps) entries uploaded once per run — on a GPU every cell's sweeps
+/// of every training group — from which a step takes the columns of its entries (a gather on
+/// the device) instead of uploading their traces again: with many cells on a GPU those uploads
+/// were most of a step's work.
 struct GroupUpload {
-    /// All cells, in cell order.
+    /// All entries, in the order given.
     all: StepBatch,
-    /// Each cell's padded length (bins).
+    /// Each entry's padded length (bins).
     times: Vec<usize>,
 }
 
@@ -265,8 +265,8 @@ impl GroupUpload {
         }
     }
 
-    /// The columns of `cells` (indices into the cells given to [`GroupUpload::new`], in
-    /// increasing order) `[S]`, each cell's span of them, and their bins (the longest sweep).
+    /// The columns of `cells` (indices into the entries given to [`GroupUpload::new`], in any
+    /// order) `[S]`, each one's span of them, and their bins (the longest sweep).
     fn columns(&self, cells: &[usize]) -> (Tensor<1, Int>, Vec<std::ops::Range<usize>>, usize) {
         let all = &self.all;
         let mut columns = Vec::new();
@@ -287,7 +287,7 @@ impl GroupUpload {
     /// [`StepBatch::new`] builds for them.
     fn select(&self, cells: &[usize]) -> StepBatch {
         let all = &self.all;
-        if cells.len() == self.times.len() {
+        if cells.iter().copied().eq(0..self.times.len()) {
             return all.clone();
         }
         let (idx, spans, time) = self.columns(cells);
@@ -743,7 +743,8 @@ mod tests {
                 }
             }
             // the whole group, and steps that take some of its cells (shorter, reordered)
-            for members in [vec![0, 1, 2], vec![0, 2], vec![1], vec![0]] {
+            // (a step on a GPU takes entries of several groups, in no particular order)
+            for members in [vec![0, 1, 2], vec![0, 2], vec![1], vec![0], vec![2, 0, 1]] {
                 let run = |fused: bool| {
                     let layer = layer.clone().fork(&device);
                     let neurons = layer.scan_neurons();
