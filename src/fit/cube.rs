@@ -198,6 +198,7 @@ pub(crate) fn contiguous(x: SweepLossInputs<Cube>) -> SweepLossInputs<Cube> {
         rows: c(x.rows),
         lengths: c(x.lengths),
         columns: c(x.columns),
+        row_spans: c(x.row_spans),
         time: x.time,
         alpha: c(x.alpha),
         beta: c(x.beta),
@@ -332,8 +333,7 @@ pub(crate) fn backward(
         dtype(like),
     );
     let (_, d_params) = sequence_grads(&saved.scan, &saved.trace, grad_rates);
-    let neurons = x.threshold.shape().num_elements();
-    grads_by_row(d_params, &step.rows, &saved.scan.params, &x.decay, neurons)
+    grads_by_row(d_params, &x.row_spans, &saved.scan.params, &x.decay)
 }
 
 /// g = γ max(0, tanh z), z = Σ_k c_k² v^k, v = (x − b)/σ, of activation row `col`, and

@@ -255,6 +255,8 @@ struct GroupUpload {
     all: StepBatch,
     /// Each entry's padded length (bins).
     times: Vec<usize>,
+    /// Each entry's layer row.
+    rows: Vec<usize>,
 }
 
 impl GroupUpload {
@@ -262,6 +264,7 @@ impl GroupUpload {
         Self {
             all: StepBatch::new(cells, device),
             times: cells.iter().map(|(_, b)| b.time).collect(),
+            rows: cells.iter().map(|&(r, _)| r).collect(),
         }
     }
 
@@ -320,6 +323,22 @@ impl GroupUpload {
     ) -> (Tensor<2>, Tensor<1>, Vec<std::ops::Range<usize>>) {
         let (columns, spans, time) = self.columns(cells);
         let all = &self.all;
+        // each layer row's span of the step's sweeps (one entry per row at most)
+        let layer_rows = neurons.threshold.dims()[0];
+        let mut row_spans = vec![0i64; 2 * layer_rows];
+        for (&c, span) in cells.iter().zip(&spans) {
+            let r = self.rows[c];
+            assert!(
+                row_spans[2 * r + 1] == 0,
+                "a step takes one entry per layer row"
+            );
+            row_spans[2 * r] = span.start as i64;
+            row_spans[2 * r + 1] = span.end as i64;
+        }
+        let row_spans = Tensor::<2, Int>::from_data(
+            TensorData::new(row_spans, [layer_rows, 2]),
+            &all.current.device(),
+        );
         let sweeps = super::fused::StepSweeps {
             current: &all.current,
             target: &all.target,
@@ -328,6 +347,7 @@ impl GroupUpload {
             rows: &all.rows,
             lengths: &all.lengths,
             columns: &columns,
+            row_spans: &row_spans,
             time,
         };
         match super::fused::sweep_losses(neurons, &sweeps, dt, eps) {

@@ -33,6 +33,9 @@ pub struct SweepLossInputs<B: Backend> {
     pub lengths: IntTensor<B>,
     /// The step's sweeps: their columns in the group, `[S]`.
     pub columns: IntTensor<B>,
+    /// Each neuron's step sweeps, as a span of the step's S: first and end, `[N, 2]` (0, 0:
+    /// none). A neuron's sweeps are consecutive.
+    pub row_spans: IntTensor<B>,
     /// The step's bins T: its longest sweep.
     pub time: usize,
     /// α, `[N, n]`.
@@ -115,6 +118,7 @@ impl<C: CheckpointStrategy> GfrSweepLossBackend for Autodiff<Cube, C> {
             rows: x.rows,
             lengths: x.lengths,
             columns: x.columns,
+            row_spans: x.row_spans,
             time: x.time,
             alpha: x.alpha.into_primitive(),
             beta: x.beta.into_primitive(),
@@ -152,6 +156,8 @@ pub(crate) struct StepSweeps<'a> {
     pub lengths: &'a Tensor<2, Int>,
     /// The step's sweeps (columns of the group), `[S]`.
     pub columns: &'a Tensor<1, Int>,
+    /// Each neuron's span of the step's sweeps, `[N, 2]`.
+    pub row_spans: &'a Tensor<2, Int>,
     /// The step's bins.
     pub time: usize,
 }
@@ -176,6 +182,7 @@ pub(crate) fn sweep_losses(
         rows: sweeps.rows.clone().into_dispatch(),
         lengths: sweeps.lengths.clone().into_dispatch(),
         columns: sweeps.columns.clone().into_dispatch(),
+        row_spans: sweeps.row_spans.clone().into_dispatch(),
         time: sweeps.time,
         alpha: neurons.alpha.clone().into_dispatch(),
         beta: neurons.beta.clone().into_dispatch(),

@@ -211,8 +211,17 @@ fn readout_backward_kernel<F: Float>(
     }
 }
 
+/// Units that share one output of [`drive_backward_kernel`], each summing every
+/// `LANES`-th sequence of the batch.
+const LANES: usize = 8;
+/// Outputs per cube of [`drive_backward_kernel`].
+const OUTPUTS_PER_CUBE: usize = UNITS as usize / LANES;
+
 /// From ∂L/∂P `[B, T + 1, H]` and the rates: ∂L/∂W_in `[D, H]`, ∂L/∂b_in, ∂L/∂b_rec `[H]` and
-/// ∂L/∂W_rec `[H, H]` (through W_eff: Σ_b Σ_t r_{t−1}[i] ∂L/∂P_t[h] k_i s_rec,h).
+/// ∂L/∂W_rec `[H, H]` (through W_eff: Σ_b Σ_t r_{t−1}[i] ∂L/∂P_t[h] k_i s_rec,h). Each output
+/// is a sum over the batch's B (T + 1) bins: [`LANES`] units share it (unit `lane ·
+/// OUTPUTS_PER_CUBE + o` of a cube sums the sequences b ≡ lane of output o, consecutive units
+/// reading consecutive h), then add their sums in shared memory.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn drive_backward_kernel<F: Float>(
@@ -226,46 +235,70 @@ fn drive_backward_kernel<F: Float>(
     d_b_in: &mut Tensor<F>,
     d_w_rec: &mut Tensor<F>,
     d_b_rec: &mut Tensor<F>,
+    #[comptime] lanes: usize,
+    #[comptime] outputs: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let pos = ABSOLUTE_POS;
+    let u = UNIT_POS_X as usize;
+    let lane = u / outputs;
+    let o = u % outputs;
+    let pos = CUBE_POS_X as usize * outputs + o;
     let hh = s_in.len();
     let batch = images.shape(0);
     let time = images.shape(1);
     let d = images.shape(2);
     let steps = d_current.shape(1);
     let n_in = d * hh;
+    let mut acc = F::new(0.0);
     if pos < n_in {
         let j = pos / hh;
         let h = pos % hh;
-        let mut acc = F::new(0.0);
-        for b in 0..batch {
+        let mut b = lane;
+        while b < batch {
             for t in 0..time {
                 acc += images[(b * time + t) * d + j] * d_current[(b * steps + t) * hh + h];
             }
+            b += lanes;
         }
-        d_w_in[pos] = acc * s_in[h];
     } else if pos < n_in + hh {
         let h = pos - n_in;
-        let mut acc = F::new(0.0);
-        for b in 0..batch {
+        let mut b = lane;
+        while b < batch {
             for t in 0..steps {
                 acc += d_current[(b * steps + t) * hh + h];
             }
+            b += lanes;
         }
-        d_b_in[h] = acc * s_in[h];
-        d_b_rec[h] = acc * s_rec[h];
     } else if pos < n_in + hh + hh * hh {
         let q = pos - n_in - hh;
         let i = q / hh;
         let h = q % hh;
-        let mut acc = F::new(0.0);
-        for b in 0..batch {
+        let mut b = lane;
+        while b < batch {
             for t in 1..steps {
                 acc += rates[(b * steps + t - 1) * hh + i] * d_current[(b * steps + t) * hh + h];
             }
+            b += lanes;
         }
-        d_w_rec[q] = acc * k[i] * s_rec[h];
+    }
+    let mut shared = Shared::<[F]>::new_slice(lanes * outputs);
+    shared[u] = acc;
+    sync_cube();
+    if lane == 0 {
+        let mut sum = F::new(0.0);
+        for l in 0..lanes {
+            sum += shared[l * outputs + o];
+        }
+        if pos < n_in {
+            d_w_in[pos] = sum * s_in[pos % hh];
+        } else if pos < n_in + hh {
+            let h = pos - n_in;
+            d_b_in[h] = sum * s_in[h];
+            d_b_rec[h] = sum * s_rec[h];
+        } else if pos < n_in + hh + hh * hh {
+            let q = pos - n_in - hh;
+            d_w_rec[q] = sum * k[q / hh] * s_rec[q % hh];
+        }
     }
 }
 
@@ -309,7 +342,8 @@ pub(crate) fn fits(x: &NetworkBatch<Cube>) -> bool {
     let largest = [
         batch * (time + 1) * hidden + hidden * hidden,
         batch * (time + 1) * hidden + hidden * classes + classes,
-        pixels * hidden + hidden + hidden * hidden,
+        // (the drive's backward kernel: OUTPUTS_PER_CUBE outputs per cube)
+        (pixels * hidden + hidden + hidden * hidden) * LANES,
     ]
     .into_iter()
     .max()
@@ -428,9 +462,10 @@ pub(crate) fn backward(
     let d_b_in = empty(like, Shape::new([hidden]));
     let d_w_rec = empty(like, Shape::new([hidden, hidden]));
     let d_b_rec = empty(like, Shape::new([hidden]));
+    let outputs = pixels * hidden + hidden + hidden * hidden;
     drive_backward_kernel::launch(
         client,
-        cubes(pixels * hidden + hidden + hidden * hidden),
+        CubeCount::Static(outputs.div_ceil(OUTPUTS_PER_CUBE) as u32, 1, 1),
         CubeDim::new_1d(UNITS),
         x.images.clone().into_tensor_arg(),
         d_current.into_tensor_arg(),
@@ -442,6 +477,8 @@ pub(crate) fn backward(
         d_b_in.clone().into_tensor_arg(),
         d_w_rec.clone().into_tensor_arg(),
         d_b_rec.clone().into_tensor_arg(),
+        LANES,
+        OUTPUTS_PER_CUBE,
         dtype(like),
     );
     [

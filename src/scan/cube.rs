@@ -466,17 +466,18 @@ pub(crate) fn sequence_grads(
     (d_current, d_params)
 }
 
-/// Per-sequence parameter gradients `[1, S, 2n + K + 1]` of a batch whose sequence s ran
-/// neuron `rows[s]` summed by neuron: ∂L/∂(α `[N, n]`, β `[N, n]`, c `[N, K]`, b `[N]`) for
-/// `neurons` N (a neuron no sequence ran gets 0). `params`, `decay`: as the scan had them.
+/// Per-sequence parameter gradients `[1, S, 2n + K + 1]` of a batch whose neuron j ran the
+/// sequences `spans[j, 0] .. spans[j, 1]` (`[N, 2]`; an empty span: none) summed by neuron:
+/// ∂L/∂(α `[N, n]`, β `[N, n]`, c `[N, K]`, b `[N]`) (0 for a neuron without sequences).
+/// `params`, `decay`: as the scan had them.
 pub(crate) fn grads_by_row(
     d_params: CubeTensor,
-    rows: &CubeTensor,
+    spans: &CubeTensor,
     params: &CubeTensor,
     decay: &CubeTensor,
-    neurons: usize,
 ) -> [CubeTensor; 4] {
     let like = &d_params;
+    let neurons = spans.shape().dims::<2>()[0];
     let width = d_params.shape().dims::<3>()[2];
     let grads = param_shapes(params, decay, neurons).map(|s| empty(like, s));
     let n = (neurons * width) as u32;
@@ -485,14 +486,14 @@ pub(crate) fn grads_by_row(
     }
     let dtypes = [
         burn::backend::cubecl::dtype_to_storage_type(like.dtype),
-        burn::backend::cubecl::dtype_to_storage_type(rows.dtype),
+        burn::backend::cubecl::dtype_to_storage_type(spans.dtype),
     ];
     unpack_rows_kernel::launch(
         &like.client,
         CubeCount::Static(n.div_ceil(UNITS), 1, 1),
         CubeDim::new_1d(UNITS),
         d_params.clone().into_tensor_arg(),
-        rows.clone().into_tensor_arg(),
+        spans.clone().into_tensor_arg(),
         grads[0].clone().into_tensor_arg(),
         grads[1].clone().into_tensor_arg(),
         grads[2].clone().into_tensor_arg(),
@@ -503,11 +504,11 @@ pub(crate) fn grads_by_row(
 }
 
 /// [`unpack_grads_kernel`] for sequences of different neurons: entry (j, c) sums the
-/// sequences s with `rows[s] = j`.
+/// sequences of neuron j's span.
 #[cube(launch)]
 fn unpack_rows_kernel<F: Float, I: Numeric>(
     d_params: &Tensor<F>,
-    rows: &Tensor<I>,
+    spans: &Tensor<I>,
     alpha: &mut Tensor<F>,
     beta: &mut Tensor<F>,
     coeffs: &mut Tensor<F>,
@@ -522,11 +523,11 @@ fn unpack_rows_kernel<F: Float, I: Numeric>(
         let kk = coeffs.shape(1);
         let j = i / width;
         let c = i % width;
+        let first = u32::cast_from(spans[2 * j]) as usize;
+        let end = u32::cast_from(spans[2 * j + 1]) as usize;
         let mut sum = F::new(0.0);
-        for s in 0..rows.len() {
-            if u32::cast_from(rows[s]) as usize == j {
-                sum += d_params[s * width + c];
-            }
+        for s in first..end {
+            sum += d_params[s * width + c];
         }
         if c < nf {
             alpha[j * nf + c] = sum;
