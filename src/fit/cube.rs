@@ -207,6 +207,7 @@ pub(crate) fn contiguous(x: SweepLossInputs<Cube>) -> SweepLossInputs<Cube> {
         threshold: c(x.threshold),
         max_current: c(x.max_current),
         max_rate: c(x.max_rate),
+        beta_scale: x.beta_scale,
         dt: x.dt,
         eps: x.eps,
     }
@@ -268,8 +269,10 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
             [&x.alpha, &x.beta, &x.coeffs],
             [&x.threshold, &x.max_current, &x.max_rate],
             &step.rows,
+            x.beta_scale as f32,
         ),
         lengths,
+        beta_scale: x.beta_scale as f32,
         tail: false,
     };
     let trace = forward_kernel(&scan);
@@ -333,7 +336,7 @@ pub(crate) fn backward(
         dtype(like),
     );
     let (_, d_params) = sequence_grads(&saved.scan, &saved.trace, grad_rates);
-    grads_by_row(d_params, &x.row_spans, &saved.scan.params, &x.decay)
+    grads_by_row(d_params, &x.row_spans, &saved.scan)
 }
 
 /// g = γ max(0, tanh z), z = Σ_k c_k² v^k, v = (x − b)/σ, of activation row `col`, and

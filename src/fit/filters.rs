@@ -317,14 +317,14 @@ impl GroupUpload {
     fn losses(
         &self,
         cells: &[usize],
-        neurons: &scan::ScanNeurons,
+        layer: &GfrLayer,
         dt: f64,
         eps: f64,
     ) -> (Tensor<2>, Tensor<1>, Vec<std::ops::Range<usize>>) {
         let (columns, spans, time) = self.columns(cells);
         let all = &self.all;
         // each layer row's span of the step's sweeps (one entry per row at most)
-        let layer_rows = neurons.threshold.dims()[0];
+        let layer_rows = layer.n_neurons();
         let mut row_spans = vec![0i64; 2 * layer_rows];
         for (&c, span) in cells.iter().zip(&spans) {
             let r = self.rows[c];
@@ -350,11 +350,11 @@ impl GroupUpload {
             row_spans: &row_spans,
             time,
         };
-        match super::fused::sweep_losses(neurons, &sweeps, dt, eps) {
+        match super::fused::sweep_losses(layer, &sweeps, dt, eps) {
             Some((losses, total)) => (losses, total, spans),
             None => {
                 let step = self.select(cells);
-                let (losses, total) = sweep_losses(neurons, &step, dt, eps);
+                let (losses, total) = sweep_losses(&layer.scan_neurons(), &step, dt, eps);
                 (losses, total, step.spans)
             }
         }
@@ -494,7 +494,6 @@ pub fn train_runs(
         let mut unread: Vec<UnreadLosses> = Vec::new();
         #[allow(clippy::needless_range_loop)] // k: the step, the position in every order
         for k in 0..groups {
-            let neurons = layer.scan_neurons();
             let mut total = (settings.l1 != 0.0).then(|| {
                 (layer.alpha.val().abs().sum() + layer.beta.val().abs().sum()) * settings.l1
             });
@@ -511,7 +510,7 @@ pub fn train_runs(
                 let members: Vec<(usize, usize)> = running.map(|c| (c, orders[c][k])).collect();
                 let entries: Vec<usize> = members.iter().map(|&(c, g)| g * cells + c).collect();
                 let (sweep_loss, step_total, spans) =
-                    upload.losses(&entries, &neurons, dt, settings.eps);
+                    upload.losses(&entries, &layer, dt, settings.eps);
                 add(step_total);
                 unread.push(UnreadLosses {
                     losses: sweep_loss.inner(),
@@ -533,6 +532,7 @@ pub fn train_runs(
                         .or_default()
                         .push((c, &data[c].train[g].1));
                 }
+                let neurons = layer.scan_neurons();
                 for group in by_group.values() {
                     let step = StepBatch::new(group, &ad);
                     let (sweep_loss, group_total) = sweep_losses(&neurons, &step, dt, settings.eps);
@@ -767,12 +767,12 @@ mod tests {
             for members in [vec![0, 1, 2], vec![0, 2], vec![1], vec![0], vec![2, 0, 1]] {
                 let run = |fused: bool| {
                     let layer = layer.clone().fork(&device);
-                    let neurons = layer.scan_neurons();
                     let (losses, total, spans) = if fused {
-                        upload.losses(&members, &neurons, bin as f64, eps)
+                        upload.losses(&members, &layer, bin as f64, eps)
                     } else {
                         let step = upload.select(&members);
-                        let (losses, total) = sweep_losses(&neurons, &step, bin as f64, eps);
+                        let (losses, total) =
+                            sweep_losses(&layer.scan_neurons(), &step, bin as f64, eps);
                         (losses, total, step.spans)
                     };
                     let total_value = host(total.clone())[0];

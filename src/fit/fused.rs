@@ -12,7 +12,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, ExtensionType, bac
 use burn::tensor::{Int, Tensor};
 
 use super::cube::{self as kernels, Saved};
-use crate::scan::ScanNeurons;
+use crate::neuron::GfrLayer;
 
 /// One step's sweeps, as columns of a group's upload, and the layer's neurons, as the fused
 /// loss reads them: S of the group's S_all sweeps, of T of its T_all bins, through N neurons
@@ -40,7 +40,7 @@ pub struct SweepLossInputs<B: Backend> {
     pub time: usize,
     /// α, `[N, n]`.
     pub alpha: FloatTensor<B>,
-    /// Effective rate-history weights, `[N, n]`.
+    /// Rate-history weights, `[N, n]`, as `beta_scale` makes them effective.
     pub beta: FloatTensor<B>,
     /// 1 − λ, `[n]`; constant.
     pub decay: FloatTensor<B>,
@@ -52,6 +52,8 @@ pub struct SweepLossInputs<B: Backend> {
     pub max_current: FloatTensor<B>,
     /// γ (ms⁻¹), `[N]`; constant.
     pub max_rate: FloatTensor<B>,
+    /// The factor of `beta` (the layer's history scale, or 1 for weights already effective).
+    pub beta_scale: f64,
     /// Bin size Δt (ms).
     pub dt: f64,
     /// ε inside the logarithm.
@@ -127,6 +129,7 @@ impl<C: CheckpointStrategy> GfrSweepLossBackend for Autodiff<Cube, C> {
             threshold: x.threshold.into_primitive(),
             max_current: x.max_current.into_primitive(),
             max_rate: x.max_rate.into_primitive(),
+            beta_scale: x.beta_scale,
             dt: x.dt,
             eps: x.eps,
         });
@@ -162,10 +165,10 @@ pub(crate) struct StepSweeps<'a> {
     pub time: usize,
 }
 
-/// (sweep losses `[1, S]` without gradient, their weighted total `[1]`) through the layer's
-/// `neurons` by the fused kernels; None on the CPU and where they do not fit the device.
+/// (sweep losses `[1, S]` without gradient, their weighted total `[1]`) through the `layer`'s
+/// neurons by the fused kernels; None on the CPU and where they do not fit the device.
 pub(crate) fn sweep_losses(
-    neurons: &ScanNeurons,
+    layer: &GfrLayer,
     sweeps: &StepSweeps,
     dt: f64,
     eps: f64,
@@ -174,6 +177,7 @@ pub(crate) fn sweep_losses(
     if crate::device::is_cpu(&sweeps.current.device()) {
         return None;
     }
+    let (neurons, beta_scale) = layer.scan_neurons_unscaled();
     let x = SweepLossInputs {
         current: sweeps.current.clone().into_dispatch(),
         target: sweeps.target.clone().into_dispatch(),
@@ -191,6 +195,7 @@ pub(crate) fn sweep_losses(
         threshold: neurons.threshold.clone().into_dispatch(),
         max_current: neurons.max_current.clone().into_dispatch(),
         max_rate: neurons.max_rate.clone().into_dispatch(),
+        beta_scale,
         dt,
         eps,
     };

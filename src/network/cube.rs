@@ -325,6 +325,7 @@ pub(crate) fn contiguous(x: NetworkBatch<Cube>) -> NetworkBatch<Cube> {
         threshold: c(x.threshold),
         max_current: c(x.max_current),
         max_rate: c(x.max_rate),
+        beta_scale: x.beta_scale,
     }
 }
 
@@ -390,6 +391,7 @@ pub(crate) fn forward(x: &NetworkBatch<Cube>) -> (FloatTensor<Cube>, Saved) {
         params: pack_rows(
             [&x.alpha, &x.beta, &x.coeffs],
             [&x.threshold, &x.max_current, &x.max_rate],
+            x.beta_scale as f32,
         ),
         lengths: Cube::float_full(
             Shape::new([batch, hidden]),
@@ -397,6 +399,7 @@ pub(crate) fn forward(x: &NetworkBatch<Cube>) -> (FloatTensor<Cube>, Saved) {
             &like.device,
             like.dtype.into(),
         ),
+        beta_scale: x.beta_scale as f32,
         tail: true,
     };
     let trace = forward_kernel(&scan);

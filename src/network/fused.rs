@@ -46,7 +46,7 @@ pub struct NetworkBatch<B: Backend> {
     pub rate_scale: FloatTensor<B>,
     /// α, `[H, n]`.
     pub alpha: FloatTensor<B>,
-    /// Effective rate-history weights, `[H, n]`.
+    /// Rate-history weights, `[H, n]`, as `beta_scale` makes them effective.
     pub beta: FloatTensor<B>,
     /// 1 − λ, `[n]`; constant.
     pub decay: FloatTensor<B>,
@@ -58,6 +58,8 @@ pub struct NetworkBatch<B: Backend> {
     pub max_current: FloatTensor<B>,
     /// γ (ms⁻¹), `[H]`; constant.
     pub max_rate: FloatTensor<B>,
+    /// The factor of `beta` (the layer's history scale, or 1 for weights already effective).
+    pub beta_scale: f64,
 }
 
 /// The fused training step of a GFR network.
@@ -128,6 +130,7 @@ impl<C: CheckpointStrategy> GfrNetworkBackend for Autodiff<Cube, C> {
             threshold: batch.threshold.into_primitive(),
             max_current: batch.max_current.into_primitive(),
             max_rate: batch.max_rate.into_primitive(),
+            beta_scale: batch.beta_scale,
         });
         if !kernels::fits(&inner) {
             return None;
@@ -158,7 +161,7 @@ pub(crate) fn score(
         return None;
     }
     let bias = |l: &burn::nn::Linear| l.bias.as_ref().map(|b| b.val().into_dispatch());
-    let neurons = net.neurons.scan_neurons();
+    let (neurons, beta_scale) = net.neurons.scan_neurons_unscaled();
     let batch = NetworkBatch {
         images: images.clone().into_dispatch(),
         labels: labels.clone().into_dispatch(),
@@ -179,6 +182,7 @@ pub(crate) fn score(
         threshold: neurons.threshold.into_dispatch(),
         max_current: neurons.max_current.into_dispatch(),
         max_rate: neurons.max_rate.into_dispatch(),
+        beta_scale,
     };
     <Dispatch as GfrNetworkBackend>::gfr_network_score(batch).map(Tensor::from_dispatch)
 }

@@ -84,6 +84,28 @@ impl GfrLayer {
         self
     }
 
+    /// [`GfrLayer::scan_neurons`] with β as stored and the factor that makes it the weights a
+    /// step applies (β · factor), where one factor serves every neuron (no `history_unit`);
+    /// else with those weights and 1. The fused kernels apply the factor themselves (no
+    /// launch for it, forward or back).
+    pub(crate) fn scan_neurons_unscaled(&self) -> (ScanNeurons, f64) {
+        if self.history_unit.is_some() {
+            return (self.scan_neurons(), 1.0);
+        }
+        let act = &self.activation;
+        let neurons = ScanNeurons {
+            alpha: self.alpha.val(),
+            beta: self.beta.val(),
+            decay: self.decay.val(),
+            coeffs: act.coeffs.val(),
+            threshold: act.threshold_pa(),
+            max_current: act.max_current.val(),
+            max_rate: act.max_rate.val(),
+            precision: Default::default(),
+        };
+        (neurons, self.history_scale)
+    }
+
     /// The rate-history weights as a step applies them, s · u ⊙ β̃ = 1000 β, `[N, n]`.
     pub fn history_weights(&self) -> Tensor<2> {
         let beta = self.beta.val() * self.history_scale;

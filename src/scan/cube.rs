@@ -323,6 +323,10 @@ pub(crate) struct KernelInputs {
     pub decay: CubeTensor,
     pub params: CubeTensor,
     pub lengths: CubeTensor,
+    /// The factor the packed β carries (packed by [`pack_rows`] or [`pack_selected`]): the
+    /// kernels' β is β · `beta_scale`, and the β gradients they return are with respect to β
+    /// (1 for a β already effective).
+    pub beta_scale: f32,
     /// Whether the kernels write zeros past each sequence's length (rates, u, I, ∂r/∂z
     /// forward, ∂L/∂P backward). A caller that reads only the valid bins (the fit's fused
     /// loss) leaves them unwritten: without a recurrent weight each unit then stops at its
@@ -338,6 +342,7 @@ impl KernelInputs {
             decay: x.decay.clone(),
             params: pack(x),
             lengths: lengths(x),
+            beta_scale: 1.0,
             tail: true,
         }
     }
@@ -420,6 +425,7 @@ pub(crate) fn backward_kernel(
         grads[1].clone().into_tensor_arg(),
         grads[2].clone().into_tensor_arg(),
         grads[3].clone().into_tensor_arg(),
+        InputScalar::new(k.beta_scale, dtype),
         dtype,
     );
     (d_current, grads)
@@ -469,13 +475,13 @@ pub(crate) fn sequence_grads(
 /// Per-sequence parameter gradients `[1, S, 2n + K + 1]` of a batch whose neuron j ran the
 /// sequences `spans[j, 0] .. spans[j, 1]` (`[N, 2]`; an empty span: none) summed by neuron:
 /// ∂L/∂(α `[N, n]`, β `[N, n]`, c `[N, K]`, b `[N]`) (0 for a neuron without sequences).
-/// `params`, `decay`: as the scan had them.
+/// `k`: what the scan ran on.
 pub(crate) fn grads_by_row(
     d_params: CubeTensor,
     spans: &CubeTensor,
-    params: &CubeTensor,
-    decay: &CubeTensor,
+    k: &KernelInputs,
 ) -> [CubeTensor; 4] {
+    let (params, decay) = (&k.params, &k.decay);
     let like = &d_params;
     let neurons = spans.shape().dims::<2>()[0];
     let width = d_params.shape().dims::<3>()[2];
@@ -498,6 +504,7 @@ pub(crate) fn grads_by_row(
         grads[1].clone().into_tensor_arg(),
         grads[2].clone().into_tensor_arg(),
         grads[3].clone().into_tensor_arg(),
+        InputScalar::new(k.beta_scale, dtypes[0]),
         dtypes,
     );
     grads
@@ -513,6 +520,7 @@ fn unpack_rows_kernel<F: Float, I: Numeric>(
     beta: &mut Tensor<F>,
     coeffs: &mut Tensor<F>,
     threshold: &mut Tensor<F>,
+    beta_scale: InputScalar,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let i = ABSOLUTE_POS;
@@ -532,7 +540,7 @@ fn unpack_rows_kernel<F: Float, I: Numeric>(
         if c < nf {
             alpha[j * nf + c] = sum;
         } else if c < 2 * nf {
-            beta[j * nf + c - nf] = sum;
+            beta[j * nf + c - nf] = sum * beta_scale.get::<F>();
         } else if c < 2 * nf + kk {
             coeffs[j * kk + c - 2 * nf] = sum;
         } else {
@@ -586,6 +594,7 @@ fn pack(x: &ScanInputs<Cube>) -> CubeTensor {
     pack_rows(
         [&x.alpha, &x.beta, &x.coeffs],
         [&x.threshold, &x.max_current, &x.max_rate],
+        1.0,
     )
 }
 
@@ -595,6 +604,7 @@ pub(crate) fn pack_selected(
     [alpha, beta, coeffs]: [&CubeTensor; 3],
     [threshold, max_current, max_rate]: [&CubeTensor; 3],
     rows: &CubeTensor,
+    beta_scale: f32,
 ) -> CubeTensor {
     let nf = alpha.shape().dims::<2>()[1];
     let kk = coeffs.shape().dims::<2>()[1];
@@ -622,6 +632,7 @@ pub(crate) fn pack_selected(
         max_rate.clone().into_tensor_arg(),
         rows.clone().into_tensor_arg(),
         out.clone().into_tensor_arg(),
+        InputScalar::new(beta_scale, dtypes[0]),
         dtypes,
     );
     out
@@ -639,6 +650,7 @@ fn pack_selected_kernel<F: Float, I: Numeric>(
     max_rate: &Tensor<F>,
     rows: &Tensor<I>,
     out: &mut Tensor<F>,
+    beta_scale: InputScalar,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let i = ABSOLUTE_POS;
@@ -652,7 +664,7 @@ fn pack_selected_kernel<F: Float, I: Numeric>(
         if c < nf {
             v = alpha[j * nf + c];
         } else if c < 2 * nf {
-            v = beta[j * nf + c - nf];
+            v = beta[j * nf + c - nf] * beta_scale.get::<F>();
         } else if c < 2 * nf + kk {
             v = coeffs[j * kk + c - 2 * nf];
         } else if c == 2 * nf + kk {
@@ -669,6 +681,7 @@ fn pack_selected_kernel<F: Float, I: Numeric>(
 pub(crate) fn pack_rows(
     [alpha, beta, coeffs]: [&CubeTensor; 3],
     [threshold, max_current, max_rate]: [&CubeTensor; 3],
+    beta_scale: f32,
 ) -> CubeTensor {
     let [neurons, nf] = alpha.shape().dims::<2>();
     let kk = coeffs.shape().dims::<2>()[1];
@@ -689,6 +702,7 @@ pub(crate) fn pack_rows(
         max_current.clone().into_tensor_arg(),
         max_rate.clone().into_tensor_arg(),
         out.clone().into_tensor_arg(),
+        InputScalar::new(beta_scale, dtype),
         dtype,
     );
     out
@@ -703,6 +717,7 @@ fn unpack_grads_kernel<F: Float>(
     beta: &mut Tensor<F>,
     coeffs: &mut Tensor<F>,
     threshold: &mut Tensor<F>,
+    beta_scale: InputScalar,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = ABSOLUTE_POS;
@@ -721,7 +736,7 @@ fn unpack_grads_kernel<F: Float>(
         if c < nf {
             alpha[j * nf + c] = sum;
         } else if c < 2 * nf {
-            beta[j * nf + c - nf] = sum;
+            beta[j * nf + c - nf] = sum * beta_scale.get::<F>();
         } else if c < 2 * nf + kk {
             coeffs[j * kk + c - 2 * nf] = sum;
         } else {
@@ -740,6 +755,7 @@ fn pack_kernel<F: Float>(
     max_current: &Tensor<F>,
     max_rate: &Tensor<F>,
     out: &mut Tensor<F>,
+    beta_scale: InputScalar,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = ABSOLUTE_POS;
@@ -753,7 +769,7 @@ fn pack_kernel<F: Float>(
         if c < nf {
             v = alpha[j * nf + c];
         } else if c < 2 * nf {
-            v = beta[j * nf + c - nf];
+            v = beta[j * nf + c - nf] * beta_scale.get::<F>();
         } else if c < 2 * nf + kk {
             v = coeffs[j * kk + c - 2 * nf];
         } else if c == 2 * nf + kk {
