@@ -5,7 +5,7 @@
 use gfr::device::{Backend, wgpu_available};
 
 /// `gfr bench --network` counts the kernels a training mini-batch launches on wgpu (none on
-/// the CPU): a guard that launches per batch stay within issue #27's 40 (24 at H = 16 and 128
+/// the CPU): a guard that launches per batch stay within issue #27's 40 (22 at H = 16 and 128
 /// on Mesa, 2026-12-04: the fused network step, Adam with the clipping factor folded in, and
 /// two clipping kernels; 152 with Burn's operations for all of it).
 #[test]
@@ -67,5 +67,11 @@ fn kernels_per_batch_are_counted_and_do_not_grow() {
         per_batch("KernelBinop"),
         0.0,
         "no element-wise binary kernels: {b:?}"
+    );
+    // (β's history scale is applied inside the kernels)
+    assert_eq!(
+        per_batch("KernelScalarBinop"),
+        0.0,
+        "no scalar kernels: {b:?}"
     );
 }
