@@ -223,9 +223,15 @@ fn lengths_end_sequences_early() {
         .map(|_| rng.random_range(-20.0..220.0))
         .collect();
     let lengths: Vec<i64> = (0..b * N).map(|i| [20, 7, 13, 0, 20][i % 5]).collect();
-    let run = |device: &Device| -> (Vec<f64>, Vec<f64>) {
+    // rates, ∂L/∂P and the parameters' gradients (α, β, c, b) of L = Σ rates · weights
+    let weights: Vec<f64> = (0..b * t * N)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let run = |device: &Device| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let ad = device.clone().autodiff();
-        let layer = GfrLayer::new(&ns, &ad).with_trainable_activation(true);
+        let layer = GfrLayer::new(&ns, &ad)
+            .with_trainable_filters(true)
+            .with_trainable_activation(true);
         let p = tensor(&current, [b, t, N], &ad).require_grad();
         let len = Tensor::<2, burn::tensor::Int>::from_data(
             TensorData::new(lengths.clone(), [b, N]),
@@ -233,10 +239,16 @@ fn lengths_end_sequences_early() {
         );
         let rates = gfr::scan::scan(&layer.scan_neurons(), p.clone(), None, Some(len.clone()));
         assert_eq!(host_int(len), lengths);
-        let grads = rates.clone().sum().backward();
-        (host(rates), host(p.grad(&grads).unwrap()))
+        let grads = (rates.clone() * tensor(&weights, [b, t, N], &ad))
+            .sum()
+            .backward();
+        let mut params = host(layer.alpha.grad(&grads).unwrap());
+        params.extend(host(layer.beta.grad(&grads).unwrap()));
+        params.extend(host(layer.activation.coeffs.grad(&grads).unwrap()));
+        params.extend(host(layer.activation.threshold.grad(&grads).unwrap()));
+        (host(rates), host(p.grad(&grads).unwrap()), params)
     };
-    let (rates, grad) = run(&gfr::device::cpu());
+    let (rates, grad, params) = run(&gfr::device::cpu());
     for bb in 0..b {
         for j in 0..N {
             let len = lengths[bb * N + j] as usize;
@@ -261,11 +273,19 @@ fn lengths_end_sequences_early() {
         eprintln!("SKIPPED the wgpu half of lengths_end_sequences_early: no wgpu adapter");
         return;
     }
-    let (w_rates, w_grad) = run(&gfr::device::Backend::Wgpu.device().unwrap());
+    let (w_rates, w_grad, w_params) = run(&gfr::device::Backend::Wgpu.device().unwrap());
     for (x, y) in w_rates.iter().zip(&rates).chain(w_grad.iter().zip(&grad)) {
         assert!(
             (x - y).abs() <= 1e-4 * y.abs().max(0.05),
             "wgpu {x} vs cpu {y}"
+        );
+    }
+    let largest = params.iter().fold(0f64, |m, x| m.max(x.abs()));
+    assert!(largest > 0.0);
+    for (k, (x, y)) in w_params.iter().zip(&params).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * largest,
+            "parameter gradient {k}: wgpu {x} vs cpu {y} (largest {largest})"
         );
     }
 }

@@ -49,7 +49,8 @@ fn wgpu_fit_agrees_with_cpu() {
 }
 
 /// Four cells fitted together on wgpu (each step one scan over every cell's group, gathered
-/// from one upload; the fused losses) agree with the same batch on the CPU, cell by cell.
+/// from one upload; the fused losses) train as the same batch does on the CPU, cell by cell:
+/// the same train losses, epoch by epoch, until f32 rounding drifts apart.
 #[test]
 fn a_batch_of_cells_on_wgpu_agrees_with_cpu() {
     if !wgpu_available() {
@@ -69,7 +70,7 @@ fn a_batch_of_cells_on_wgpu_agrees_with_cpu() {
     let mut config = FitConfig::new(vec![RunConfig::new(1e-2, 15)]);
     config.activation_epochs = 60;
     config.activation_repeats = 2;
-    let mut evr = Vec::new();
+    let mut losses = Vec::new();
     for backend in [Backend::Cpu, Backend::Wgpu] {
         let opts = FitOptions {
             batch_cells: 4,
@@ -81,20 +82,29 @@ fn a_batch_of_cells_on_wgpu_agrees_with_cpu() {
             )
         };
         let results = gfr::fit::fit_and_save_batch(&[1, 2, 3, 4], &opts, &());
-        let per_cell: Vec<f64> = results
+        let per_cell: Vec<Vec<f64>> = results
             .iter()
             .map(|r| {
                 assert_eq!(r.status, "saved", "{}: {}", backend.name(), r.message);
-                r.test_evr.unwrap()
+                let saved = gfr::fit::FitResult::load(std::path::Path::new(&r.message)).unwrap();
+                saved.train_losses
             })
             .collect();
-        eprintln!("{}: test EVR {per_cell:?}", backend.name());
-        evr.push(per_cell);
+        losses.push(per_cell);
     }
-    // f32 runs on two devices drift apart a little (0.016 at most here); a cell fitted to
-    // another cell's sweeps, or with a wrong gradient, lands far away
-    for (cpu, gpu) in evr[0].iter().zip(&evr[1]) {
-        assert!((cpu - gpu).abs() < 0.05, "cpu {cpu} vs wgpu {gpu}");
+    // f32 training on two devices starts the same and drifts apart, chaotically, after a few
+    // epochs (to 0.1–0.3 relative by epoch 15 in some cells, measured); the first three epochs
+    // agree to 5e-5 (measured). Another cell's sweeps or a wrong gradient shows at once.
+    for (c, (cpu, gpu)) in losses[0].iter().zip(&losses[1]).enumerate() {
+        assert_eq!(cpu.len(), gpu.len(), "cell {}: epochs", c + 1);
+        for (e, (a, b)) in cpu.iter().zip(gpu).take(3).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-3 * a.abs(),
+                "cell {}, epoch {}: train loss cpu {a} vs wgpu {b}",
+                c + 1,
+                e + 1
+            );
+        }
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -22,11 +22,18 @@ const UNITS: u32 = 128;
 /// tanh(Σ_k c_k² v^k) and v = (u − b)/σ for neuron j; its rate is γ max(0, tanh).
 /// `params` rows: [α (n), β (n), c (K), b, σ, γ].
 #[cube]
-fn activation<F: Float>(u: F, j: usize, params: &Tensor<F>, nf: usize, kk: usize) -> (F, F) {
+fn activation<F: Float>(
+    u: F,
+    j: usize,
+    params: &Tensor<F>,
+    #[comptime] nf: usize,
+    #[comptime] kk: usize,
+) -> (F, F) {
     let row = j * params.shape(1);
     let v = (u - params[row + 2 * nf + kk]) / params[row + 2 * nf + kk + 1];
     let mut z = F::new(0.0);
     let mut pw = F::new(1.0);
+    #[unroll]
     for k in 0..kk {
         let c = params[row + 2 * nf + k];
         z += c * c * pw;
@@ -42,7 +49,10 @@ fn activation<F: Float>(u: F, j: usize, params: &Tensor<F>, nf: usize, kk: usize
     (z.tanh(), v)
 }
 
+/// The forward pass: one unit per (sequence, neuron) runs the time loop, its n filter values
+/// in registers (`nf` = n and `kk` = K are compiled in).
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn scan_forward_kernel<F: Float>(
     current: &Tensor<F>,
     recurrent: &Tensor<F>,
@@ -53,18 +63,17 @@ fn scan_forward_kernel<F: Float>(
     act_in: &mut Tensor<F>,
     total: &mut Tensor<F>,
     slope: &mut Tensor<F>,
-    h: &mut Tensor<F>,
     #[comptime] shared_len: usize,
     #[comptime] coupled: bool,
     #[comptime] tail: bool,
+    #[comptime] nf: usize,
+    #[comptime] kk: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let b = CUBE_POS_Y as usize;
     let j = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let time = current.shape(1);
     let nn = current.shape(2);
-    let nf = decay.shape(0);
-    let kk = params.shape(1) - 2 * nf - 3;
     let row = j * params.shape(1);
     let active = j < nn;
     let mut shared_r = Shared::<[F]>::new_slice(shared_len);
@@ -74,13 +83,14 @@ fn scan_forward_kernel<F: Float>(
         }
         sync_cube();
     }
-    let hb = (b * nn + j) * nf;
+    let mut h = Array::<F>::new(nf);
+    #[unroll]
+    for i in 0..nf {
+        h[i] = F::new(0.0);
+    }
     let mut len = 0usize;
     if active {
         len = u32::cast_from(lengths[b * nn + j]) as usize;
-        for i in 0..nf {
-            h[hb + i] = F::new(0.0);
-        }
     }
     let mut r_own = F::new(0.0);
     // (coupled units step together to the end; a unit alone may stop at its length)
@@ -106,9 +116,10 @@ fn scan_forward_kernel<F: Float>(
                 }
             }
             let mut sum = F::new(0.0);
+            #[unroll]
             for i in 0..nf {
-                let v = decay[i] * h[hb + i] + params[row + i] * i_t + params[row + nf + i] * r_own;
-                h[hb + i] = v;
+                let v = decay[i] * h[i] + params[row + i] * i_t + params[row + nf + i] * r_own;
+                h[i] = v;
                 sum += v;
             }
             let u = sum / F::cast_from(nf as u32);
@@ -136,7 +147,11 @@ fn scan_forward_kernel<F: Float>(
     }
 }
 
+/// The backward pass (backpropagation through time), one unit per (sequence, neuron) as
+/// forward: the adjoint of its filters and its parameter gradients in registers, written to
+/// `d_params` once at the end.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn scan_backward_kernel<F: Float>(
     recurrent: &Tensor<F>,
     params: &Tensor<F>,
@@ -149,21 +164,20 @@ fn scan_backward_kernel<F: Float>(
     lengths: &Tensor<F>,
     d_current: &mut Tensor<F>,
     d_params: &mut Tensor<F>,
-    adj: &mut Tensor<F>,
     #[comptime] shared_len: usize,
     #[comptime] coupled: bool,
     #[comptime] tail: bool,
+    #[comptime] nf: usize,
+    #[comptime] kk: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let b = CUBE_POS_Y as usize;
     let j = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let time = rates.shape(1);
     let nn = rates.shape(2);
-    let nf = decay.shape(0);
-    let kk = params.shape(1) - 2 * nf - 3;
     let row = j * params.shape(1);
     // per-sequence gradient rows: [dα (n), dβ (n), dc (K), db]
-    let gw = d_params.shape(2);
+    let gw = 2 * nf + kk + 1;
     let g = (b * nn + j) * gw;
     let active = j < nn;
     let mut shared_j = Shared::<[F]>::new_slice(shared_len);
@@ -173,16 +187,19 @@ fn scan_backward_kernel<F: Float>(
         }
         sync_cube();
     }
-    let ab = (b * nn + j) * nf;
+    let mut adj = Array::<F>::new(nf);
+    #[unroll]
+    for i in 0..nf {
+        adj[i] = F::new(0.0);
+    }
+    let mut dp = Array::<F>::new(2 * nf + kk + 1);
+    #[unroll]
+    for k in 0..2 * nf + kk + 1 {
+        dp[k] = F::new(0.0);
+    }
     let mut len = 0usize;
     if active {
         len = u32::cast_from(lengths[b * nn + j]) as usize;
-        for i in 0..nf {
-            adj[ab + i] = F::new(0.0);
-        }
-        for k in 0..gw {
-            d_params[g + k] = F::new(0.0);
-        }
     }
     // (a unit alone may start at its last valid bin)
     let mut first = 0usize;
@@ -199,8 +216,9 @@ fn scan_backward_kernel<F: Float>(
             let at = (b * time + t) * nn + j;
             // R_t = ∂L/∂r_t + Σ_i β_i a_{t+1}[i] + Σ_m W[j, m] J_{t+1}[m]
             let mut r = grad_rates[at];
+            #[unroll]
             for i in 0..nf {
-                r += params[row + nf + i] * adj[ab + i];
+                r += params[row + nf + i] * adj[i];
             }
             if coupled {
                 for m in 0..nn {
@@ -213,18 +231,18 @@ fn scan_backward_kernel<F: Float>(
             if dr_dz != F::new(0.0) {
                 let mut dz_dv = F::new(0.0);
                 let mut pw = F::new(1.0);
+                #[unroll]
                 for k in 0..kk {
                     let ck = params[row + 2 * nf + k];
-                    let at_c = g + 2 * nf + k;
-                    d_params[at_c] = d_params[at_c] + r * dr_dz * F::new(2.0) * ck * pw;
-                    if k + 1 < kk {
+                    dp[2 * nf + k] = dp[2 * nf + k] + r * dr_dz * F::new(2.0) * ck * pw;
+                    if comptime!(k + 1 < kk) {
                         let c1 = params[row + 2 * nf + k + 1];
                         dz_dv += F::cast_from((k + 1) as u32) * c1 * c1 * pw;
                     }
                     pw *= v;
                 }
                 e = r * dr_dz * dz_dv / params[row + 2 * nf + kk + 1];
-                d_params[g + 2 * nf + kk] = d_params[g + 2 * nf + kk] - e;
+                dp[2 * nf + kk] = dp[2 * nf + kk] - e;
             }
             let i_t = total[at];
             let mut r_prev = F::new(0.0);
@@ -232,11 +250,12 @@ fn scan_backward_kernel<F: Float>(
                 r_prev = rates[at - nn];
             }
             let share = e / F::cast_from(nf as u32);
+            #[unroll]
             for i in 0..nf {
-                let av = decay[i] * adj[ab + i] + share;
-                adj[ab + i] = av;
-                d_params[g + i] = d_params[g + i] + av * i_t;
-                d_params[g + nf + i] = d_params[g + nf + i] + av * r_prev;
+                let av = decay[i] * adj[i] + share;
+                adj[i] = av;
+                dp[i] = dp[i] + av * i_t;
+                dp[nf + i] = dp[nf + i] + av * r_prev;
                 jj += params[row + i] * av;
             }
             d_current[at] = jj;
@@ -247,6 +266,12 @@ fn scan_backward_kernel<F: Float>(
                 shared_j[j] = jj;
             }
             sync_cube();
+        }
+    }
+    if active {
+        #[unroll]
+        for k in 0..2 * nf + kk + 1 {
+            d_params[g + k] = dp[k];
         }
     }
 }
@@ -357,7 +382,7 @@ pub(crate) fn forward_kernel(k: &KernelInputs) -> [CubeTensor; 4] {
     if batch * time * neurons == 0 {
         return out;
     }
-    let h = empty(&k.current, Shape::new([batch, neurons, nf]));
+    let kk = k.params.shape().dims::<2>()[1] - 2 * nf - 3;
     let (dim, count, shared, coupled) = geometry(k.weight.is_some(), batch, neurons);
     let w = k.weight.clone().unwrap_or_else(|| k.decay.clone());
     let dtype = burn::backend::cubecl::dtype_to_storage_type(k.current.dtype);
@@ -374,10 +399,11 @@ pub(crate) fn forward_kernel(k: &KernelInputs) -> [CubeTensor; 4] {
         out[1].clone().into_tensor_arg(),
         out[2].clone().into_tensor_arg(),
         out[3].clone().into_tensor_arg(),
-        h.into_tensor_arg(),
         shared,
         coupled,
         k.tail,
+        nf,
+        kk,
         dtype,
     );
     out
@@ -444,7 +470,7 @@ pub(crate) fn sequence_grads(
     let like = &k.current;
     let d_current = empty(like, k.current.shape());
     let d_params = empty(like, Shape::new([batch, neurons, width]));
-    let adj = empty(like, Shape::new([batch, neurons, nf]));
+
     let (dim, count, shared, coupled) = geometry(k.weight.is_some(), batch, neurons);
     let w = k.weight.clone().unwrap_or_else(|| k.decay.clone());
     let dtype = burn::backend::cubecl::dtype_to_storage_type(like.dtype);
@@ -463,10 +489,11 @@ pub(crate) fn sequence_grads(
         k.lengths.clone().into_tensor_arg(),
         d_current.clone().into_tensor_arg(),
         d_params.clone().into_tensor_arg(),
-        adj.into_tensor_arg(),
         shared,
         coupled,
         k.tail,
+        nf,
+        width - 2 * nf - 1,
         dtype,
     );
     (d_current, d_params)
