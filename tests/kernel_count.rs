@@ -5,7 +5,7 @@
 use gfr::device::{Backend, wgpu_available};
 
 /// `gfr bench --network` counts the kernels a training mini-batch launches on wgpu (none on
-/// the CPU): a guard that launches per batch stay within issue #27's 40 (22 at H = 16 and 128
+/// the CPU): a guard that launches per batch stay within issue #27's 40 (21 at H = 16 and 128
 /// on Mesa, 2026-12-04: the fused network step, Adam with the clipping factor folded in, and
 /// two clipping kernels; 152 with Burn's operations for all of it).
 #[test]

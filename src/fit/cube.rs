@@ -22,13 +22,15 @@ use crate::scan::cube::{
 const UNITS: u32 = 256;
 
 /// What the backward pass keeps from the forward pass. Every tensor `[T, S]` of it holds each
-/// sweep's valid bins only (its length, `scan.lengths`): the kernels read no others.
+/// sweep's valid bins only (its length, `lengths`): the kernels read no others.
 #[derive(Clone, Debug)]
 pub(crate) struct Saved {
     /// The scan's inputs: the step's current, its sweeps' neurons packed, lengths as floats.
     scan: KernelInputs,
     /// The step's sweeps.
     step: Step,
+    /// Valid bins of each of the step's sweeps as floats, `[1, S]`.
+    lengths: CubeTensor,
     /// Rates, u, I and ∂r/∂z, each `[1, T, S]`.
     trace: [CubeTensor; 4],
 }
@@ -271,7 +273,7 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
             &step.rows,
             x.beta_scale as f32,
         ),
-        lengths,
+        lengths: Some(lengths.clone()),
         beta_scale: x.beta_scale as f32,
         tail: false,
     };
@@ -286,7 +288,7 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
         trace[0].clone().into_tensor_arg(),
         step.target.clone().into_tensor_arg(),
         step.mask.clone().into_tensor_arg(),
-        scan.lengths.clone().into_tensor_arg(),
+        lengths.clone().into_tensor_arg(),
         losses.clone().into_tensor_arg(),
         scalar(x.dt),
         scalar(x.eps),
@@ -302,7 +304,16 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
         UNITS as usize,
         dtype(like),
     );
-    (total, losses, Saved { scan, step, trace })
+    (
+        total,
+        losses,
+        Saved {
+            scan,
+            step,
+            lengths,
+            trace,
+        },
+    )
 }
 
 /// Cubes for `n` units, one unit each.
@@ -329,7 +340,7 @@ pub(crate) fn backward(
         step.target.clone().into_tensor_arg(),
         step.mask.clone().into_tensor_arg(),
         step.weight.clone().into_tensor_arg(),
-        saved.scan.lengths.clone().into_tensor_arg(),
+        saved.lengths.clone().into_tensor_arg(),
         grad_rates.clone().into_tensor_arg(),
         scalar(x.dt),
         scalar(x.eps),

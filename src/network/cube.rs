@@ -6,7 +6,6 @@
 // CubeCL kernels index tensors with `x[i] = x[i] + …` (no compound assignment on indices)
 #![allow(clippy::assign_op_pattern)]
 
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Cube, Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
@@ -393,12 +392,8 @@ pub(crate) fn forward(x: &NetworkBatch<Cube>) -> (FloatTensor<Cube>, Saved) {
             [&x.threshold, &x.max_current, &x.max_rate],
             x.beta_scale as f32,
         ),
-        lengths: Cube::float_full(
-            Shape::new([batch, hidden]),
-            ((time + 1) as f64).into(),
-            &like.device,
-            like.dtype.into(),
-        ),
+        // every sequence is whole: the kernels read no lengths
+        lengths: None,
         beta_scale: x.beta_scale as f32,
         tail: true,
     };

@@ -66,6 +66,7 @@ fn scan_forward_kernel<F: Float>(
     #[comptime] shared_len: usize,
     #[comptime] coupled: bool,
     #[comptime] tail: bool,
+    #[comptime] full: bool,
     #[comptime] nf: usize,
     #[comptime] kk: usize,
     #[define(F)] _dtype: ElemType,
@@ -90,7 +91,11 @@ fn scan_forward_kernel<F: Float>(
     }
     let mut len = 0usize;
     if active {
-        len = u32::cast_from(lengths[b * nn + j]) as usize;
+        if full {
+            len = time;
+        } else {
+            len = u32::cast_from(lengths[b * nn + j]) as usize;
+        }
     }
     let mut r_own = F::new(0.0);
     // (coupled units step together to the end; a unit alone may stop at its length)
@@ -167,6 +172,7 @@ fn scan_backward_kernel<F: Float>(
     #[comptime] shared_len: usize,
     #[comptime] coupled: bool,
     #[comptime] tail: bool,
+    #[comptime] full: bool,
     #[comptime] nf: usize,
     #[comptime] kk: usize,
     #[define(F)] _dtype: ElemType,
@@ -199,7 +205,11 @@ fn scan_backward_kernel<F: Float>(
     }
     let mut len = 0usize;
     if active {
-        len = u32::cast_from(lengths[b * nn + j]) as usize;
+        if full {
+            len = time;
+        } else {
+            len = u32::cast_from(lengths[b * nn + j]) as usize;
+        }
     }
     // (a unit alone may start at its last valid bin)
     let mut first = 0usize;
@@ -347,7 +357,9 @@ pub(crate) struct KernelInputs {
     pub weight: Option<CubeTensor>,
     pub decay: CubeTensor,
     pub params: CubeTensor,
-    pub lengths: CubeTensor,
+    /// Valid bins of each sequence as floats `[B, N]`; None: every sequence is whole (the
+    /// kernels then read none).
+    pub lengths: Option<CubeTensor>,
     /// The factor the packed β carries (packed by [`pack_rows`] or [`pack_selected`]): the
     /// kernels' β is β · `beta_scale`, and the β gradients they return are with respect to β
     /// (1 for a β already effective).
@@ -366,7 +378,7 @@ impl KernelInputs {
             weight: x.weight().cloned(),
             decay: x.decay.clone(),
             params: pack(x),
-            lengths: lengths(x),
+            lengths: Some(lengths(x)),
             beta_scale: 1.0,
             tail: true,
         }
@@ -394,7 +406,10 @@ pub(crate) fn forward_kernel(k: &KernelInputs) -> [CubeTensor; 4] {
         w.into_tensor_arg(),
         k.params.clone().into_tensor_arg(),
         k.decay.clone().into_tensor_arg(),
-        k.lengths.clone().into_tensor_arg(),
+        k.lengths
+            .clone()
+            .unwrap_or_else(|| k.decay.clone())
+            .into_tensor_arg(),
         out[0].clone().into_tensor_arg(),
         out[1].clone().into_tensor_arg(),
         out[2].clone().into_tensor_arg(),
@@ -402,6 +417,7 @@ pub(crate) fn forward_kernel(k: &KernelInputs) -> [CubeTensor; 4] {
         shared,
         coupled,
         k.tail,
+        k.lengths.is_none(),
         nf,
         kk,
         dtype,
@@ -486,12 +502,16 @@ pub(crate) fn sequence_grads(
         saved[2].clone().into_tensor_arg(),
         saved[3].clone().into_tensor_arg(),
         grad_rates.into_tensor_arg(),
-        k.lengths.clone().into_tensor_arg(),
+        k.lengths
+            .clone()
+            .unwrap_or_else(|| k.decay.clone())
+            .into_tensor_arg(),
         d_current.clone().into_tensor_arg(),
         d_params.clone().into_tensor_arg(),
         shared,
         coupled,
         k.tail,
+        k.lengths.is_none(),
         nf,
         width - 2 * nf - 1,
         dtype,
