@@ -1,4 +1,4 @@
-//! The fused training step of a GFR network on wgpu (`GfrNetwork::batch_loss`: seven hand-written
+//! The fused training step of a GFR network on wgpu (`GfrNetwork::batch_loss`: eight hand-written
 //! kernels, forward and backward) against Burn's operations and autodiff on the same device and on
 //! the CPU: the loss, the correct count and every gradient, for default and biological networks,
 //! trainable and frozen neurons, several sizes. And the clipped Adam step that folds the

@@ -1,7 +1,7 @@
 //! A filter-fit step's loss on a GPU as one Burn operation: the step's sweeps and their
-//! neurons gathered from the group's upload, the scan, and the masked Poisson loss summed per
-//! sweep and weighted, forward and backward in six kernels (`cube`) where Burn's operations
-//! launch about sixty. The CPU keeps Burn's operations (and its numbers, bit for bit); tests compare
+//! neurons gathered from the upload, the scan, and the masked Poisson loss summed per sweep and
+//! weighted, forward and backward in eight kernels (`cube`) where Burn's operations launched
+//! about sixty per group. The CPU keeps Burn's operations (and its numbers, bit for bit); tests compare
 //! the two within f32 rounding.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};

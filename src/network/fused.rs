@@ -1,5 +1,5 @@
 //! A GFR network's training step on a GPU as one Burn operation: the drive, the scan, the
-//! readout and the cross-entropy forward, and their gradients, in seven kernels (`cube`)
+//! readout and the cross-entropy forward, and their gradients, in eight kernels (`cube`)
 //! where Burn's operations launch about eighty. The CPU keeps Burn's operations (and its
 //! numbers, bit for bit); tests compare the two within f32 rounding.
 //!

@@ -416,7 +416,7 @@ impl LineClassifier for GfrNetwork {
             .collect()
     }
 
-    /// On a GPU one fused operation (`network::fused`: seven kernels forward and back, where
+    /// On a GPU one fused operation (`network::fused`: eight kernels forward and back, where
     /// Burn's operations launch about eighty); on the CPU, and where the fused kernels do not
     /// fit the device, Burn's operations.
     fn batch_loss(&self, images: Tensor<3>, labels: Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
