@@ -143,7 +143,7 @@ fn agree(
     assert!(compared > 0, "{what}: some gradient compared");
 }
 
-/// The networks compared, built on the CPU: (name, network).
+/// The networks compared, built on the CPU: (name, network); hidden sizes 12 to 24.
 fn networks(seed: u64) -> Vec<(String, GfrNetwork)> {
     let device = gfr::device::cpu().autodiff();
     let mut rng = StdRng::seed_from_u64(seed);
@@ -173,7 +173,7 @@ fn the_fused_network_step_matches_burns_operations() {
     }
     let gpu = Backend::Wgpu.device().unwrap().autodiff();
     let cpu = gfr::device::cpu().autodiff();
-    for (seed, first, batch) in [(1u64, 0usize, 7usize), (2, 300, 64)] {
+    for (seed, first, batch) in [(1u64, 0usize, 7usize), (2, 300, 64), (3, 901, 1)] {
         for (name, net_cpu) in networks(seed) {
             let net = net_cpu.clone().fork(&gpu);
             let what = format!("{name}, batch {batch}, seed {seed}");
@@ -223,6 +223,36 @@ fn the_fused_step_of_a_silent_network_matches() {
     let fused = run(&net, x.clone(), y.clone(), true);
     let burn = run(&net, x, y, false);
     agree("silent network", &fused, &burn, 1e-4, 0.0);
+}
+
+/// A network wider than a cube can hold (the fused scan keeps a sequence's neurons in one) falls
+/// back to Burn's operations: the same objective `[1]` and values as `cross_entropy`.
+#[test]
+fn a_network_wider_than_a_cube_falls_back() {
+    if !wgpu_available() {
+        eprintln!("SKIPPED a_network_wider_than_a_cube_falls_back: no wgpu adapter");
+        return;
+    }
+    let gpu = Backend::Wgpu.device().unwrap().autodiff();
+    gpu.seed(5);
+    // wider than any adapter's cube (WebGPU allows at most 1,024 units per workgroup)
+    let net = GfrNetwork::new(&vec![default_neuron(); 1100], false, &gpu);
+    let (x, y) = digits(7, 2, &gpu);
+    let (objective, score) = net.batch_loss(x.clone(), y.clone());
+    assert_eq!(objective.dims(), [1], "Burn's operations ran");
+    let (_, want) = cross_entropy(&net, x, y);
+    let (a, b) = (
+        score
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        want.into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap(),
+    );
+    assert_eq!(a, b);
 }
 
 /// `optim::step_clipped` on wgpu (the clipping factor applied inside Adam's kernel) against
