@@ -759,7 +759,7 @@ mod tests {
             struct Grads<'a>(&'a GradientsParams, Vec<Option<Vec<f32>>>);
             impl ModuleVisitor for Grads<'_> {
                 fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                    self.1.push(self.0.get::<D>(param.id).map(|g| host(g)));
+                    self.1.push(self.0.get::<D>(param.id).map(host));
                 }
             }
             // the whole group, and steps that take some of its cells (shorter, reordered)

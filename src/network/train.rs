@@ -191,6 +191,7 @@ pub(crate) fn slice_grads<M: LineClassifier>(
 
 /// A mini-batch's mean loss and correct count: read at once on the CPU, left on the device on
 /// a GPU until the epoch ends (reading them every batch would wait for the device each time).
+#[allow(clippy::large_enum_variant)] // one per batch
 pub enum BatchScore {
     /// Read on the host.
     Host {
