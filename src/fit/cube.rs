@@ -15,22 +15,21 @@ use cubecl::prelude::*;
 
 use super::fused::{ActivationLossInputs, SweepLossInputs};
 use crate::scan::cube::{
-    KernelInputs, empty, fits_device, forward_kernel, grads_by_row, pack_selected, sequence_grads,
+    KernelInputs, clamped_tanh, cube_sum, empty, fits_device, forward_kernel, grads_by_row,
+    pack_selected, sequence_grads,
 };
 
 /// Units per cube.
 const UNITS: u32 = 256;
 
 /// What the backward pass keeps from the forward pass. Every tensor `[T, S]` of it holds each
-/// sweep's valid bins only (its length, `lengths`): the kernels read no others.
+/// sweep's valid bins only (its length, `scan.lengths`): the kernels read no others.
 #[derive(Clone, Debug)]
 pub(crate) struct Saved {
     /// The scan's inputs: the step's current, its sweeps' neurons packed, lengths as floats.
     scan: KernelInputs,
     /// The step's sweeps.
     step: Step,
-    /// Valid bins of each of the step's sweeps as floats, `[1, S]`.
-    lengths: CubeTensor,
     /// Rates, u, I and ∂r/∂z, each `[1, T, S]`.
     trace: [CubeTensor; 4],
 }
@@ -138,19 +137,9 @@ fn total_kernel<F: Float>(
         part += losses[s] * weight[s];
         s += units;
     }
-    let mut shared = Shared::<[F]>::new_slice(units);
-    shared[u] = part;
-    sync_cube();
-    let mut stride = (CUBE_DIM_X / 2) as usize;
-    while stride > 0 {
-        if u < stride {
-            shared[u] = shared[u] + shared[u + stride];
-        }
-        sync_cube();
-        stride = stride / 2;
-    }
+    let sum = cube_sum::<F>(part, units);
     if u == 0 {
-        total[0] = shared[0];
+        total[0] = sum;
     }
 }
 
@@ -304,16 +293,7 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
         UNITS as usize,
         dtype(like),
     );
-    (
-        total,
-        losses,
-        Saved {
-            scan,
-            step,
-            lengths,
-            trace,
-        },
-    )
+    (total, losses, Saved { scan, step, trace })
 }
 
 /// Cubes for `n` units, one unit each.
@@ -340,7 +320,12 @@ pub(crate) fn backward(
         step.target.clone().into_tensor_arg(),
         step.mask.clone().into_tensor_arg(),
         step.weight.clone().into_tensor_arg(),
-        saved.lengths.clone().into_tensor_arg(),
+        saved
+            .scan
+            .lengths
+            .clone()
+            .expect("the fit's lengths")
+            .into_tensor_arg(),
         grad_rates.clone().into_tensor_arg(),
         scalar(x.dt),
         scalar(x.eps),
@@ -370,14 +355,7 @@ fn activation_at<F: Float>(
         z += c * c * pw;
         pw *= v;
     }
-    // tanh is ±1 in f32 beyond ±15; the clamp keeps exp-based tanh finite on every driver
-    if z > F::new(15.0) {
-        z = F::new(15.0);
-    }
-    if z < F::new(-15.0) {
-        z = F::new(-15.0);
-    }
-    let th = z.tanh();
+    let th = clamped_tanh::<F>(z);
     let gamma = max_rate[col];
     let mut g = F::new(0.0);
     let mut dg = F::new(0.0);
@@ -426,19 +404,9 @@ fn activation_loss_kernel<F: Float>(
         }
         col += units;
     }
-    let mut shared = Shared::<[F]>::new_slice(units);
-    shared[u] = part;
-    sync_cube();
-    let mut stride = (CUBE_DIM_X / 2) as usize;
-    while stride > 0 {
-        if u < stride {
-            shared[u] = shared[u] + shared[u + stride];
-        }
-        sync_cube();
-        stride = stride / 2;
-    }
+    let sum = cube_sum::<F>(part, units);
     if u == 0 {
-        total[0] = shared[0];
+        total[0] = sum;
     }
 }
 

@@ -14,7 +14,7 @@ use cubecl::prelude::*;
 
 use super::fused::NetworkBatch;
 use crate::scan::cube::{
-    KernelInputs, backward_kernel, empty, fits_device, forward_kernel, pack_rows,
+    KernelInputs, backward_kernel, cube_sum, empty, fits_device, forward_kernel, pack_rows,
 };
 
 /// Units per cube.
@@ -137,23 +137,11 @@ fn readout_kernel<F: Float, I: Numeric>(
         }
         b += units;
     }
-    let mut shared_loss = Shared::<[F]>::new_slice(units);
-    let mut shared_right = Shared::<[F]>::new_slice(units);
-    shared_loss[u] = loss;
-    shared_right[u] = right;
-    sync_cube();
-    let mut stride = (CUBE_DIM_X / 2) as usize;
-    while stride > 0 {
-        if u < stride {
-            shared_loss[u] = shared_loss[u] + shared_loss[u + stride];
-            shared_right[u] = shared_right[u] + shared_right[u + stride];
-        }
-        sync_cube();
-        stride = stride / 2;
-    }
+    let loss = cube_sum::<F>(loss, units);
+    let right = cube_sum::<F>(right, units);
     if u == 0 {
-        score[0] = shared_loss[0] * inv;
-        score[1] = shared_right[0];
+        score[0] = loss * inv;
+        score[1] = right;
     }
 }
 

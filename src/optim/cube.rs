@@ -9,7 +9,7 @@ use burn_cubecl::kernel::into_contiguous;
 use cubecl::prelude::*;
 
 use super::AdamStep;
-use crate::scan::cube::empty;
+use crate::scan::cube::{cube_sum, empty};
 
 /// A tensor of Burn's (cubecl's `Tensor` is the kernels' view of one).
 type BurnTensor<const D: usize> = burn::tensor::Tensor<D>;
@@ -243,23 +243,13 @@ fn clip_sums_kernel<F: Float>(
     if comptime!(count > 7) {
         acc += squares::<F>(g7, u, units);
     }
-    let mut shared = Shared::<[F]>::new_slice(units);
-    shared[u] = acc;
-    sync_cube();
-    let mut stride = (CUBE_DIM_X / 2) as usize;
-    while stride > 0 {
-        if u < stride {
-            shared[u] = shared[u] + shared[u + stride];
-        }
-        sync_cube();
-        stride = stride / 2;
-    }
+    let sum = cube_sum::<F>(acc, units);
     if u == 0 {
         let k = u32::cast_from(slot.get::<F>()) as usize;
-        sums[k] = shared[0];
+        sums[k] = sum;
         if last {
             // the earlier groups' sums, written by earlier launches
-            let mut total = shared[0];
+            let mut total = sum;
             for j in 0..k {
                 total += sums[j];
             }

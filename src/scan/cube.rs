@@ -19,6 +19,38 @@ use super::op::{Recurrence, ScanGrads, ScanInputs, ScanKernels};
 /// Units per cube when neurons are independent.
 const UNITS: u32 = 128;
 
+/// The sum of `value` over the cube's `units` units (a tree in shared memory), on every unit.
+#[cube]
+pub(crate) fn cube_sum<F: Float>(value: F, #[comptime] units: usize) -> F {
+    let u = UNIT_POS_X as usize;
+    let mut shared = Shared::<[F]>::new_slice(units);
+    shared[u] = value;
+    sync_cube();
+    let mut stride = (CUBE_DIM_X / 2) as usize;
+    while stride > 0 {
+        if u < stride {
+            shared[u] = shared[u] + shared[u + stride];
+        }
+        sync_cube();
+        stride = stride / 2;
+    }
+    shared[0]
+}
+
+/// tanh z, with z clamped to ±15 first: tanh is ±1 in f32 beyond, and the clamp keeps
+/// exp-based tanh finite on every driver.
+#[cube]
+pub(crate) fn clamped_tanh<F: Float>(z: F) -> F {
+    let mut z = z;
+    if z > F::new(15.0) {
+        z = F::new(15.0);
+    }
+    if z < F::new(-15.0) {
+        z = F::new(-15.0);
+    }
+    z.tanh()
+}
+
 /// tanh(Σ_k c_k² v^k) and v = (u − b)/σ for neuron j; its rate is γ max(0, tanh).
 /// `params` rows: [α (n), β (n), c (K), b, σ, γ].
 #[cube]
@@ -39,14 +71,7 @@ fn activation<F: Float>(
         z += c * c * pw;
         pw *= v;
     }
-    // tanh saturates long before ±15; the clamp keeps exp-based tanh finite on every driver
-    if z > F::new(15.0) {
-        z = F::new(15.0);
-    }
-    if z < F::new(-15.0) {
-        z = F::new(-15.0);
-    }
-    (z.tanh(), v)
+    (clamped_tanh::<F>(z), v)
 }
 
 /// The forward pass: one unit per (sequence, neuron) runs the time loop, its n filter values
@@ -574,8 +599,6 @@ fn unpack_rows_kernel<F: Float, I: Numeric>(
     let width = d_params.shape(2);
     let neurons = threshold.len();
     if i < neurons * width {
-        let nf = alpha.shape(1);
-        let kk = coeffs.shape(1);
         let j = i / width;
         let c = i % width;
         let first = u32::cast_from(spans[2 * j]) as usize;
@@ -584,15 +607,16 @@ fn unpack_rows_kernel<F: Float, I: Numeric>(
         for s in first..end {
             sum += d_params[s * width + c];
         }
-        if c < nf {
-            alpha[j * nf + c] = sum;
-        } else if c < 2 * nf {
-            beta[j * nf + c - nf] = sum * beta_scale.get::<F>();
-        } else if c < 2 * nf + kk {
-            coeffs[j * kk + c - 2 * nf] = sum;
-        } else {
-            threshold[j] = sum;
-        }
+        store_grad::<F>(
+            alpha,
+            beta,
+            coeffs,
+            threshold,
+            j,
+            c,
+            sum,
+            beta_scale.get::<F>(),
+        );
     }
 }
 
@@ -643,6 +667,65 @@ fn pack(x: &ScanInputs<Cube>) -> CubeTensor {
         [&x.threshold, &x.max_current, &x.max_rate],
         1.0,
     )
+}
+
+/// Entry `c` of neuron `j`'s packed row [α (n), β · `beta_scale` (n), c (K), b, σ, γ].
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn packed_entry<F: Float>(
+    alpha: &Tensor<F>,
+    beta: &Tensor<F>,
+    coeffs: &Tensor<F>,
+    threshold: &Tensor<F>,
+    max_current: &Tensor<F>,
+    max_rate: &Tensor<F>,
+    j: usize,
+    c: usize,
+    beta_scale: F,
+) -> F {
+    let nf = alpha.shape(1);
+    let kk = coeffs.shape(1);
+    let mut v = max_rate[j];
+    if c < nf {
+        v = alpha[j * nf + c];
+    } else if c < 2 * nf {
+        v = beta[j * nf + c - nf] * beta_scale;
+    } else if c < 2 * nf + kk {
+        v = coeffs[j * kk + c - 2 * nf];
+    } else if c == 2 * nf + kk {
+        v = threshold[j];
+    } else if c == 2 * nf + kk + 1 {
+        v = max_current[j];
+    }
+    v
+}
+
+/// Stores `sum`, entry `c` of neuron `j`'s gradient row [dα (n), dβ (n), dc (K), db], in its
+/// parameter's gradient (dβ times `beta_scale`: the gradient of the β the rows were packed
+/// from).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn store_grad<F: Float>(
+    alpha: &mut Tensor<F>,
+    beta: &mut Tensor<F>,
+    coeffs: &mut Tensor<F>,
+    threshold: &mut Tensor<F>,
+    j: usize,
+    c: usize,
+    sum: F,
+    beta_scale: F,
+) {
+    let nf = alpha.shape(1);
+    let kk = coeffs.shape(1);
+    if c < nf {
+        alpha[j * nf + c] = sum;
+    } else if c < 2 * nf {
+        beta[j * nf + c - nf] = sum * beta_scale;
+    } else if c < 2 * nf + kk {
+        coeffs[j * kk + c - 2 * nf] = sum;
+    } else {
+        threshold[j] = sum;
+    }
 }
 
 /// The packed rows `[S, 2n + K + 3]` of the neurons `rows` `[S]` (an index each) from α, β
@@ -703,23 +786,18 @@ fn pack_selected_kernel<F: Float, I: Numeric>(
     let i = ABSOLUTE_POS;
     if i < out.len() {
         let width = out.shape(1);
-        let nf = alpha.shape(1);
-        let kk = coeffs.shape(1);
         let j = u32::cast_from(rows[i / width]) as usize;
-        let c = i % width;
-        let mut v = max_rate[j];
-        if c < nf {
-            v = alpha[j * nf + c];
-        } else if c < 2 * nf {
-            v = beta[j * nf + c - nf] * beta_scale.get::<F>();
-        } else if c < 2 * nf + kk {
-            v = coeffs[j * kk + c - 2 * nf];
-        } else if c == 2 * nf + kk {
-            v = threshold[j];
-        } else if c == 2 * nf + kk + 1 {
-            v = max_current[j];
-        }
-        out[i] = v;
+        out[i] = packed_entry::<F>(
+            alpha,
+            beta,
+            coeffs,
+            threshold,
+            max_current,
+            max_rate,
+            j,
+            i % width,
+            beta_scale.get::<F>(),
+        );
     }
 }
 
@@ -772,23 +850,22 @@ fn unpack_grads_kernel<F: Float>(
     let row = d_params.shape(1) * d_params.shape(2);
     if i < row {
         let width = d_params.shape(2);
-        let nf = alpha.shape(1);
-        let kk = coeffs.shape(1);
         let j = i / width;
         let c = i % width;
         let mut sum = F::new(0.0);
         for b in 0..batch {
             sum += d_params[b * row + i];
         }
-        if c < nf {
-            alpha[j * nf + c] = sum;
-        } else if c < 2 * nf {
-            beta[j * nf + c - nf] = sum * beta_scale.get::<F>();
-        } else if c < 2 * nf + kk {
-            coeffs[j * kk + c - 2 * nf] = sum;
-        } else {
-            threshold[j] = sum;
-        }
+        store_grad::<F>(
+            alpha,
+            beta,
+            coeffs,
+            threshold,
+            j,
+            c,
+            sum,
+            beta_scale.get::<F>(),
+        );
     }
 }
 
@@ -808,22 +885,16 @@ fn pack_kernel<F: Float>(
     let i = ABSOLUTE_POS;
     if i < out.len() {
         let width = out.shape(1);
-        let nf = alpha.shape(1);
-        let kk = coeffs.shape(1);
-        let j = i / width;
-        let c = i % width;
-        let mut v = max_rate[j];
-        if c < nf {
-            v = alpha[j * nf + c];
-        } else if c < 2 * nf {
-            v = beta[j * nf + c - nf] * beta_scale.get::<F>();
-        } else if c < 2 * nf + kk {
-            v = coeffs[j * kk + c - 2 * nf];
-        } else if c == 2 * nf + kk {
-            v = threshold[j];
-        } else if c == 2 * nf + kk + 1 {
-            v = max_current[j];
-        }
-        out[i] = v;
+        out[i] = packed_entry::<F>(
+            alpha,
+            beta,
+            coeffs,
+            threshold,
+            max_current,
+            max_rate,
+            i / width,
+            i % width,
+            beta_scale.get::<F>(),
+        );
     }
 }
