@@ -2,6 +2,7 @@
 //! with the fused scan and Burn's Adam (spec §3, second stage).
 
 use crate::fit::CellRng;
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -471,7 +472,10 @@ pub fn train_runs(
             test_losses: Vec::new(),
         })
         .collect();
-    let mut params = inits.to_vec();
+    // each cell's test (Noise 2) sweeps, uploaded once per run (entry c, layer row c)
+    let test_entries: Vec<(usize, &SweepBatch)> =
+        (0..cells).map(|c| (c, &data[c].test_batch)).collect();
+    let test_upload = GroupUpload::new(&test_entries, device);
     // on a GPU every cell's sweeps of every group go up once per run (entry g · cells + c), and
     // a step gathers its cells' groups from them for one scan; on the CPU building a step's
     // batch on the host is faster than gathering it (the same tensors either way, tested)
@@ -549,42 +553,39 @@ pub fn train_runs(
                 let grads = GradientsParams::from_grads(total.backward(), &layer);
                 layer = optim.step(run.lr, layer, grads);
             }
-            // on a GPU the sweep losses are read once an epoch: a read waits for the device
-            if (upload.is_none() || k + 1 == groups) && !unread.is_empty() {
-                let unread = std::mem::take(&mut unread);
-                let losses: Vec<Tensor<2>> = unread.iter().map(|u| u.losses.clone()).collect();
-                let losses = crate::neuron::to_vec(Tensor::cat(losses, 1));
-                let mut base = 0;
-                for scan in unread {
-                    let scan_losses = &losses[base..base + scan.losses.dims()[1]];
-                    base += scan_losses.len();
-                    for (cols, (c, batch)) in scan.spans.into_iter().zip(scan.cells) {
-                        let loss = per_bin(&scan_losses[cols], batch);
-                        if !loss.is_finite() && matches!(state[c], CellRun::Running { .. }) {
-                            // the cell's run is discarded; its rows do not touch the other
-                            // cells' (on a GPU it runs on to the epoch's end, alone)
-                            state[c] = CellRun::Diverged;
-                        }
-                        epoch_loss[c] += loss;
-                    }
-                }
+            // on a GPU the sweep losses are read once an epoch (a read waits for the device),
+            // on the CPU after each step
+            if upload.is_none() && !unread.is_empty() {
+                let losses = read_losses(&unread, None).0;
+                mark_train_losses(
+                    std::mem::take(&mut unread),
+                    &losses,
+                    &mut state,
+                    &mut epoch_loss,
+                );
             }
         }
-        params = layer.to_params(bin);
-        // the layer knows only the model bin; each activation keeps the bin it was fitted at
-        for (p, init) in params.iter_mut().zip(inits) {
-            p.activation.bin_size = init.activation.bin_size;
-        }
-        // each running cell's test loss, on the host: spread over the cores (with many cells
-        // on a GPU this is the epoch's host work)
+        // each running cell's test loss: one forward scan of their test sweeps, read with the
+        // epoch's last train losses
         let running: Vec<usize> = (0..cells)
             .filter(|&c| matches!(state[c], CellRun::Running { .. }))
             .collect();
-        let test_loss_of = crate::parallel::map_on_cores(running.clone(), |c| {
-            crate::scan::cpu::serial(|| batch_loss(&params[c], &data[c].test_batch, settings.eps))
+        let test = (!running.is_empty()).then(|| {
+            let (losses, _, spans) = test_upload.losses(&running, &layer.valid(), dt, settings.eps);
+            (losses, spans)
         });
+        let (train, test_sweeps) = read_losses(&unread, test.as_ref().map(|t| &t.0));
+        mark_train_losses(
+            std::mem::take(&mut unread),
+            &train,
+            &mut state,
+            &mut epoch_loss,
+        );
+        let mut epoch_params: Option<Vec<NeuronParams>> = None;
         let mut running_losses = Vec::new();
-        for (&c, &test_loss) in running.iter().zip(&test_loss_of) {
+        let spans = test.map(|t| t.1).unwrap_or_default();
+        for (&c, cols) in running.iter().zip(spans) {
+            let test_loss = per_bin(&test_sweeps[cols], &data[c].test_batch);
             let CellRun::Running {
                 train_losses,
                 test_losses,
@@ -604,6 +605,7 @@ pub fn train_runs(
                 && train_losses[n - 1] == train_losses[n - 2]
                 && train_losses[n - 2] == train_losses[n - 3];
             if stalled {
+                let params = epoch_params.get_or_insert_with(|| layer_params(&layer, inits));
                 state[c] = finish(
                     &params[c],
                     data[c],
@@ -621,6 +623,7 @@ pub fn train_runs(
             break;
         }
     }
+    let params = layer_params(&layer, inits);
     state
         .into_iter()
         .enumerate()
@@ -636,6 +639,56 @@ pub fn train_runs(
             CellRun::Diverged => None,
         })
         .collect()
+}
+
+/// The layer's neurons; each activation keeps the bin it was fitted at (the layer knows only
+/// the model bin).
+fn layer_params(layer: &GfrLayer, inits: &[NeuronParams]) -> Vec<NeuronParams> {
+    let mut params = layer.to_params(inits[0].bin_size);
+    for (p, init) in params.iter_mut().zip(inits) {
+        p.activation.bin_size = init.activation.bin_size;
+    }
+    params
+}
+
+/// The sweep losses of `unread` scans and of `more`, in one read from the device: (the
+/// scans', `more`'s).
+fn read_losses(unread: &[UnreadLosses], more: Option<&Tensor<2>>) -> (Vec<f64>, Vec<f64>) {
+    let losses: Vec<Tensor<2>> = unread
+        .iter()
+        .map(|u| u.losses.clone())
+        .chain(more.cloned())
+        .collect();
+    if losses.is_empty() {
+        return Default::default();
+    }
+    let mut all = crate::neuron::to_vec(Tensor::cat(losses, 1));
+    let more = all.split_off(unread.iter().map(|u| u.losses.dims()[1]).sum());
+    (all, more)
+}
+
+/// Adds each cell's per-bin train loss of the `unread` scans (their `losses`, read) to
+/// `epoch_loss`; a cell with a non-finite loss has diverged.
+fn mark_train_losses(
+    unread: Vec<UnreadLosses>,
+    losses: &[f64],
+    state: &mut [CellRun],
+    epoch_loss: &mut [f64],
+) {
+    let mut base = 0;
+    for scan in unread {
+        let scan_losses = &losses[base..base + scan.losses.dims()[1]];
+        base += scan_losses.len();
+        for (cols, (c, batch)) in scan.spans.into_iter().zip(scan.cells) {
+            let loss = per_bin(&scan_losses[cols], batch);
+            if !loss.is_finite() && matches!(state[c], CellRun::Running { .. }) {
+                // the cell's run is discarded; its rows do not touch the other cells' (on a
+                // GPU it runs on to the epoch's end, alone)
+                state[c] = CellRun::Diverged;
+            }
+            epoch_loss[c] += loss;
+        }
+    }
 }
 
 fn finish(
@@ -662,6 +715,81 @@ mod tests {
 
     fn host_int<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
         t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()
+    }
+
+    /// Each epoch's test loss, taken for all running cells from one forward scan of their
+    /// test sweeps, is each cell's own: the last one equals [`batch_loss`] of the cell's neuron
+    /// on its Noise 2 sweeps, computed alone on the host in f64 (to f32 rounding). Three
+    /// simulated cells of different lengths and rates, trained and stopping early (a learning
+    /// rate of 0 stalls), on the CPU and on wgpu (skipped, saying so, without an adapter).
+    #[test]
+    fn each_cells_test_loss_is_its_own() {
+        use crate::simulate::{GroundTruth, simulate_cell};
+        let data: Vec<FitData> = (0..3u64)
+            .map(|k| {
+                let cell = simulate_cell(k + 1, k as usize, 5, GroundTruth::Adex).recording;
+                FitData::from_cell(&cell, 20).unwrap()
+            })
+            .collect();
+        let inits: Vec<NeuronParams> = [(150.0, 0.2, 10.0), (220.0, 0.3, 40.0), (90.0, 0.1, 0.0)]
+            .into_iter()
+            .map(|(max_current, max_firing_rate, threshold)| {
+                let act = crate::neuron::ActivationParams {
+                    max_current,
+                    max_firing_rate,
+                    poly_coeff: vec![0.8, 0.5, 0.2],
+                    threshold,
+                    bin_size: 20,
+                };
+                NeuronParams::initial(20, act)
+            })
+            .collect();
+        let settings = RunSettings {
+            eps: 1e-8,
+            l1: 0.0,
+            train_activation: true,
+        };
+        let mut devices = vec![crate::device::cpu()];
+        match crate::device::Backend::Wgpu.device() {
+            Ok(d) if crate::device::wgpu_available() => devices.push(d),
+            _ => eprintln!("SKIPPED each_cells_test_loss_is_its_own on wgpu: no wgpu adapter"),
+        }
+        for device in devices {
+            for lr in [1e-2, 0.0] {
+                let mut rngs: Vec<CellRng> = (0..3)
+                    .map(|k| rand::SeedableRng::seed_from_u64(k))
+                    .collect();
+                let data: Vec<&FitData> = data.iter().collect();
+                let run = RunConfig::new(lr, 5);
+                let results = train_runs(
+                    &inits,
+                    &data,
+                    &run,
+                    &settings,
+                    &device,
+                    &mut rngs,
+                    |_, _| true,
+                );
+                for (c, r) in results.into_iter().enumerate() {
+                    let r = r.expect("a finite run");
+                    let what = format!("{device:?}, lr {lr}, cell {c}");
+                    assert_eq!(r.test_losses.len(), r.train_losses.len(), "{what}");
+                    // (a stalled run stops at 3; on wgpu the train losses of unchanged
+                    // parameters may differ in the last bit, summed in another group order)
+                    let epochs = r.test_losses.len();
+                    assert!(
+                        epochs == 5 || (lr == 0.0 && epochs >= 3),
+                        "{what}: {epochs}"
+                    );
+                    let alone = batch_loss(&r.params, &data[c].test_batch, settings.eps);
+                    let last = *r.test_losses.last().unwrap();
+                    assert!(
+                        (last - alone).abs() <= 1e-4 * alone.abs(),
+                        "{what}: test loss {last} vs {alone} alone"
+                    );
+                }
+            }
+        }
     }
 
     /// The columns a step gathers from a group's upload are the batch built on the host for
