@@ -54,7 +54,23 @@ pub fn peak_memory_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Simulates `cells` AdEx cells into a scratch folder and fits them, `batch_cells` at a time.
+/// Where a fit benchmark stands after a batch of cells.
+#[derive(Clone, Debug)]
+pub struct BatchDone {
+    /// Cells fitted so far.
+    pub cells_done: usize,
+    /// Cells of the benchmark.
+    pub cells: usize,
+    /// Fit time so far (s).
+    pub seconds: f64,
+    /// Peak host memory so far (MB).
+    pub peak_memory_mb: f64,
+    /// Device memory reserved so far (MB; 0 on the CPU).
+    pub device_memory_mb: f64,
+}
+
+/// Simulates `cells` AdEx cells into a scratch folder and fits them, `batch_cells` at a time;
+/// `on_batch` hears after each batch.
 /// The peak memory reported is the fit's: `clear_refs` 5 resets the high-water mark to the
 /// present size after the simulation (Linux; the present size still holds what the
 /// simulation's threads left in the allocator's per-thread arenas, a few tens of MB each).
@@ -65,6 +81,7 @@ pub fn bench_fit(
     device_name: &str,
     device: burn::tensor::Device,
     seed: u64,
+    on_batch: &dyn Fn(&BatchDone),
 ) -> Result<FitBench> {
     let dir = std::env::temp_dir().join(format!("gfr-bench-{}", std::process::id()));
     let data = DataDir::new(dir.join("data"));
@@ -86,13 +103,22 @@ pub fn bench_fit(
     let ids: Vec<u64> = (1..=cells as u64).collect();
     let mut evrs = Vec::new();
     let mut device_mb = 0f64;
+    let mut cells_done = 0;
     for chunk in ids.chunks(opts.batch_cells) {
+        cells_done += chunk.len();
         evrs.extend(
             fit_and_save_batch(chunk, &opts, &())
                 .into_iter()
                 .filter_map(|r| r.test_evr),
         );
         device_mb = device_mb.max(crate::device::device_memory_mb(&opts.device));
+        on_batch(&BatchDone {
+            cells_done,
+            cells,
+            seconds: t0.elapsed().as_secs_f64(),
+            peak_memory_mb: peak_memory_mb(),
+            device_memory_mb: device_mb,
+        });
     }
     let epochs = cells * config.hparams.iter().map(|h| h.epochs).sum::<usize>();
     let total = t0.elapsed().as_secs_f64();

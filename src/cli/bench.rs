@@ -97,6 +97,24 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
         a.device.backend().name(),
         device,
         a.seed.seed,
+        &|b| {
+            // with more than one batch: where the run stands (a long run shows its speed early)
+            if a.cells > a.batch_cells {
+                eprintln!(
+                    "batch done: {} of {} cells in {:.1} s ({:.3} s per cell), peak memory {:.0} MB{}",
+                    b.cells_done,
+                    b.cells,
+                    b.seconds,
+                    b.seconds / b.cells_done as f64,
+                    b.peak_memory_mb,
+                    if b.device_memory_mb > 0.0 {
+                        format!(", device memory {:.0} MB", b.device_memory_mb)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        },
     )?;
     println!(
         "cells               {} ({} at a time)",
