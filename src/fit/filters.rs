@@ -624,21 +624,18 @@ pub fn train_runs(
         }
     }
     let params = layer_params(&layer, inits);
-    state
-        .into_iter()
-        .enumerate()
-        .map(|(c, s)| match s {
-            CellRun::Running {
-                train_losses,
-                test_losses,
-            } => match finish(&params[c], data[c], train_losses, test_losses) {
-                CellRun::Done(r) => Some(r),
-                _ => None,
-            },
+    // (the validation EVRs of the cells still running, on the cores)
+    super::on_cores(state.into_iter().enumerate().collect(), |(c, s)| match s {
+        CellRun::Running {
+            train_losses,
+            test_losses,
+        } => match finish(&params[c], data[c], train_losses, test_losses) {
             CellRun::Done(r) => Some(r),
-            CellRun::Diverged => None,
-        })
-        .collect()
+            _ => None,
+        },
+        CellRun::Done(r) => Some(r),
+        CellRun::Diverged => None,
+    })
 }
 
 /// The layer's neurons; each activation keeps the bin it was fitted at (the layer knows only

@@ -678,36 +678,47 @@ fn fit_prepared(
             }
         }
         if i + 1 < runs {
-            for (c, b) in best.iter().enumerate() {
-                if let Some(b) = b.as_ref().filter(|b| b.evr1.is_finite()) {
+            let partials: Vec<(usize, RunResult, Partial)> = best
+                .iter()
+                .enumerate()
+                .filter_map(|(c, b)| {
+                    let b = b.as_ref().filter(|b| b.evr1.is_finite())?;
                     let partial = Partial {
                         runs_done: i + 1,
                         rng_word_pos: cells[c].rng.get_word_pos(),
                     };
-                    checkpoint(
-                        c,
-                        result_of_run(b.clone(), &cells[c].data, opts, Some(partial)),
-                    );
-                }
+                    Some((c, b.clone(), partial))
+                })
+                .collect();
+            let cells = &*cells;
+            let partials = on_cores(partials, |(c, b, partial)| {
+                (c, result_of_run(b, &cells[c].data, opts, Some(partial)))
+            });
+            for (c, result) in partials {
+                checkpoint(c, result);
             }
         }
     }
-    best.into_iter()
-        .zip(cells.iter())
-        .map(|(b, cell)| {
-            let best = b.ok_or_else(|| {
-                CellError::Fail(format!(
-                    "all {runs} runs diverged (non-finite loss); nothing saved"
-                ))
-            })?;
-            if best.evr1.is_nan() {
-                return Err(CellError::Skip(
+    let cells = &*cells;
+    on_cores(best.into_iter().zip(cells).collect(), |(b, cell)| {
+        let best = b.ok_or_else(|| {
+            CellError::Fail(format!(
+                "all {runs} runs diverged (non-finite loss); nothing saved"
+            ))
+        })?;
+        if best.evr1.is_nan() {
+            return Err(CellError::Skip(
                     "validation EVR is NaN in every run (Noise 1 has no explainable variance); nothing saved".into(),
                 ));
-            }
-            Ok(result_of_run(best, &cell.data, opts, None))
-        })
-        .collect()
+        }
+        Ok(result_of_run(best, &cell.data, opts, None))
+    })
+}
+
+/// `items.map(f)` on the cores, each item's scans on its own core: for the host work on each
+/// cell of a batch (EVRs, the padded train loss), which adds up over a GPU's thousands.
+pub(crate) fn on_cores<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    crate::parallel::map_on_cores(items, |item| crate::scan::cpu::serial(|| f(item)))
 }
 
 /// A cell's result from its best run: the test EVR and the padded train loss computed.
@@ -838,6 +849,9 @@ pub fn save_if_better(path: &Path, new: &FitResult) -> Result<SaveOutcome> {
     Ok(SaveOutcome::Written)
 }
 
+/// Recordings read on the cores at a time.
+const LOAD_CHUNK: usize = 64;
+
 /// Loads, fits (together, in one batched model) and saves a batch of cells; never replaces a
 /// saved result with a worse one. Each cell is saved as soon as the runs of its group end.
 /// A cell's `seconds` is the batch's time divided among its cells.
@@ -873,6 +887,8 @@ pub fn fit_and_save_batch(
     let mut loaded: Vec<(usize, LoadedCell)> = Vec::new();
     // the partial result (of this config) each cell goes on from, if any
     let mut resume_at: Vec<Option<Partial>> = vec![None; cell_ids.len()];
+    // the cells to load (the others are skipped by what is saved)
+    let mut to_load: Vec<usize> = Vec::new();
     for (i, &cell_id) in cell_ids.iter().enumerate() {
         let path = opts.result_path(cell_id);
         if path.exists() {
@@ -916,19 +932,30 @@ pub fn fit_and_save_batch(
                 continue;
             }
         }
-        // a cell that never fires is skipped; processed data that is missing or cannot be
-        // read fails the cell
-        let loaded_cell = CellRecording::load(&opts.data_dir, cell_id)
-            .map_err(
-                |e| match e.downcast_ref::<crate::data::processed::NeverFires>() {
-                    Some(_) => CellError::Skip(format!("{e:#}")),
-                    None => CellError::Fail(format!("{e:#}")),
-                },
-            )
-            .and_then(|cell| load_cell(&cell, opts, previous[i].as_ref(), progress));
-        match loaded_cell {
-            Ok(c) => loaded.push((i, c)),
-            Err(e) => reports[i] = Some(unfit(cell_id, e)),
+        to_load.push(i);
+    }
+    // the recordings are read on the cores (reading and parsing one takes milliseconds, which
+    // add up over a GPU's batch of thousands), a chunk at a time so that few are held at once
+    let data_dir = &opts.data_dir;
+    for chunk in to_load.chunks(LOAD_CHUNK) {
+        let recordings = crate::parallel::map_on_cores(chunk.to_vec(), |i| {
+            CellRecording::load(data_dir, cell_ids[i])
+        });
+        for (&i, recording) in chunk.iter().zip(recordings) {
+            // a cell that never fires is skipped; processed data that is missing or cannot be
+            // read fails the cell
+            let loaded_cell = recording
+                .map_err(
+                    |e| match e.downcast_ref::<crate::data::processed::NeverFires>() {
+                        Some(_) => CellError::Skip(format!("{e:#}")),
+                        None => CellError::Fail(format!("{e:#}")),
+                    },
+                )
+                .and_then(|cell| load_cell(&cell, opts, previous[i].as_ref(), progress));
+            match loaded_cell {
+                Ok(c) => loaded.push((i, c)),
+                Err(e) => reports[i] = Some(unfit(cell_ids[i], e)),
+            }
         }
     }
     // the activations of the whole batch are fitted together (again for a resumed cell: the
