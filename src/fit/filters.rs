@@ -753,9 +753,7 @@ mod tests {
         }
         for device in devices {
             for lr in [1e-2, 0.0] {
-                let mut rngs: Vec<CellRng> = (0..3)
-                    .map(|k| rand::SeedableRng::seed_from_u64(k))
-                    .collect();
+                let mut rngs: Vec<CellRng> = (0..3).map(rand::SeedableRng::seed_from_u64).collect();
                 let data: Vec<&FitData> = data.iter().collect();
                 let run = RunConfig::new(lr, 5);
                 let results = train_runs(
