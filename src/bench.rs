@@ -35,6 +35,10 @@ pub struct FitBench {
     /// Device memory the backend held at its most (MB), read after each batch of cells
     /// ([`crate::device::device_memory_mb`]); 0 on the CPU.
     pub device_memory_mb: f64,
+    /// Of `seconds_per_cell`, the time spent waiting for the device in reads (s;
+    /// [`crate::device::device_wait_seconds`]): on a GPU a large share means the device is what
+    /// takes the time, a small one the host (launches, host work). 0 on the CPU.
+    pub device_wait_per_cell: f64,
     /// Kernels launched per cell (0 on the CPU, which launches none).
     pub kernels_per_cell: f64,
     /// The kernels launched most: (name, launches per cell), most first.
@@ -100,6 +104,7 @@ pub fn bench_fit(
     let launches = std::sync::Arc::new(LaunchCount::default());
     let watching = cubecl::logging::LaunchObservation::new(launches.clone());
     let t0 = Instant::now();
+    let wait0 = crate::device::device_wait_seconds();
     let ids: Vec<u64> = (1..=cells as u64).collect();
     let mut evrs = Vec::new();
     let mut device_mb = 0f64;
@@ -138,6 +143,12 @@ pub fn bench_fit(
         median_test_evr: evrs.get(evrs.len() / 2).copied().unwrap_or(f64::NAN),
         peak_memory_mb: peak_memory_mb(),
         device_memory_mb: device_mb,
+        // (the CPU's reads are copies of finished results, not waits)
+        device_wait_per_cell: if crate::device::is_cpu(&opts.device) {
+            0.0
+        } else {
+            (crate::device::device_wait_seconds() - wait0) / cells as f64
+        },
         kernels_per_cell: names.values().sum::<usize>() as f64 / cells as f64,
         top_kernels: most_launched(&names, cells as f64),
     })

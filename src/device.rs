@@ -61,6 +61,27 @@ pub fn device_memory_mb(device: &Device) -> f64 {
     usage.bytes_reserved as f64 / (1024.0 * 1024.0)
 }
 
+/// Time this process has spent in reads from a device (s), through [`timed_read`]. A read
+/// waits until the device has run everything queued before it; on a GPU, whose work runs
+/// behind the host's, that is the time the host had nothing left to queue (0 on the CPU, whose
+/// operations run as they are called).
+pub fn device_wait_seconds() -> f64 {
+    DEVICE_WAIT_NS.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
+}
+
+static DEVICE_WAIT_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `read()`, a read of a tensor from its device, timed into [`device_wait_seconds`].
+pub(crate) fn timed_read<T>(read: impl FnOnce() -> T) -> T {
+    let t0 = std::time::Instant::now();
+    let out = read();
+    DEVICE_WAIT_NS.fetch_add(
+        t0.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    out
+}
+
 /// Whether a wgpu adapter can be opened and run a kernel. Probed once per process.
 pub fn wgpu_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

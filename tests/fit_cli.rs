@@ -575,3 +575,48 @@ fn finetune_over_float32_or_other_degree_results_does_not_panic() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `gfr bench` over several batches of cells says where each batch leaves the run, and its
+/// JSON report counts the time spent waiting for the device: none on the CPU; on wgpu some,
+/// and less than the whole (skipped, saying so, without an adapter).
+#[test]
+fn bench_reports_each_batch_and_the_device_wait() {
+    let dir = scratch("bench-batches");
+    let mut devices = vec!["cpu"];
+    if gfr::device::wgpu_available() {
+        devices.push("wgpu");
+    } else {
+        eprintln!("SKIPPED bench_reports_each_batch_and_the_device_wait on wgpu: no wgpu adapter");
+    }
+    for device in devices {
+        let json = dir.join(format!("{device}.json"));
+        let out = ok(&gfr(&[
+            "bench",
+            "--cells",
+            "3",
+            "--batch-cells",
+            "2",
+            "--config-path",
+            "configs/test.json",
+            "--device",
+            device,
+            "--json",
+            s(&json),
+        ]));
+        for done in ["batch done: 2 of 3 cells", "batch done: 3 of 3 cells"] {
+            assert!(out.contains(done), "{device}: {out}");
+        }
+        let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(b["cells"], 3, "{b}");
+        let (wait, per_cell) = (
+            b["device_wait_per_cell"].as_f64().unwrap(),
+            b["seconds_per_cell"].as_f64().unwrap(),
+        );
+        if device == "cpu" {
+            assert_eq!(wait, 0.0, "{b}");
+        } else {
+            assert!(wait > 0.0 && wait < per_cell, "{b}");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -127,6 +127,11 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
     println!("peak memory (MB)    {:.0}", b.peak_memory_mb);
     if b.device_memory_mb > 0.0 {
         println!("device memory (MB)  {:.0}", b.device_memory_mb);
+        println!(
+            "device wait         {:.3} s per cell ({:.0} % of the time: the rest is the host's)",
+            b.device_wait_per_cell,
+            100.0 * b.device_wait_per_cell / b.seconds_per_cell
+        );
     }
     print_kernels("cell", b.kernels_per_cell, &b.top_kernels);
     if let Some(p) = a.json {

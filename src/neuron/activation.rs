@@ -37,7 +37,7 @@ pub(crate) fn tensor2(rows: &[Vec<f64>], device: &Device) -> Tensor<2> {
 }
 
 pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
+    crate::device::timed_read(|| t.into_data())
         .convert::<f32>()
         .try_to_vec::<f32>()
         .expect("float tensor")
