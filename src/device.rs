@@ -61,7 +61,7 @@ pub fn device_memory_mb(device: &Device) -> f64 {
     usage.bytes_reserved as f64 / (1024.0 * 1024.0)
 }
 
-/// Time this process has spent in reads from a device (s), through [`timed_read`]. A read
+/// Time this process has spent in reads from a device (s), through `timed_read`. A read
 /// waits until the device has run everything queued before it; on a GPU, whose work runs
 /// behind the host's, that is the time the host had nothing left to queue (0 on the CPU, whose
 /// operations run as they are called).
