@@ -15,8 +15,8 @@ use cubecl::prelude::*;
 
 use super::fused::{ActivationLossInputs, SweepLossInputs};
 use crate::scan::cube::{
-    KernelInputs, clamped_tanh, cube_sum, empty, fits_device, forward_kernel, grads_by_row,
-    pack_selected, sequence_grads,
+    KernelInputs, clamped_tanh, cube_sum, elementwise_cubes, empty, fits_device, forward_kernel,
+    grads_by_row, pack_selected, sequence_grads,
 };
 
 /// Units per cube.
@@ -204,15 +204,14 @@ pub(crate) fn contiguous(x: SweepLossInputs<Cube>) -> SweepLossInputs<Cube> {
     }
 }
 
-/// Whether the kernels fit the device: the scan's cubes, one row of at most 65,535 cubes for
-/// the element-wise backward, and some sweeps.
+/// Whether the kernels fit the device (the scan's cubes) and there is work: some sweeps and
+/// bins.
 pub(crate) fn fits(x: &SweepLossInputs<Cube>) -> bool {
     let (time, sweeps) = (x.time, x.columns.shape().num_elements());
     sweeps > 0
         && time > 0
         && time <= x.current.shape().dims::<3>()[1]
         && fits_device(&x.current, 1, sweeps, false)
-        && ((time * sweeps + sweeps) as u64).div_ceil(UNITS as u64) <= 65_535
 }
 
 fn dtype(t: &CubeTensor) -> ElemType {
@@ -235,7 +234,7 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
     let dtypes = [dtype(like), dtype(&x.rows)];
     gather_kernel::launch(
         &like.client,
-        cubes(time * sweeps + sweeps),
+        cubes(like, time * sweeps + sweeps),
         CubeDim::new_1d(UNITS),
         x.current.clone().into_tensor_arg(),
         x.target.clone().into_tensor_arg(),
@@ -272,7 +271,7 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
     let scalar = |v: f64| InputScalar::new(v as f32, dtype(like));
     loss_kernel::launch(
         &like.client,
-        cubes(sweeps),
+        cubes(like, sweeps),
         CubeDim::new_1d(UNITS),
         trace[0].clone().into_tensor_arg(),
         step.target.clone().into_tensor_arg(),
@@ -297,8 +296,8 @@ pub(crate) fn forward(x: &SweepLossInputs<Cube>) -> (FloatTensor<Cube>, FloatTen
 }
 
 /// Cubes for `n` units, one unit each.
-fn cubes(n: usize) -> CubeCount {
-    CubeCount::Static((n as u32).div_ceil(UNITS), 1, 1)
+fn cubes(like: &CubeTensor, n: usize) -> CubeCount {
+    elementwise_cubes(like, n, UNITS)
 }
 
 /// The backward pass from ∂L/∂total: gradients of α, β, c and b (the layer's rows).
@@ -313,7 +312,7 @@ pub(crate) fn backward(
     let scalar = |v: f64| InputScalar::new(v as f32, dtype(like));
     loss_backward_kernel::launch(
         &like.client,
-        cubes(rates.shape().num_elements()),
+        cubes(like, rates.shape().num_elements()),
         CubeDim::new_1d(UNITS),
         into_contiguous(grad_total).into_tensor_arg(),
         rates.clone().into_tensor_arg(),
@@ -490,10 +489,9 @@ pub(crate) fn contiguous_activation(x: ActivationLossInputs<Cube>) -> Activation
     }
 }
 
-/// Whether the activation kernels fit the device: one row of at most 65,535 cubes, some rows.
+/// Whether there is work for the activation kernels: some rows.
 pub(crate) fn activation_fits(x: &ActivationLossInputs<Cube>) -> bool {
-    let cols = x.dt.shape().num_elements();
-    cols > 0 && (cols as u64).div_ceil(UNITS as u64) <= 65_535
+    x.dt.shape().num_elements() > 0
 }
 
 /// The activation fit's loss `[1]`.
@@ -530,7 +528,7 @@ pub(crate) fn activation_backward(
     let d_threshold = empty(like, x.threshold.shape());
     activation_backward_kernel::launch(
         &like.client,
-        cubes(x.dt.shape().num_elements()),
+        cubes(&x.dt, x.dt.shape().num_elements()),
         CubeDim::new_1d(UNITS),
         into_contiguous(grad_total).into_tensor_arg(),
         x.current.clone().into_tensor_arg(),

@@ -14,7 +14,8 @@ use cubecl::prelude::*;
 
 use super::fused::NetworkBatch;
 use crate::scan::cube::{
-    KernelInputs, backward_kernel, cube_sum, empty, fits_device, forward_kernel, pack_rows,
+    KernelInputs, backward_kernel, cube_sum, elementwise_cubes, empty, fits_device, forward_kernel,
+    pack_rows,
 };
 
 /// Units per cube.
@@ -317,28 +318,20 @@ pub(crate) fn contiguous(x: NetworkBatch<Cube>) -> NetworkBatch<Cube> {
 }
 
 /// Cubes for `n` units, one unit each.
-fn cubes(n: usize) -> CubeCount {
-    CubeCount::Static((n as u32).div_ceil(UNITS), 1, 1)
+fn cubes(like: &CubeTensor, n: usize) -> CubeCount {
+    elementwise_cubes(like, n, UNITS)
 }
 
 /// Whether every kernel fits the device: the scan's cube per sequence, and one row of at most
-/// 65,535 cubes for the element-wise ones.
+/// 65,535 cubes for the drive's backward kernel (OUTPUTS_PER_CUBE outputs per cube; the
+/// element-wise kernels spread theirs over the count's dimensions).
 pub(crate) fn fits(x: &NetworkBatch<Cube>) -> bool {
-    let [batch, time, _] = x.images.shape().dims::<3>();
+    let batch = x.images.shape().dims::<3>()[0];
     let [pixels, hidden] = x.input_weight.shape().dims::<2>();
-    let classes = x.output_bias.shape().num_elements();
-    let largest = [
-        batch * (time + 1) * hidden + hidden * hidden,
-        batch * (time + 1) * hidden + hidden * classes + classes,
-        // (the drive's backward kernel: OUTPUTS_PER_CUBE outputs per cube)
-        (pixels * hidden + hidden + hidden * hidden) * LANES,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
+    let drive_outputs = pixels * hidden + hidden + hidden * hidden;
     batch > 0
         && fits_device(&x.images, batch, hidden, true)
-        && (largest as u64).div_ceil(UNITS as u64) <= 65_535
+        && (drive_outputs as u64 * LANES as u64).div_ceil(UNITS as u64) <= 65_535
 }
 
 fn dtype(t: &CubeTensor) -> ElemType {
@@ -356,7 +349,7 @@ pub(crate) fn forward(x: &NetworkBatch<Cube>) -> (FloatTensor<Cube>, Saved) {
     let w_eff = empty(like, Shape::new([hidden, hidden]));
     drive_kernel::launch(
         client,
-        cubes(current.shape().num_elements() + hidden * hidden),
+        cubes(like, current.shape().num_elements() + hidden * hidden),
         CubeDim::new_1d(UNITS),
         x.images.clone().into_tensor_arg(),
         x.input_weight.clone().into_tensor_arg(),
@@ -430,7 +423,10 @@ pub(crate) fn backward(
     let d_b_out = empty(like, Shape::new([classes]));
     readout_backward_kernel::launch(
         client,
-        cubes(rates.shape().num_elements() + hidden * classes + classes),
+        cubes(
+            like,
+            rates.shape().num_elements() + hidden * classes + classes,
+        ),
         CubeDim::new_1d(UNITS),
         grad_score.into_tensor_arg(),
         saved.dlogits.clone().into_tensor_arg(),

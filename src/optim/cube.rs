@@ -9,7 +9,7 @@ use burn_cubecl::kernel::into_contiguous;
 use cubecl::prelude::*;
 
 use super::AdamStep;
-use crate::scan::cube::{cube_sum, empty};
+use crate::scan::cube::{cube_sum, elementwise_cubes, empty};
 
 /// A tensor of Burn's (cubecl's `Tensor` is the kernels' view of one).
 type BurnTensor<const D: usize> = burn::tensor::Tensor<D>;
@@ -93,7 +93,7 @@ impl AdamKernel for Cube {
         let client = param.client.clone();
         adam_step_kernel::launch(
             &client,
-            CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+            elementwise_cubes(&param, n as usize, UNITS),
             CubeDim::new_1d(UNITS),
             param.into_tensor_arg(),
             grad.into_tensor_arg(),
@@ -114,11 +114,6 @@ impl AdamKernel for Cube {
         let [p, m, v] = out;
         (p, m, v)
     }
-}
-
-/// Whether one launch covers the tensor (one cube row of at most 65,535 cubes).
-pub(super) fn fits<const D: usize>(t: &BurnTensor<D>) -> bool {
-    (t.shape().num_elements() as u64).div_ceil(UNITS as u64) <= 65_535
 }
 
 /// One Adam step of `param` (no moments yet: zeros) with `grad` scaled by `scale` `[1]` if

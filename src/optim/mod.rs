@@ -233,13 +233,6 @@ impl Optimizer for GfrAdam {
             s.1 += usize::from(s.0.is_some());
             s.0.clone()
         });
-        if !cube::fits(&tensor) {
-            let grad = match scale {
-                Some(f) => grad * f.reshape([1; D]),
-                None => grad,
-            };
-            return self.burn.step(lr, tensor, grad, state);
-        }
         let (time, moments) = match state {
             Some(s) => (
                 s.momentum.time + 1,

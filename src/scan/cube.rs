@@ -331,6 +331,13 @@ fn geometry(coupled: bool, batch: usize, neurons: usize) -> (CubeDim, CubeCount,
     }
 }
 
+/// Cubes of `units` for `n` elements, one unit each, spread over the count's dimensions where
+/// one row of cubes would be over the device's limit (65,535 cubes on many GPUs); the kernels
+/// index by `ABSOLUTE_POS`, which runs over every dimension, and skip positions past `n`.
+pub(crate) fn elementwise_cubes(like: &CubeTensor, n: usize, units: u32) -> CubeCount {
+    cubecl::calculate_cube_count_elemwise(&like.client, n, CubeDim::new_1d(units))
+}
+
 /// Whether the kernels can run `batch` sequences of `neurons` on `like`'s device: with a
 /// recurrent weight (`coupled`) one cube must hold every neuron of a sequence, and the batch
 /// is the cube count's second dimension. Otherwise the host implementation runs.
@@ -485,7 +492,7 @@ pub(crate) fn backward_kernel(
     let n = (neurons * width) as u32;
     unpack_grads_kernel::launch(
         &like.client,
-        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        elementwise_cubes(like, n as usize, UNITS),
         CubeDim::new_1d(UNITS),
         d_params.into_tensor_arg(),
         grads[0].clone().into_tensor_arg(),
@@ -568,7 +575,7 @@ pub(crate) fn grads_by_row(
     ];
     unpack_rows_kernel::launch(
         &like.client,
-        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        elementwise_cubes(like, n as usize, UNITS),
         CubeDim::new_1d(UNITS),
         d_params.clone().into_tensor_arg(),
         spans.clone().into_tensor_arg(),
@@ -752,7 +759,7 @@ pub(crate) fn pack_selected(
     ];
     pack_selected_kernel::launch(
         &alpha.client,
-        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        elementwise_cubes(alpha, n as usize, UNITS),
         CubeDim::new_1d(UNITS),
         alpha.clone().into_tensor_arg(),
         beta.clone().into_tensor_arg(),
@@ -818,7 +825,7 @@ pub(crate) fn pack_rows(
     let dtype = burn::backend::cubecl::dtype_to_storage_type(alpha.dtype);
     pack_kernel::launch(
         &alpha.client,
-        CubeCount::Static(n.div_ceil(UNITS), 1, 1),
+        elementwise_cubes(alpha, n as usize, UNITS),
         CubeDim::new_1d(UNITS),
         alpha.clone().into_tensor_arg(),
         beta.clone().into_tensor_arg(),
