@@ -272,7 +272,7 @@ fn elementwise_kernels_reach_past_one_row_of_cubes() {
     let (param, grad) = (wave(1.0), wave(0.01) + 0.02);
     let (ours, _) = gfr::optim::GfrAdam::new().step(1e-2, param.clone(), grad.clone(), None);
     let (burns, _) = gfr::optim::burn_adam().step(1e-2, param.clone(), grad, None);
-    let moved = (ours.clone() - param).abs().slice([n - 1000..n]).min();
+    let moved = (ours.clone() - param).abs().slice(n - 1000..n).min();
     assert!(
         moved.into_scalar::<f32>() > 1e-4,
         "the last parameters moved"
