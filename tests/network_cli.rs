@@ -144,14 +144,19 @@ fn baselines_and_saved_neurons() {
     a.sort();
     b.sort();
     assert_eq!(a, b, "the same neurons, frozen");
+    // a wrong flag is said before MNIST is read or downloaded
+    let mnist = dir.join("mnist");
     let e = fails(&gfr(&[
         "network",
         "--neurons",
         s(&dir.join("nope.json")),
         "--save-dir",
         s(&dir),
+        "--mnist-dir",
+        s(&mnist),
     ]));
-    assert!(e.contains("nope.json"), "{e}");
+    assert!(e.contains("nope.json") && !e.contains("MNIST"), "{e}");
+    assert!(!mnist.exists(), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

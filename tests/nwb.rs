@@ -390,15 +390,21 @@ fn preprocess_bins_nwb_sweeps_like_the_spec() {
 fn download_fails_fast_with_where_to_put_files() {
     let dir = scratch("nwbdl");
     std::fs::write(dir.join("ids.csv"), "1\n").unwrap();
+    let data = dir.join("data");
     let e = fails(&gfr(&[
         "preprocess",
         "--cell-ids",
         s(&dir.join("ids.csv")),
         "--nwb-dir",
         s(&dir),
+        "--data-dir",
+        s(&data),
         "--download",
     ]));
     assert!(e.contains("specimen_{id}/ephys.nwb"), "{e}");
+    // nothing was preprocessed: no cell list that a later `gfr fit` or `gfr simulate` would
+    // take for this folder's
+    assert!(!data.join("cell_ids.csv").exists(), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -78,10 +78,6 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
             ids
         }
     };
-    match gfr::data::preprocess::record_cell_list(&data, &ids)? {
-        Some(note) => eprintln!("{note}"),
-        None => eprintln!("cell ids in {}", data.cell_ids().display()),
-    }
     if a.download {
         let missing: Vec<u64> = ids
             .iter()
@@ -108,6 +104,11 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
             }
         }
         bar.finish_and_clear();
+    }
+    // (after the downloads: a download that fails at once leaves nothing behind)
+    match gfr::data::preprocess::record_cell_list(&data, &ids)? {
+        Some(note) => eprintln!("{note}"),
+        None => eprintln!("cell ids in {}", data.cell_ids().display()),
     }
     let bar = super::progress_bar(
         ids.len() as u64,

@@ -458,6 +458,13 @@ pub fn bio_units_for(
 pub fn run_network(spec: &NetworkSpec, obs: &dyn NetworkObserver) -> Result<Option<SavedNetwork>> {
     let flag = |f: &str| obs.setting(f);
     spec.check(&flag)?;
+    // what the flags name comes first: a wrong one is said before MNIST is read (or downloaded)
+    let neurons = match spec.model {
+        ModelKind::Gfr => Some(network_neurons(spec, obs)?),
+        ModelKind::Rnn | ModelKind::Lstm => None,
+    };
+    let device = spec.device.device().context(flag("device"))?.autodiff();
+    crate::fit::store::check_writable(&spec.save_dir, &flag("save_dir"))?;
     let (mut train_set, mut test_set, source) =
         mnist::load(&spec.mnist_dir, spec.offline, &Downloads(obs))?;
     match &source {
@@ -484,14 +491,12 @@ pub fn run_network(spec: &NetworkSpec, obs: &dyn NetworkObserver) -> Result<Opti
     if let Some(n) = spec.test_limit {
         test_set = test_set.truncate(n);
     }
-    crate::fit::store::check_writable(&spec.save_dir, &flag("save_dir"))?;
     for stale in crate::data::pickle::clean_stale_temporaries(&spec.save_dir) {
         obs.note(&format!(
             "removed {}, left by a process that no longer runs",
             stale.display()
         ));
     }
-    let device = spec.device.device().context(flag("device"))?.autodiff();
     device.seed(spec.seed);
     let run = Run {
         spec,
@@ -504,10 +509,63 @@ pub fn run_network(spec: &NetworkSpec, obs: &dyn NetworkObserver) -> Result<Opti
         },
         device: &device,
     };
-    match spec.model {
-        ModelKind::Gfr => run.gfr(),
-        ModelKind::Rnn | ModelKind::Lstm => run.baseline(),
+    match neurons {
+        Some(neurons) => run.gfr(neurons),
+        None => run.baseline(),
     }
+}
+
+/// The GFR network's neurons `spec` names and whether they are biological.
+fn network_neurons(
+    spec: &NetworkSpec,
+    obs: &dyn NetworkObserver,
+) -> Result<(Vec<NeuronParams>, bool)> {
+    Ok(match &spec.neurons {
+        NeuronSource::Default => (vec![default_neuron(); spec.n_nodes], false),
+        NeuronSource::Biological { dataset, pair } => {
+            let ds = crate::dataset::Dataset::load(dataset).with_context(|| {
+                format!(
+                    "{} bio: no dataset of fitted neurons at {} {} \
+                     (`gfr dataset build` writes it)",
+                    obs.setting("neurons"),
+                    obs.setting("dataset"),
+                    dataset.display()
+                )
+            })?;
+            let (n, replacement) = model::biological_neurons(&ds, *pair, spec.n_nodes, spec.seed)?;
+            if replacement {
+                obs.note(&format!(
+                    "note: {} {} exceeds the {} neurons of {} for pair {}/{}: drawn with replacement",
+                    obs.setting("n_nodes"),
+                    spec.n_nodes,
+                    ds.pairs[pair].len(),
+                    dataset.display(),
+                    pair.0,
+                    pair.1
+                ));
+            }
+            (n, true)
+        }
+        NeuronSource::File { path, shuffle } => {
+            let mut n = read_network_neurons(path, &obs.setting("neurons"))?;
+            if *shuffle {
+                use rand::{SeedableRng, seq::SliceRandom};
+                n.shuffle(&mut rand::rngs::StdRng::seed_from_u64(spec.seed));
+            }
+            let bio = n.iter().any(|p| p.activation.max_current != 1.0);
+            if n.len() != spec.n_nodes {
+                obs.note(&format!(
+                    "note: {} neurons from {}: the network has H = {} ({} {} is not used)",
+                    n.len(),
+                    path.display(),
+                    n.len(),
+                    obs.setting("n_nodes"),
+                    spec.n_nodes
+                ));
+            }
+            (n, bio)
+        }
+    })
 }
 
 /// One run under way: the spec and what [`run_network`] made of it.
@@ -533,61 +591,12 @@ impl Run<'_> {
         self.obs.setting(field)
     }
 
-    /// The GFR network's neurons and whether they are biological.
-    fn neurons(&self) -> Result<(Vec<NeuronParams>, bool)> {
-        let (spec, obs) = (self.spec, self.obs);
-        Ok(match &spec.neurons {
-            NeuronSource::Default => (vec![default_neuron(); spec.n_nodes], false),
-            NeuronSource::Biological { dataset, pair } => {
-                let ds = crate::dataset::Dataset::load(dataset).with_context(|| {
-                    format!(
-                        "{} bio: no dataset of fitted neurons at {} {} \
-                         (`gfr dataset build` writes it)",
-                        self.flag("neurons"),
-                        self.flag("dataset"),
-                        dataset.display()
-                    )
-                })?;
-                let (n, replacement) =
-                    model::biological_neurons(&ds, *pair, spec.n_nodes, spec.seed)?;
-                if replacement {
-                    obs.note(&format!(
-                        "note: {} {} exceeds the {} neurons of {} for pair {}/{}: drawn with replacement",
-                        self.flag("n_nodes"),
-                        spec.n_nodes,
-                        ds.pairs[pair].len(),
-                        dataset.display(),
-                        pair.0,
-                        pair.1
-                    ));
-                }
-                (n, true)
-            }
-            NeuronSource::File { path, shuffle } => {
-                let mut n = read_network_neurons(path, &self.flag("neurons"))?;
-                if *shuffle {
-                    use rand::{SeedableRng, seq::SliceRandom};
-                    n.shuffle(&mut rand::rngs::StdRng::seed_from_u64(spec.seed));
-                }
-                let bio = n.iter().any(|p| p.activation.max_current != 1.0);
-                if n.len() != spec.n_nodes {
-                    obs.note(&format!(
-                        "note: {} neurons from {}: the network has H = {} ({} {} is not used)",
-                        n.len(),
-                        path.display(),
-                        n.len(),
-                        self.flag("n_nodes"),
-                        spec.n_nodes
-                    ));
-                }
-                (n, bio)
-            }
-        })
-    }
-
-    fn gfr(&self) -> Result<Option<SavedNetwork>> {
+    /// Trains the GFR network of `neurons` (biological or not).
+    fn gfr(
+        &self,
+        (neurons, biological): (Vec<NeuronParams>, bool),
+    ) -> Result<Option<SavedNetwork>> {
         let (spec, obs, device) = (self.spec, self.obs, self.device);
-        let (neurons, biological) = self.neurons()?;
         let n_nodes = neurons.len();
         let bins: Vec<(u32, u32)> = neurons
             .iter()
