@@ -405,6 +405,21 @@ fn download_fails_fast_with_where_to_put_files() {
     // nothing was preprocessed: no cell list that a later `gfr fit` or `gfr simulate` would
     // take for this folder's
     assert!(!data.join("cell_ids.csv").exists(), "{e}");
+    // a mistyped NWB folder (no --download) is named at once: no list of every cell of the
+    // metadata table is written, to fail each
+    let typo = dir.join("nwb-typo");
+    let e = fails(&gfr(&[
+        "preprocess",
+        "--nwb-dir",
+        s(&typo),
+        "--data-dir",
+        s(&data),
+    ]));
+    assert!(
+        e.contains(&format!("--nwb-dir {}: no such folder", typo.display())),
+        "{e}"
+    );
+    assert!(!data.join("cell_ids.csv").exists(), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -260,5 +260,35 @@ fn dry_run_prints_scripts_with_absolute_paths() {
     assert!(!root.join("p").exists(), "a dry run writes nothing");
     // --slurm-arg without --slurm is a usage error
     exits_with(&gfr_at(&sub, &["fit", "--slurm-arg=--time=1"]), 1);
+    // a bad setting or data folder is said at once, as the tasks would say it, with nothing
+    // written (a real submission would have run every task only to fail)
+    for (bad, flag) in [
+        (["--degree", "0"], "--degree 0"),
+        (["--batch-cells", "0"], "--batch-cells 0"),
+    ] {
+        let mut args = vec!["fit", "--data-dir", "../data", "--save-path", "../p"];
+        args.extend(bad);
+        args.extend(["--slurm", "3", "--dry-run"]);
+        let e = exits_with(&gfr_at(&sub, &args), 1);
+        assert!(e.contains(flag) && !e.contains("#SBATCH"), "{e}");
+    }
+    std::fs::write(sub.join("ids.csv"), "900000001\n").unwrap();
+    let e = fails(&gfr_at(
+        &sub,
+        &[
+            "fit",
+            "ids.csv",
+            "--data-dir",
+            "../typo",
+            "--slurm",
+            "3",
+            "--dry-run",
+        ],
+    ));
+    assert!(
+        e.contains("--data-dir ../typo") && !e.contains("#SBATCH"),
+        "{e}"
+    );
+    assert!(!root.join("p").exists(), "nothing written");
     std::fs::remove_dir_all(dir).unwrap();
 }

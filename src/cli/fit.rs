@@ -119,20 +119,7 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
         eprintln!("shard {k}/{n}: {} cells", ids.len());
     }
     let device = a.device.backend().device().context("--device")?;
-    let opts = FitOptions {
-        bin_size: a.bins.bin_size,
-        activation_bin_size: a.bins.activation_bin_size,
-        degree: a.degree,
-        l1: a.c,
-        save_path: a.save_path.clone(),
-        config,
-        data_dir,
-        device,
-        seed: a.seed.seed,
-        batch_cells: a.batch_cells,
-        resume: a.resume,
-        shard: a.shard,
-    };
+    let opts = options(&a, config, device);
     opts.check(&super::flag)?;
     opts.check_data_dir(&super::flag)?;
     eprintln!(
@@ -155,6 +142,24 @@ pub(super) fn run(a: FitArgs) -> Result<()> {
     gfr::fit::run_outcome(&reports)
 }
 
+/// The fit's options from the flags.
+fn options(a: &FitArgs, config: gfr::FitConfig, device: gfr::Device) -> FitOptions {
+    FitOptions {
+        bin_size: a.bins.bin_size,
+        activation_bin_size: a.bins.activation_bin_size,
+        degree: a.degree,
+        l1: a.c,
+        save_path: a.save_path.clone(),
+        config,
+        data_dir: DataDir::new(&a.data.data_dir),
+        device,
+        seed: a.seed.seed,
+        batch_cells: a.batch_cells,
+        resume: a.resume,
+        shard: a.shard,
+    }
+}
+
 /// `--slurm N`: the fit as a job array, every path absolute.
 fn submit(a: &FitArgs, n: usize) -> Result<()> {
     if n == 0 {
@@ -172,6 +177,12 @@ fn submit(a: &FitArgs, n: usize) -> Result<()> {
         Some(p) => gfr::FitConfig::load(p)?,
         None => gfr::FitConfig::builtin(),
     };
+    // every setting and the data folder are checked here, before anything is written or
+    // submitted, as the tasks would check them (on the CPU: the login node may have no GPU)
+    let opts = options(a, load.clone(), gfr::cpu());
+    opts.check(&super::flag)?;
+    opts.check_data_dir(&super::flag)?;
+    let load = opts.config;
     let mut args = vec![
         abs(&ids)?,
         "--bin-size".into(),

@@ -48,6 +48,23 @@ pub(super) fn run(a: PreprocessArgs) -> Result<()> {
             dir = a.nwb_dir.display()
         )
     };
+    // what the flags name is checked before any download or cell list: a mistyped NWB
+    // folder would otherwise list every cell of the metadata table and fail each
+    if !a.download && !a.nwb_dir.is_dir() {
+        return Err(anyhow::Error::new(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "--nwb-dir {}: no such folder ({}; or --download fetches them)",
+                a.nwb_dir.display(),
+                where_to_put()
+            ),
+        )));
+    }
+    // (the stimulus-name mapping, read again per cell: a bad one is said now)
+    gfr::data::nwb2::Nwb2Options::for_nwb_dir(&a.nwb_dir)?;
+    if a.download {
+        gfr::fit::store::check_writable(&data.0, "--data-dir")?;
+    }
     let ids = match &a.cell_ids {
         Some(p) => read_cell_ids(p)?,
         None => {
