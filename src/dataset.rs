@@ -545,9 +545,7 @@ pub fn build_and_save(
         .cloned()
         .collect();
     let check_out = |file: &Path, setting: &str| -> Result<()> {
-        let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-        crate::fit::store::check_writable(dir.unwrap_or(Path::new(".")), &name(setting))
-            .with_context(|| format!("{} {} cannot be written", name(setting), file.display()))
+        crate::fit::store::check_output_file(file, &name(setting))
     };
     check_out(out, "out")?;
     if let Some(j) = json {

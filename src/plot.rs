@@ -56,8 +56,9 @@ macro_rules! figure {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let tmp = path.with_extension(format!("tmp.{}", $format.ext()));
-        {
+        // (the process id keeps concurrent runs apart; the format comes from the extension)
+        let tmp = path.with_extension(format!("{}.tmp.{}", std::process::id(), $format.ext()));
+        let drawn = (|| -> anyhow::Result<()> {
             match $format {
                 Format::Png => {
                     let $root = BitMapBackend::new(&tmp, $size).into_drawing_area();
@@ -72,6 +73,11 @@ macro_rules! figure {
                     $root.present().map_err(err)?;
                 }
             }
+            Ok(())
+        })();
+        if let Err(e) = drawn {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok::<PathBuf, anyhow::Error>(path.to_path_buf())

@@ -391,6 +391,8 @@ pub fn simulate_into(
         "data_dir",
         name,
     )?;
+    // (a folder that cannot be written is said before the cells are simulated)
+    crate::fit::store::check_writable(&dir.0, &name("data_dir"))?;
     let ids = simulate_cells(first_id, cells, seed, truth, |cell| {
         cell.recording.save(dir)?;
         each(&cell);
@@ -521,6 +523,7 @@ pub fn simulate_nwb_into(
 ) -> anyhow::Result<Vec<u64>> {
     let ids_csv = nwb_dir.join("cell_ids.csv");
     check_cell_list(&ids_csv, cells, first_id, overwrite, "nwb_dir", name)?;
+    crate::fit::store::check_writable(nwb_dir, &name("nwb_dir"))?;
     let ids = crate::parallel::map_on_cores((0..cells).collect(), |k| {
         let cell = simulate_nwb_cell(first_id + k as u64, k, seed);
         let path = nwb_dir.join(format!("{}.nwb", cell.cell_id));

@@ -45,6 +45,9 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
         bail!("--cells and --batch-cells must be at least 1");
     }
     let device = a.device.backend().device().context("--device")?;
+    if let Some(p) = &a.json {
+        gfr::fit::store::check_output_file(p, "--json")?;
+    }
     if a.network {
         for (flag, value) in [
             ("--n-nodes", a.n_nodes),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use super::{BinSizes, DEFAULT_DATASET, load_cre_lines};
@@ -185,6 +185,14 @@ pub(super) fn run(c: DatasetCommand) -> Result<()> {
             out: DatasetOut { out },
         } => {
             let ds = Dataset::load_json(&file)?;
+            // as `dataset build`: an empty dataset never replaces one
+            if ds.n_records() == 0 && out.exists() {
+                bail!(
+                    "{} holds no records; {} exists and was left unchanged",
+                    file.display(),
+                    out.display()
+                );
+            }
             ds.save(&out)?;
             print!("{}", ds.summary());
             println!(

@@ -60,6 +60,11 @@ pub(super) fn run(a: SpikesArgs) -> Result<()> {
         )
     })?;
     let opts = Nwb2Options::for_nwb_dir(&a.nwb_dir)?;
+    // the outputs' folders are checked before the file is read and its spikes detected
+    gfr::fit::store::check_output_file(&a.out, "--out")?;
+    if !a.plot_sweep.is_empty() {
+        gfr::fit::store::check_writable(&a.figures, "--figures")?;
+    }
     let (sweeps, notes) = cell_spikes(&path, &opts, &params)?;
     for n in &notes {
         eprintln!("{n}");

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// The folder name of a (bin size, activation bin size) pair: `bin20_actv100`.
 pub fn pair_dir_name(bin_size: u32, actv_bin_size: u32) -> String {
@@ -207,6 +207,17 @@ pub fn check_writable(dir: &Path, flag: &str) -> Result<()> {
         .with_context(|| format!("{flag} {}: cannot write files there", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// Checks, before any work, that `file` can be written where a flag names it (`flag`): not a
+/// folder, and its folder can take files (created if missing).
+pub fn check_output_file(file: &Path, flag: &str) -> Result<()> {
+    if file.is_dir() {
+        bail!("{flag} {}: is a folder (give a file name)", file.display());
+    }
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    check_writable(dir.unwrap_or(Path::new(".")), flag)
+        .with_context(|| format!("{flag} {} cannot be written", file.display()))
 }
 
 /// A stable 64-bit FNV-1a hash, as 16 hex digits (recorded in results to recognise a config).

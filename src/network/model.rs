@@ -557,6 +557,30 @@ pub fn biological_neurons(
         sample(&mut rng, recs.len(), n).into_vec()
     };
     let mut out: Vec<NeuronParams> = picks.iter().map(|&i| recs[i].params.clone()).collect();
+    // the neurons of a layer share λ: records of the pair at another bin size (a hand-made
+    // dataset) are an error; λ that differ by float32 rounding (PyTorch's results beside
+    // gfr's) take the first neuron's
+    let (bin, lambda) = (out[0].bin_size, out[0].lambda.clone());
+    for (&i, p) in picks.iter().zip(out.iter_mut()) {
+        let close = p.lambda.len() == lambda.len()
+            && p.lambda
+                .iter()
+                .zip(&lambda)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs());
+        if p.bin_size != bin || !close {
+            anyhow::bail!(
+                "the dataset's neuron of cell {} (pair {}/{}) has bin size {} ms and {} decay rates,                  cell {}'s {bin} ms and {}: the neurons of a network must share them",
+                recs[i].cell_id,
+                pair.0,
+                pair.1,
+                p.bin_size,
+                p.lambda.len(),
+                recs[picks[0]].cell_id,
+                lambda.len()
+            );
+        }
+        p.lambda.clone_from(&lambda);
+    }
     pad_degrees(&mut out);
     Ok((out, replacement))
 }
@@ -811,5 +835,38 @@ mod tests {
         let (n, replaced) = biological_neurons(&ds, (20, 20), 25, 0).unwrap();
         assert!(replaced && n.len() == 25);
         assert!(biological_neurons(&ds, (50, 20), 4, 0).is_err());
+    }
+
+    /// λ rounded to float32 (PyTorch's results beside gfr's) are the same decay rates: the
+    /// network takes them as the first drawn neuron's. A record of another bin size filed
+    /// under the pair (a hand-made dataset) is an error naming its cell, not a panic.
+    #[test]
+    fn biological_neurons_share_the_decay_rates_or_are_refused() {
+        use crate::dataset::{Dataset, DatasetRecord};
+        let record = |id: u64, params: NeuronParams| {
+            let r = crate::fit::FitResult::with_final_loss(params, 0.8, 0.8, 0.3);
+            DatasetRecord::from_fit(id, &r, String::new())
+        };
+        let mut ds = Dataset::default();
+        for id in 0..4u64 {
+            let mut p = fitted_like(100.0 + id as f64, [0.0, 1.0]);
+            if id % 2 == 1 {
+                p.lambda = p.lambda.iter().map(|&l| l as f32 as f64).collect();
+            }
+            ds.insert(record(id, p));
+        }
+        let (n, _) = biological_neurons(&ds, (20, 20), 4, 0).unwrap();
+        assert!(n.iter().all(|p| p.lambda == n[0].lambda));
+        let device = crate::device::cpu();
+        let _ = GfrNetwork::biological(&n, super::BioInput::Relative, &device);
+        let mut other = fitted_like(50.0, [0.0, 1.0]);
+        other.lambda = crate::neuron::decay_rates(100);
+        let mut rec = record(9, other);
+        rec.bin_size = 20;
+        ds.pairs.get_mut(&(20, 20)).unwrap().push(rec);
+        let e = biological_neurons(&ds, (20, 20), 5, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cell 9") && e.contains("must share"), "{e}");
     }
 }
