@@ -97,7 +97,10 @@ fn preprocess_lists_the_cells_of_the_built_in_metadata_table() {
     let dir = scratch("anyfolder-pre");
     // no NWB folder (the default cell_types): said at once, no cell list written
     let text = fails(&gfr_in(&dir, &["preprocess", "--quiet"]));
-    assert!(text.contains("--nwb-dir cell_types: no such folder"), "{text}");
+    assert!(
+        text.contains("--nwb-dir cell_types: no such folder"),
+        "{text}"
+    );
     assert!(!dir.join("data/cell_ids.csv").exists(), "{text}");
     // an NWB folder without NWB files: every cell is reported missing (exit 3: cells failed),
     // but the list came from the built-in table and was written

@@ -560,7 +560,10 @@ pub fn biological_neurons(
     // the neurons of a layer share λ: records of the pair at another bin size (a hand-made
     // dataset) are an error; λ that differ by float32 rounding (PyTorch's results beside
     // gfr's) take the first neuron's
-    let (bin, lambda) = (out[0].bin_size, out[0].lambda.clone());
+    let Some(first) = out.first() else {
+        return Ok((out, replacement));
+    };
+    let (bin, lambda) = (first.bin_size, first.lambda.clone());
     for (&i, p) in picks.iter().zip(out.iter_mut()) {
         let close = p.lambda.len() == lambda.len()
             && p.lambda
@@ -569,7 +572,8 @@ pub fn biological_neurons(
                 .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs());
         if p.bin_size != bin || !close {
             anyhow::bail!(
-                "the dataset's neuron of cell {} (pair {}/{}) has bin size {} ms and {} decay rates,                  cell {}'s {bin} ms and {}: the neurons of a network must share them",
+                "the dataset's neuron of cell {} (pair {}/{}) has bin size {} ms and {} decay rates, \
+                 cell {}'s {bin} ms and {}: the neurons of a network must share them",
                 recs[i].cell_id,
                 pair.0,
                 pair.1,
@@ -868,5 +872,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cell 9") && e.contains("must share"), "{e}");
+        assert!(!e.contains("  "), "one line: {e}");
+        assert!(
+            biological_neurons(&ds, (20, 20), 0, 0)
+                .unwrap()
+                .0
+                .is_empty()
+        );
     }
 }
