@@ -555,14 +555,8 @@ pub fn train_runs(
             }
             // on a GPU the sweep losses are read once an epoch (a read waits for the device),
             // on the CPU after each step
-            if upload.is_none() && !unread.is_empty() {
-                let losses = read_losses(&unread, None).0;
-                mark_train_losses(
-                    std::mem::take(&mut unread),
-                    &losses,
-                    &mut state,
-                    &mut epoch_loss,
-                );
+            if upload.is_none() {
+                read_losses(&mut unread, None, &mut state, &mut epoch_loss);
             }
         }
         // each running cell's test loss: one forward scan of their test sweeps, read with the
@@ -574,10 +568,9 @@ pub fn train_runs(
             let (losses, _, spans) = test_upload.losses(&running, &layer.valid(), dt, settings.eps);
             (losses, spans)
         });
-        let (train, test_sweeps) = read_losses(&unread, test.as_ref().map(|t| &t.0));
-        mark_train_losses(
-            std::mem::take(&mut unread),
-            &train,
+        let test_sweeps = read_losses(
+            &mut unread,
+            test.as_ref().map(|t| &t.0),
             &mut state,
             &mut epoch_loss,
         );
@@ -648,30 +641,26 @@ fn layer_params(layer: &GfrLayer, inits: &[NeuronParams]) -> Vec<NeuronParams> {
     params
 }
 
-/// The sweep losses of `unread` scans and of `more`, in one read from the device: (the
-/// scans', `more`'s).
-fn read_losses(unread: &[UnreadLosses], more: Option<&Tensor<2>>) -> (Vec<f64>, Vec<f64>) {
+/// Reads the sweep losses of the `unread` scans (taking them) and of `more` in one read from
+/// the device; adds each cell's per-bin train loss of the scans to `epoch_loss` (a cell with a
+/// non-finite one has diverged) and returns `more`'s.
+fn read_losses(
+    unread: &mut Vec<UnreadLosses>,
+    more: Option<&Tensor<2>>,
+    state: &mut [CellRun],
+    epoch_loss: &mut [f64],
+) -> Vec<f64> {
+    let unread = std::mem::take(unread);
     let losses: Vec<Tensor<2>> = unread
         .iter()
         .map(|u| u.losses.clone())
         .chain(more.cloned())
         .collect();
     if losses.is_empty() {
-        return Default::default();
+        return Vec::new();
     }
-    let mut all = crate::neuron::to_vec(Tensor::cat(losses, 1));
-    let more = all.split_off(unread.iter().map(|u| u.losses.dims()[1]).sum());
-    (all, more)
-}
-
-/// Adds each cell's per-bin train loss of the `unread` scans (their `losses`, read) to
-/// `epoch_loss`; a cell with a non-finite loss has diverged.
-fn mark_train_losses(
-    unread: Vec<UnreadLosses>,
-    losses: &[f64],
-    state: &mut [CellRun],
-    epoch_loss: &mut [f64],
-) {
+    let mut losses = crate::neuron::to_vec(Tensor::cat(losses, 1));
+    let more = losses.split_off(unread.iter().map(|u| u.losses.dims()[1]).sum());
     let mut base = 0;
     for scan in unread {
         let scan_losses = &losses[base..base + scan.losses.dims()[1]];
@@ -686,6 +675,7 @@ fn mark_train_losses(
             epoch_loss[c] += loss;
         }
     }
+    more
 }
 
 fn finish(

@@ -92,18 +92,22 @@ impl GfrLayer {
         if self.history_unit.is_some() {
             return (self.scan_neurons(), 1.0);
         }
+        (self.scan_neurons_with(self.beta.val()), self.history_scale)
+    }
+
+    /// The scan's parameters with `beta` as the rate-history weights.
+    fn scan_neurons_with(&self, beta: Tensor<2>) -> ScanNeurons {
         let act = &self.activation;
-        let neurons = ScanNeurons {
+        ScanNeurons {
             alpha: self.alpha.val(),
-            beta: self.beta.val(),
+            beta,
             decay: self.decay.val(),
             coeffs: act.coeffs.val(),
             threshold: act.threshold_pa(),
             max_current: act.max_current.val(),
             max_rate: act.max_rate.val(),
             precision: Default::default(),
-        };
-        (neurons, self.history_scale)
+        }
     }
 
     /// The rate-history weights as a step applies them, s · u ⊙ β̃ = 1000 β, `[N, n]`.
@@ -186,17 +190,7 @@ impl GfrLayer {
 
     /// The parameters as the fused scan takes them (rate-history scale folded into β).
     pub fn scan_neurons(&self) -> ScanNeurons {
-        let act = &self.activation;
-        ScanNeurons {
-            alpha: self.alpha.val(),
-            beta: self.history_weights(),
-            decay: self.decay.val(),
-            coeffs: act.coeffs.val(),
-            threshold: act.threshold_pa(),
-            max_current: act.max_current.val(),
-            max_rate: act.max_rate.val(),
-            precision: Default::default(),
-        }
+        self.scan_neurons_with(self.history_weights())
     }
 
     /// Runs the layer from rest over `current` (pA) `[B, T, N]` with the fused scan; returns
