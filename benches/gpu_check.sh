@@ -5,7 +5,8 @@
 # On a lent machine, run it through benches/gpu_run.sh (packed by benches/gpu_kit.sh).
 # MNIST_DIR: a full-size IDX set (60,000 training images); GFR: the gfr binary (default
 # target/release/gfr); GFR_BEFORE: an older binary to time in the same call.
-# GPU_CHECK_CELLS (default 10000): the cells of the population-scale fit (1,000 at a time).
+# GPU_CHECK_CELLS (default 10000): the cells of the population-scale fit (wgpu's default
+# --batch-cells at a time).
 # Needs a Vulkan driver (wgpu) and, for the peer row, python3 with torch (CUDA).
 set -u
 mnist=${1:?usage: benches/gpu_check.sh MNIST_DIR [GFR] [GFR_BEFORE]}
@@ -22,22 +23,33 @@ left() { local l=$(( ${GPU_CHECK_SECONDS:-570} - ($(date +%s) - start) - ${1:-0}
 nvidia-smi -L 2>/dev/null
 # issue #27: a 60k epoch on wgpu against torch.nn.RNN on CUDA, same machine, H = 128, batch 64
 step torch.nn.RNN, CUDA, 3 epochs
-PYTHONUNBUFFERED=1 timeout 90 python3 "$root/benches/torch_rnn.py" --mnist-dir "$mnist" --device cuda --epochs 3 2>&1 | tail -3
+PYTHONUNBUFFERED=1 timeout 75 python3 "$root/benches/torch_rnn.py" --mnist-dir "$mnist" --device cuda --epochs 3 2>&1 | tail -3
 binaries=("$gfr")
 [ -n "$before" ] && binaries+=("$before")
 for g in "${binaries[@]}"; do
   step "$g network --device wgpu, 3 epochs"
-  timeout 90 "$g" network --device wgpu --mnist-dir "$mnist" --offline --epochs 3 --quiet \
+  timeout 75 "$g" network --device wgpu --mnist-dir "$mnist" --offline --epochs 3 --quiet \
     --overwrite --save-dir "$scratch/net" 2>&1 | grep -E "^epoch|rror|adapter"
 done
 step "$gfr bench --network --device wgpu (6,000-digit sample): launches and host time per batch"
-timeout 45 "$gfr" bench --network --device wgpu --epochs 1 2>&1 | grep -v "^  "
+timeout 40 "$gfr" bench --network --device wgpu --epochs 1 2>&1 | grep -v "^  "
 # issue #27: 10,000 cells on one GPU, host memory under 8 GB, device memory under 20 GB; each
-# batch of 1,000 prints its running seconds per cell, so a cut-off run still says its speed
+# batch prints its running seconds per cell, so a cut-off run still says its speed
 # (simulating 10,000 cells on 16 cores takes about a minute, not counted in its seconds per cell)
+# (nvidia-smi's reading of the device memory, every 2 s, checks gfr's own)
 cells=${GPU_CHECK_CELLS:-10000}
-step "$gfr bench --device wgpu --cells $cells --batch-cells 1000 (default config)"
-timeout "$(left 35)" "$gfr" bench --device wgpu --cells "$cells" --batch-cells 1000 2>&1 | grep -v "^  "
+fit() {
+  step "$gfr bench --device wgpu --cells $cells $* (default config)"
+  local smi=$scratch/smi.csv
+  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits -l 2 > "$smi" 2>/dev/null &
+  local smi_pid=$!
+  timeout "$(left 35)" "$gfr" bench --device wgpu --cells "$cells" "$@" 2>&1 | grep -v "^  "
+  kill "$smi_pid" 2>/dev/null
+  awk -F', *' '{m = $1 > m ? $1 : m; if ($2 > 0) {u += $2; n++}} END {printf "nvidia-smi: device memory used at most %d MiB; GPU busy %.0f %% of the samples it was used in (%d)\n", m, n ? u / n : 0, n}' "$smi"
+}
+# at wgpu's default --batch-cells, then (what a larger default would give) all at once
+fit
+if [ "$(left)" -gt 150 ]; then fit --batch-cells "$cells"; else step "no time left for one batch of $cells"; fi
 step "kernel profile of the network (syncs after every kernel): 10 batches"
 [ "$(left)" -gt 10 ] || { step "no time left for the profile"; exit 0; }
 CUBECL_DEBUG_LOG="$scratch/profile.log" CUBECL_DEBUG_OPTION=profile timeout "$(left)" "$gfr" network \

@@ -71,6 +71,10 @@ pub struct BatchDone {
     pub peak_memory_mb: f64,
     /// Device memory reserved so far (MB; 0 on the CPU).
     pub device_memory_mb: f64,
+    /// Median test EVR of the cells fitted so far.
+    pub median_test_evr: f64,
+    /// Time spent waiting for the device in reads so far (s; 0 on the CPU).
+    pub device_wait: f64,
 }
 
 /// Simulates `cells` AdEx cells into a scratch folder and fits them, `batch_cells` at a time;
@@ -105,6 +109,15 @@ pub fn bench_fit(
     let watching = cubecl::logging::LaunchObservation::new(launches.clone());
     let t0 = Instant::now();
     let wait0 = crate::device::device_wait_seconds();
+    // (the CPU's reads are copies of finished results, not waits)
+    let cpu = crate::device::is_cpu(&opts.device);
+    let device_wait = || {
+        if cpu {
+            0.0
+        } else {
+            crate::device::device_wait_seconds() - wait0
+        }
+    };
     let ids: Vec<u64> = (1..=cells as u64).collect();
     let mut evrs = Vec::new();
     let mut device_mb = 0f64;
@@ -123,6 +136,8 @@ pub fn bench_fit(
             seconds: t0.elapsed().as_secs_f64(),
             peak_memory_mb: peak_memory_mb(),
             device_memory_mb: device_mb,
+            median_test_evr: median(evrs.clone()),
+            device_wait: device_wait(),
         });
     }
     let epochs = cells * config.hparams.iter().map(|h| h.epochs).sum::<usize>();
@@ -130,7 +145,6 @@ pub fn bench_fit(
     drop(watching);
     let names = std::mem::take(&mut *launches.names.lock().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
-    evrs.sort_by(f64::total_cmp);
     Ok(FitBench {
         cells,
         batch_cells: opts.batch_cells,
@@ -140,15 +154,11 @@ pub fn bench_fit(
         seconds_per_cell: total / cells as f64,
         seconds_per_epoch: total / epochs.max(1) as f64,
         cells_per_hour: 3600.0 * cells as f64 / total,
-        median_test_evr: evrs.get(evrs.len() / 2).copied().unwrap_or(f64::NAN),
+        median_test_evr: median(evrs),
         peak_memory_mb: peak_memory_mb(),
         device_memory_mb: device_mb,
         // (the CPU's reads are copies of finished results, not waits)
-        device_wait_per_cell: if crate::device::is_cpu(&opts.device) {
-            0.0
-        } else {
-            (crate::device::device_wait_seconds() - wait0) / cells as f64
-        },
+        device_wait_per_cell: device_wait() / cells as f64,
         kernels_per_cell: names.values().sum::<usize>() as f64 / cells as f64,
         top_kernels: most_launched(&names, cells as f64),
     })
@@ -281,6 +291,7 @@ impl crate::network::TrainProgress for BatchMeter {
     }
 }
 
+/// The upper median (NaN for none).
 fn median(mut xs: Vec<f64>) -> f64 {
     if xs.is_empty() {
         return f64::NAN;

@@ -608,6 +608,13 @@ fn bench_reports_each_batch_and_the_device_wait() {
         }
         let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(b["cells"], 3, "{b}");
+        // the last batch's line gives the whole run's median test EVR
+        let last = out.lines().find(|l| l.contains("3 of 3 cells")).unwrap();
+        let median = format!(
+            "median test EVR {:.3},",
+            b["median_test_evr"].as_f64().unwrap()
+        );
+        assert!(last.contains(&median), "{device}: {last} / {median}");
         let (wait, per_cell) = (
             b["device_wait_per_cell"].as_f64().unwrap(),
             b["seconds_per_cell"].as_f64().unwrap(),

@@ -50,7 +50,7 @@ def fit(
     activation_bin_size: int = 20,
     save_path: PathLike = "model/params",
     device: Literal["cpu", "wgpu"] = "cpu",
-    batch_cells: int = 16,
+    batch_cells: int | None = None,
     resume: bool = False,
     progress: bool = True,
     degree: int = 1,

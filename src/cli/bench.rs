@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{ConfigPath, DEFAULT_BATCH_CELLS, DeviceArg, load_fit_config};
+use super::{ConfigPath, DeviceArg, load_fit_config};
 
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
@@ -19,9 +19,8 @@ pub(super) struct BenchArgs {
     device: DeviceArg,
     #[command(flatten)]
     seed: super::SeedArg,
-    /// Cells fitted together (`gfr fit --batch-cells`).
-    #[arg(long = "batch-cells", default_value_t = DEFAULT_BATCH_CELLS)]
-    batch_cells: usize,
+    #[command(flatten)]
+    batch: super::BatchCells,
     /// Also write the numbers as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -41,7 +40,8 @@ pub(super) struct BenchArgs {
 }
 
 pub(super) fn run(a: BenchArgs) -> Result<()> {
-    if a.cells == 0 || a.batch_cells == 0 {
+    let batch_cells = a.batch.or_default(a.device.backend());
+    if a.cells == 0 || batch_cells == 0 {
         bail!("--cells and --batch-cells must be at least 1");
     }
     let device = a.device.backend().device().context("--device")?;
@@ -95,23 +95,28 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
     );
     let b = gfr::bench::bench_fit(
         a.cells,
-        a.batch_cells,
+        batch_cells,
         config,
         a.device.backend().name(),
         device,
         a.seed.seed,
         &|b| {
             // with more than one batch: where the run stands (a long run shows its speed early)
-            if a.cells > a.batch_cells {
+            if a.cells > batch_cells {
                 eprintln!(
-                    "batch done: {} of {} cells in {:.1} s ({:.3} s per cell), peak memory {:.0} MB{}",
+                    "batch done: {} of {} cells in {:.1} s ({:.3} s per cell), median test EVR {:.3}, peak memory {:.0} MB{}",
                     b.cells_done,
                     b.cells,
                     b.seconds,
                     b.seconds / b.cells_done as f64,
+                    b.median_test_evr,
                     b.peak_memory_mb,
                     if b.device_memory_mb > 0.0 {
-                        format!(", device memory {:.0} MB", b.device_memory_mb)
+                        format!(
+                            ", device memory {:.0} MB, device wait {:.0} %",
+                            b.device_memory_mb,
+                            100.0 * b.device_wait / b.seconds
+                        )
                     } else {
                         String::new()
                     }

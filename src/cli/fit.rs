@@ -10,7 +10,7 @@ use gfr::fit::{FitOptions, FitProgress, fit_cells, summary_table};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{
-    BinSizes, ConfigPath, DEFAULT_BATCH_CELLS, DeviceArg, InputDataDir, ProgressBars,
+    BinSizes, ConfigPath, DeviceArg, InputDataDir, ProgressBars,
     load_fit_config,
 };
 
@@ -43,15 +43,8 @@ pub(super) struct FitArgs {
     device: DeviceArg,
     #[command(flatten)]
     seed: super::SeedArg,
-    /// Fit N cells together in one batched model (each keeps its own parameters, optimizer
-    /// state, schedule, early stop and selection: on the CPU the results are those of
-    /// one-at-a-time bit for bit, on wgpu up to float rounding; 1 fits one cell at a time).
-    #[arg(
-        long = "batch-cells",
-        visible_alias = "batch_cells",
-        default_value_t = DEFAULT_BATCH_CELLS
-    )]
-    batch_cells: usize,
+    #[command(flatten)]
+    batch: super::BatchCells,
     /// Fit only every N-th cell starting at K (`K/N`, 0 ≤ K < N), e.g. one Slurm array task.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(usize, usize)>,
@@ -154,7 +147,7 @@ fn options(a: &FitArgs, config: gfr::FitConfig, device: gfr::Device) -> FitOptio
         data_dir: DataDir::new(&a.data.data_dir),
         device,
         seed: a.seed.seed,
-        batch_cells: a.batch_cells,
+        batch_cells: a.batch.or_default(a.device.backend()),
         resume: a.resume,
         shard: a.shard,
     }
@@ -202,7 +195,7 @@ fn submit(a: &FitArgs, n: usize) -> Result<()> {
         "--seed".into(),
         a.seed.seed.to_string(),
         "--batch-cells".into(),
-        a.batch_cells.to_string(),
+        opts.batch_cells.to_string(),
     ];
     if let Some(c) = &config {
         args.extend(["--config-path".into(), abs(c)?]);

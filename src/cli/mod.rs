@@ -23,7 +23,7 @@ use indicatif::ProgressBar;
 use gfr::device::Backend;
 use gfr::fit::FitConfig;
 
-use gfr::fit::DEFAULT_BATCH_CELLS;
+use gfr::fit::default_batch_cells;
 
 /// Default input files, read from the working folder when there; else the copy compiled in.
 const DEFAULT_CONFIG: &str = "configs/default.json";
@@ -203,6 +203,25 @@ struct SeedArg {
     seed: u64,
 }
 
+/// `--batch-cells` of `gfr fit` and `gfr bench`.
+#[derive(Args)]
+struct BatchCells {
+    /// Fit N cells together in one batched model (each keeps its own parameters, optimizer
+    /// state, schedule, early stop and selection: on the CPU the results are those of
+    /// one-at-a-time bit for bit, on wgpu up to float rounding; 1 fits one cell at a time)
+    /// [default: 16 on the CPU, 2500 on wgpu].
+    #[arg(long = "batch-cells", visible_alias = "batch_cells")]
+    batch_cells: Option<usize>,
+}
+
+impl BatchCells {
+    /// The flag's value, else the backend's default.
+    fn or_default(&self, backend: Backend) -> usize {
+        self.batch_cells
+            .unwrap_or_else(|| default_batch_cells(backend))
+    }
+}
+
 /// `--quiet` of the commands that draw progress bars (`gfr network` says it in the singular).
 #[derive(Args)]
 struct ProgressBars {
@@ -268,6 +287,27 @@ fn say(bar: &ProgressBar, line: String) {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// `--batch-cells`'s help states the defaults the code uses.
+    #[test]
+    fn batch_cells_help_states_the_defaults() {
+        use gfr::fit::{DEFAULT_BATCH_CELLS, DEFAULT_BATCH_CELLS_GPU};
+        let cli = Cli::command();
+        for sub in ["fit", "bench"] {
+            let help = cli
+                .find_subcommand(sub)
+                .and_then(|c| c.get_arguments().find(|a| a.get_id() == "batch_cells"))
+                .and_then(|a| a.get_help())
+                .unwrap()
+                .to_string();
+            let stated = format!(
+                "[default: {DEFAULT_BATCH_CELLS} on the CPU, {DEFAULT_BATCH_CELLS_GPU} on wgpu]"
+            );
+            assert!(help.contains(&stated), "{sub}: {help}");
+        }
+        assert_eq!(default_batch_cells(Backend::Cpu), DEFAULT_BATCH_CELLS);
+        assert_eq!(default_batch_cells(Backend::Wgpu), DEFAULT_BATCH_CELLS_GPU);
+    }
 
     /// `--help` describes every flag and argument of every subcommand in a line.
     #[test]

@@ -37,9 +37,22 @@ use crate::data::pickle::{
 use crate::data::{CellRecording, DataDir};
 use crate::neuron::{BIN_SIZES, NeuronParams};
 
-/// Cells fitted together by default: batching changes no result (on the CPU, bit for bit) and
+/// Cells fitted together by default on the CPU: batching changes no result (bit for bit) and
 /// saves about 40% of the time (`gfr bench`).
 pub const DEFAULT_BATCH_CELLS: usize = 16;
+
+/// Cells fitted together by default on a GPU (wgpu; results equal up to float rounding): a
+/// step's time hardly grows with its cells until the GPU is full, so thousands go together.
+pub const DEFAULT_BATCH_CELLS_GPU: usize = 2500;
+
+/// `--batch-cells` when not given: [`DEFAULT_BATCH_CELLS`] on the CPU,
+/// [`DEFAULT_BATCH_CELLS_GPU`] on wgpu.
+pub fn default_batch_cells(backend: crate::Backend) -> usize {
+    match backend {
+        crate::Backend::Cpu => DEFAULT_BATCH_CELLS,
+        crate::Backend::Wgpu => DEFAULT_BATCH_CELLS_GPU,
+    }
+}
 
 /// Largest polynomial degree d accepted by `--degree`.
 pub const MAX_DEGREE: usize = 10;
