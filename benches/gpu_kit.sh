@@ -19,7 +19,8 @@ trap 'rm -rf "$lists"' EXIT
 mkdir -p "$lists/partial"
 o="-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=$lists"
 apt-get $o update -qq
-(cd .gpu && rm -f ./*.deb && apt-get $o download -qq libvulkan1)
+# the Vulkan loader, and the GL dispatch libraries NVIDIA's Vulkan driver (libGLX_nvidia) needs
+(cd .gpu && rm -f ./*.deb && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 git rev-parse --short HEAD > .gpu/commit
 git diff --quiet HEAD || echo "(with uncommitted changes)" >> .gpu/commit
 ls -l .gpu

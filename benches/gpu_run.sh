@@ -15,6 +15,13 @@ log=${OUT:-/tmp}/gpu_check.log
   icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
   xz -dc .gpu/gfr.xz > /tmp/gfr && chmod +x /tmp/gfr
+  # a wgpu adapter first: without one, the loader's own account of why, and stop
+  if ! /tmp/gfr bench --device wgpu --cells 1 --config-path configs/test.json > /tmp/adapter.log 2>&1; then
+    cat /tmp/adapter.log
+    VK_LOADER_DEBUG=error,warn,driver /tmp/gfr bench --device wgpu --cells 1 --config-path configs/test.json 2>&1 | head -40
+    exit 1
+  fi
+  grep -E "seconds per cell|median" /tmp/adapter.log
   mnist=$(mktemp -d)
   python3 - "$root/data/mnist-sample" "$mnist" <<'PY'
 import gzip, os, sys

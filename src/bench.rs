@@ -147,7 +147,7 @@ pub fn bench_fit(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(FitBench {
         cells,
-        batch_cells: opts.batch_cells,
+        batch_cells: opts.batch_cells.min(cells),
         config: config.config_name,
         device: device_name.to_string(),
         seconds_total: total,

@@ -257,6 +257,25 @@ fn dry_run_prints_scripts_with_absolute_paths() {
         "{out}"
     );
     assert!(out.contains("dataset build --params-dir"), "{out}");
+    // the tasks get the backend's default --batch-cells
+    assert!(out.contains("'--batch-cells' '16'"), "{out}");
+    let wgpu = ok(&gfr_at(
+        &sub,
+        &[
+            "fit",
+            "--data-dir",
+            "../data",
+            "--save-path",
+            "../p",
+            "--device",
+            "wgpu",
+            "--slurm",
+            "3",
+            "--dry-run",
+        ],
+    ));
+    assert!(wgpu.contains("'--device' 'wgpu'"), "{wgpu}");
+    assert!(wgpu.contains("'--batch-cells' '2500'"), "{wgpu}");
     assert!(!root.join("p").exists(), "a dry run writes nothing");
     // --slurm-arg without --slurm is a usage error
     exits_with(&gfr_at(&sub, &["fit", "--slurm-arg=--time=1"]), 1);
