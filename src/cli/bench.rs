@@ -128,7 +128,7 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
         "cells               {} ({} at a time)",
         b.cells, b.batch_cells
     );
-    println!("seconds per cell    {:.3}", b.seconds_per_cell);
+    println!("seconds per cell    {:.4}", b.seconds_per_cell);
     println!("seconds per epoch   {:.5}", b.seconds_per_epoch);
     println!("cells per hour      {:.0}", b.cells_per_hour);
     println!("median test EVR     {:.3}", b.median_test_evr);
@@ -136,8 +136,8 @@ pub(super) fn run(a: BenchArgs) -> Result<()> {
     if b.device_memory_mb > 0.0 {
         println!("device memory (MB)  {:.0}", b.device_memory_mb);
         println!(
-            "device wait         {:.3} s per cell ({:.0} % of the time: the rest is the host's)",
-            b.device_wait_per_cell,
+            "device wait         {:.2} ms per cell ({:.0} % of the time: the rest is the host's)",
+            1e3 * b.device_wait_per_cell,
             100.0 * b.device_wait_per_cell / b.seconds_per_cell
         );
     }
