@@ -157,7 +157,6 @@ pub fn bench_fit(
         median_test_evr: median(evrs),
         peak_memory_mb: peak_memory_mb(),
         device_memory_mb: device_mb,
-        // (the CPU's reads are copies of finished results, not waits)
         device_wait_per_cell: device_wait() / cells as f64,
         kernels_per_cell: names.values().sum::<usize>() as f64 / cells as f64,
         top_kernels: most_launched(&names, cells as f64),

@@ -228,9 +228,9 @@ fn dry_run_prints_scripts_with_absolute_paths() {
     ok(&gfr_at(&dir, &["simulate", "--cells", "2"]));
     let sub = dir.join("sub");
     std::fs::create_dir_all(&sub).unwrap();
-    let out = ok(&gfr_at(
-        &sub,
-        &[
+    // a 3-task dry run from `sub`, with `extra` flags
+    let dry_run = |extra: &[&str]| {
+        let mut args = vec![
             "fit",
             "--data-dir",
             "../data",
@@ -239,9 +239,11 @@ fn dry_run_prints_scripts_with_absolute_paths() {
             "--slurm",
             "3",
             "--dry-run",
-            "--slurm-arg=--time=01:00:00",
-        ],
-    ));
+        ];
+        args.extend(extra);
+        ok(&gfr_at(&sub, &args))
+    };
+    let out = dry_run(&["--slurm-arg=--time=01:00:00"]);
     let root = std::fs::canonicalize(&dir).unwrap();
     assert!(out.contains("#SBATCH --array=0-2"), "{out}");
     assert!(out.contains(&format!("'{}/data'", root.display())), "{out}");
@@ -259,21 +261,7 @@ fn dry_run_prints_scripts_with_absolute_paths() {
     assert!(out.contains("dataset build --params-dir"), "{out}");
     // the tasks get the backend's default --batch-cells
     assert!(out.contains("'--batch-cells' '16'"), "{out}");
-    let wgpu = ok(&gfr_at(
-        &sub,
-        &[
-            "fit",
-            "--data-dir",
-            "../data",
-            "--save-path",
-            "../p",
-            "--device",
-            "wgpu",
-            "--slurm",
-            "3",
-            "--dry-run",
-        ],
-    ));
+    let wgpu = dry_run(&["--device", "wgpu"]);
     assert!(wgpu.contains("'--device' 'wgpu'"), "{wgpu}");
     assert!(wgpu.contains("'--batch-cells' '2500'"), "{wgpu}");
     assert!(!root.join("p").exists(), "a dry run writes nothing");

@@ -9,10 +9,7 @@ use gfr::data::{DataDir, read_cell_ids};
 use gfr::fit::{FitOptions, FitProgress, fit_cells, summary_table};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{
-    BinSizes, ConfigPath, DeviceArg, InputDataDir, ProgressBars,
-    load_fit_config,
-};
+use super::{BinSizes, ConfigPath, DeviceArg, InputDataDir, ProgressBars, load_fit_config};
 
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
