@@ -26,11 +26,20 @@ SLOW = {
 }
 
 
+# Python's own Ctrl-C handler, as in a terminal: a process started in the background by a
+# non-interactive shell (CI, nohup) inherits SIGINT ignored, and Python then keeps it ignored.
+SIGINT_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def interrupt_when(script, ready, timeout=300):
-    """Runs `script` in a Python subprocess, sends it SIGINT once `ready()` is true, and
-    returns (seconds from the signal to its exit, its stdout + stderr)."""
+    """Runs `script` in a Python subprocess with Python's Ctrl-C handler, sends it SIGINT once
+    `ready()` is true, and returns (seconds from the signal to its exit, its stdout + stderr,
+    its exit status)."""
     p = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL + script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     start = time.time()
     while not ready():
